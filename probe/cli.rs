@@ -1,0 +1,94 @@
+//! The command line, as clap definitions only. Each command's behaviour lives
+//! in its area's module; `main.rs` dispatches.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::report::FailOn;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "podprobe",
+    version,
+    about = "Debug a pod's network from inside its namespace, with a verdict backed by measurements",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Output format: text for people, json for machines.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Upper bound on every single network wait (e.g. 2s, 500ms).
+    #[arg(long, global = true, value_parser = parse_duration, default_value = "2s")]
+    pub timeout: Duration,
+    /// Exit 1 when the verdict is this bad or worse.
+    #[arg(long, global = true, value_enum, default_value_t = FailOn::Fail)]
+    pub fail_on: FailOn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every applicable check against this pod's network.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// A name to resolve through every nameserver (repeatable).
+    #[arg(long = "name", value_name = "NAME")]
+    pub names: Vec<String>,
+    /// A TCP target to connect to and classify (repeatable).
+    #[arg(long = "tcp", value_name = "HOST:PORT")]
+    pub tcp: Vec<String>,
+    /// The resolv.conf to read instead of /etc/resolv.conf.
+    #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+}
+
+/// Parses `2s`, `500ms`, `1m30s`, or a bare number of seconds (`2`, `0.5`),
+/// as `dig +time=` and `curl --max-time` users type them.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("'{text}' is not a duration of zero or more seconds"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("'{text}' is not a duration ({e}); try 2s, 500ms or 1m"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse_like_users_type_them() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! podprobe: measure a pod's network from inside its namespace and judge the
+//! evidence. Measuring (I/O, in each area's `measure*` module) and judging
+//! (pure, in `judge*`) are kept apart so judges can be tested on recorded
+//! evidence and fed from live probes and captures alike.
+
+pub mod cli;
+pub mod doctor;
+pub mod error;
+pub mod net;
+pub mod report;
+
+pub use error::{Error, Result};

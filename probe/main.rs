@@ -1,0 +1,86 @@
+//! `podprobe`: parse the command line, run one command, render its report and
+//! exit with the documented code.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use podprobe::cli::{Cli, Command, GlobalArgs, OutputFormat};
+use podprobe::report::{Report, EXIT_UNAVAILABLE, EXIT_USAGE};
+
+/// What a command leaves for `main` to do.
+enum Outcome {
+    /// A verdict to render; its status decides the exit code.
+    Report(Report),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
+    let global = cli.global.clone();
+    let outcome: anyhow::Result<Outcome> = match cli.command {
+        Command::Doctor(args) => podprobe::doctor::run(&args, &global)
+            .map(Outcome::Report)
+            .map_err(anyhow::Error::from),
+    };
+    match outcome {
+        Ok(Outcome::Report(report)) => {
+            print_report(&report, &global);
+            exit(report.exit_code(global.fail_on))
+        }
+        Err(err) => {
+            eprintln!("podprobe: {err:#}");
+            exit(
+                err.downcast_ref::<podprobe::Error>()
+                    .map_or(EXIT_UNAVAILABLE, podprobe::Error::exit_code),
+            )
+        }
+    }
+}
+
+/// clap's errors span several lines; a script wants one, as kubectl gives.
+fn usage_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let code = if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            EXIT_USAGE
+        } else {
+            0
+        };
+        // A closed stdout (`podprobe --help | head -1`) is not an error.
+        let _ = write!(std::io::stdout(), "{}", err.render());
+        return exit(code);
+    }
+    let rendered = err.render().to_string();
+    let first = rendered
+        .lines()
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    eprintln!("podprobe: {first} (see 'podprobe --help')");
+    exit(EXIT_USAGE)
+}
+
+fn print_report(report: &Report, global: &GlobalArgs) {
+    let stdout = std::io::stdout();
+    let text = match global.output {
+        OutputFormat::Json => report.to_json() + "\n",
+        OutputFormat::Text => {
+            let colour = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            report.to_text(colour)
+        }
+    };
+    // A reader that went away (`| head`) has what it wanted.
+    let _ = stdout.lock().write_all(text.as_bytes());
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
