@@ -4,9 +4,11 @@
 //! evidence and fed from live probes and captures alike.
 
 pub mod cli;
+pub mod dns;
 pub mod doctor;
 pub mod error;
 pub mod net;
 pub mod report;
+pub mod stats;
 
 pub use error::{Error, Result};
