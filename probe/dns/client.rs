@@ -137,7 +137,10 @@ pub fn query_same_socket(
     let mut buf = [0u8; 65535];
     while pending.iter().any(|p| p.done.is_none()) {
         let now = Instant::now();
-        let Some(left) = deadline.checked_duration_since(now).filter(|d| !d.is_zero()) else {
+        let Some(left) = deadline
+            .checked_duration_since(now)
+            .filter(|d| !d.is_zero())
+        else {
             break;
         };
         if socket.set_read_timeout(Some(left)).is_err() {
@@ -153,7 +156,12 @@ pub fn query_same_socket(
                     }
                 }
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 break
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -292,9 +300,18 @@ mod tests {
                 }
             ))
         );
-        assert_eq!(match_reply(&reply(9, &name, RecordType::A), &name, &p), None);
-        assert_eq!(match_reply(&reply(7, &other, RecordType::A), &name, &p), None);
-        assert_eq!(match_reply(&reply(7, &name, RecordType::AAAA), &name, &p), None);
+        assert_eq!(
+            match_reply(&reply(9, &name, RecordType::A), &name, &p),
+            None
+        );
+        assert_eq!(
+            match_reply(&reply(7, &other, RecordType::A), &name, &p),
+            None
+        );
+        assert_eq!(
+            match_reply(&reply(7, &name, RecordType::AAAA), &name, &p),
+            None
+        );
         let upper = parse_name("WEB.default.svc.cluster.local").unwrap();
         assert!(match_reply(&reply(7, &upper, RecordType::A), &name, &p).is_some());
     }

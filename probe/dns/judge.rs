@@ -6,7 +6,8 @@ use super::measure::NameserversEvidence;
 use super::resolvconf::{ResolvConf, MAX_NAMESERVERS};
 use crate::report::{Check, Status};
 
-const REF_NDOTS: &str = "https://kubernetes.io/docs/concepts/services-networking/dns-pod-service/#pod-dns-config";
+const REF_NDOTS: &str =
+    "https://kubernetes.io/docs/concepts/services-networking/dns-pod-service/#pod-dns-config";
 const REF_RESOLV_CONF: &str = "https://man7.org/linux/man-pages/man5/resolv.conf.5.html";
 
 #[derive(Serialize)]
@@ -120,7 +121,12 @@ pub fn nameservers(ev: &NameserversEvidence) -> Check {
     let unhealthy: Vec<String> = ev
         .servers
         .iter()
-        .filter(|s| matches!(s.rcode.as_str(), "SERVFAIL" | "REFUSED" | "NOTIMP" | "FORMERR"))
+        .filter(|s| {
+            matches!(
+                s.rcode.as_str(),
+                "SERVFAIL" | "REFUSED" | "NOTIMP" | "FORMERR"
+            )
+        })
         .map(|s| format!("{} ({})", s.server, s.rcode))
         .collect();
     let (status, summary) = if !silent.is_empty() {
@@ -136,13 +142,24 @@ pub fn nameservers(ev: &NameserversEvidence) -> Check {
     } else if !unhealthy.is_empty() {
         (
             Status::Warn,
-            format!("{} answered but cannot resolve: {}", ev.name, unhealthy.join(", ")),
+            format!(
+                "{} answered but cannot resolve: {}",
+                ev.name,
+                unhealthy.join(", ")
+            ),
         )
     } else {
         let list: Vec<String> = ev
             .servers
             .iter()
-            .map(|s| format!("{} {} in {:.1} ms", s.server, s.rcode, s.latency_ms.unwrap_or(0.0)))
+            .map(|s| {
+                format!(
+                    "{} {} in {:.1} ms",
+                    s.server,
+                    s.rcode,
+                    s.latency_ms.unwrap_or(0.0)
+                )
+            })
             .collect();
         (Status::Pass, format!("{}: {}", ev.name, list.join(", ")))
     };
@@ -162,15 +179,9 @@ pub fn nameservers(ev: &NameserversEvidence) -> Check {
             "check that the DNS Service's pods are running and reachable (kubectl -n kube-system get pods -l k8s-app=kube-dns -o wide) and that no NetworkPolicy blocks UDP/TCP 53 egress".to_string(),
         ]
     };
-    Check::new(
-        "dns.nameservers",
-        "Nameservers answer",
-        status,
-        summary,
-        ev,
-    )
-    .with_details(details)
-    .with_remedy(remedy)
+    Check::new("dns.nameservers", "Nameservers answer", status, summary, ev)
+        .with_details(details)
+        .with_remedy(remedy)
 }
 
 #[cfg(test)]
@@ -180,7 +191,10 @@ mod tests {
     use crate::dns::resolvconf::Env;
 
     fn judge(text: &str) -> Check {
-        resolv_conf("/etc/resolv.conf", &ResolvConf::parse(text, &Env::default()))
+        resolv_conf(
+            "/etc/resolv.conf",
+            &ResolvConf::parse(text, &Env::default()),
+        )
     }
 
     #[test]
@@ -194,14 +208,26 @@ mod tests {
 
         let k8s = judge("search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n");
         assert_eq!(k8s.status, Status::Warn);
-        assert!(k8s.summary.contains("ndots:5 with 3 search domains"), "{}", k8s.summary);
+        assert!(
+            k8s.summary.contains("ndots:5 with 3 search domains"),
+            "{}",
+            k8s.summary
+        );
         assert!(k8s.remedy.iter().any(|r| r.contains("dnsConfig")));
 
         // ndots:2 with search domains is still amplification; without them it is not.
-        assert_eq!(judge("nameserver 1.1.1.1\nsearch a.example\noptions ndots:2\n").status, Status::Warn);
-        assert_eq!(judge("nameserver 1.1.1.1\noptions ndots:2\n").status, Status::Pass);
+        assert_eq!(
+            judge("nameserver 1.1.1.1\nsearch a.example\noptions ndots:2\n").status,
+            Status::Warn
+        );
+        assert_eq!(
+            judge("nameserver 1.1.1.1\noptions ndots:2\n").status,
+            Status::Pass
+        );
 
-        let four = judge("nameserver 10.0.0.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\nnameserver 10.0.0.4\n");
+        let four = judge(
+            "nameserver 10.0.0.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\nnameserver 10.0.0.4\n",
+        );
         assert_eq!(four.status, Status::Warn);
         assert!(four.summary.contains("10.0.0.4"), "{}", four.summary);
 
@@ -215,7 +241,9 @@ mod tests {
             server: server.into(),
             rcode: rcode.into(),
             latency_ms,
-            error: latency_ms.is_none().then(|| "no reply within 2000 ms".into()),
+            error: latency_ms
+                .is_none()
+                .then(|| "no reply within 2000 ms".into()),
         }
     }
 
@@ -235,14 +263,22 @@ mod tests {
             answer("10.96.0.11:53", "NXDOMAIN", Some(3.4)),
         ]));
         assert_eq!(ok.status, Status::Pass, "{}", ok.summary);
-        let refused = nameservers(&servers(vec![answer("10.96.0.10:53", "REFUSED", Some(0.5))]));
+        let refused = nameservers(&servers(vec![answer(
+            "10.96.0.10:53",
+            "REFUSED",
+            Some(0.5),
+        )]));
         assert_eq!(refused.status, Status::Warn);
         let silent = nameservers(&servers(vec![
             answer("10.96.0.10:53", "NOERROR", Some(1.0)),
             answer("10.96.0.11:53", "TIMEOUT", None),
         ]));
         assert_eq!(silent.status, Status::Fail);
-        assert!(silent.summary.contains("10.96.0.11:53"), "{}", silent.summary);
+        assert!(
+            silent.summary.contains("10.96.0.11:53"),
+            "{}",
+            silent.summary
+        );
         assert_eq!(silent.evidence["servers"][1]["rcode"], "TIMEOUT");
         assert!(silent.evidence["servers"][1].get("latency_ms").is_none());
     }

@@ -33,10 +33,20 @@ pub fn load_resolv_conf(path: &Path) -> crate::Result<ResolvConf> {
 /// `doctor`'s DNS checks.
 pub fn doctor_checks(args: &DoctorArgs, global: &GlobalArgs) -> crate::Result<Vec<Check>> {
     let conf = load_resolv_conf(&args.resolv_conf)?;
-    let name = client::parse_name(args.names.first().map_or(DEFAULT_DOCTOR_NAME, String::as_str))?;
+    let name = client::parse_name(
+        args.names
+            .first()
+            .map_or(DEFAULT_DOCTOR_NAME, String::as_str),
+    )?;
     let path = args.resolv_conf.display().to_string();
     Ok(vec![
         timed(|| judge::resolv_conf(&path, &conf)),
-        timed(|| judge::nameservers(&measure::nameservers(&conf.servers(), &name, global.timeout))),
+        timed(|| {
+            judge::nameservers(&measure::nameservers(
+                &conf.servers(),
+                &name,
+                global.timeout,
+            ))
+        }),
     ])
 }

@@ -96,7 +96,10 @@ impl ResolvConf {
             path: path.display().to_string(),
             source,
         })?;
-        Ok(Self::parse(&String::from_utf8_lossy(&text), &Env::from_process()))
+        Ok(Self::parse(
+            &String::from_utf8_lossy(&text),
+            &Env::from_process(),
+        ))
     }
 
     /// Parses resolv.conf text the way glibc 2.26+ does.
@@ -220,10 +223,11 @@ fn words(text: &str) -> Vec<String> {
 /// Negative values (which glibc stores into an unsigned bit field) count as 0.
 fn atoi(text: &str) -> u32 {
     let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse::<u64>().map_or(
-        if digits.is_empty() { 0 } else { u32::MAX },
-        |n| u32::try_from(n).unwrap_or(u32::MAX),
-    )
+    digits
+        .parse::<u64>()
+        .map_or(if digits.is_empty() { 0 } else { u32::MAX }, |n| {
+            u32::try_from(n).unwrap_or(u32::MAX)
+        })
 }
 
 /// An IPv4 or IPv6 address; a `%scope` suffix on IPv6 is accepted and
@@ -315,7 +319,10 @@ mod tests {
     #[test]
     fn last_of_domain_and_search_wins() {
         let c = parse("search a.example b.example\ndomain corp.example\n");
-        assert_eq!((c.search.clone(), c.search_source.as_str()), (vec!["corp.example".to_string()], "domain"));
+        assert_eq!(
+            (c.search.clone(), c.search_source.as_str()),
+            (vec!["corp.example".to_string()], "domain")
+        );
         let c = parse("domain corp.example\nsearch a.example b.example\n");
         assert_eq!(c.search, ["a.example", "b.example"]);
         let c = parse("search a.example\nsearch b.example\n");
