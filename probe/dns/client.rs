@@ -92,6 +92,39 @@ pub fn query(server: SocketAddr, name: &Name, qtype: RecordType, timeout: Durati
         })
 }
 
+/// Every question for `name` at once, each from its own socket (as
+/// resolvers without the shared-socket pattern do): per-query latency
+/// without the conntrack race of [`query_same_socket`].
+pub fn query_each_socket(
+    server: SocketAddr,
+    name: &Name,
+    qtypes: &[RecordType],
+    timeout: Duration,
+) -> Vec<Sent> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = qtypes
+            .iter()
+            .map(|&qtype| {
+                (
+                    qtype,
+                    scope.spawn(move || query(server, name, qtype, timeout)),
+                )
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(qtype, h)| {
+                h.join().unwrap_or(Sent {
+                    server,
+                    qtype,
+                    outcome: Outcome::Error("query thread failed".into()),
+                    elapsed: Duration::ZERO,
+                })
+            })
+            .collect()
+    })
+}
+
 /// glibc's pattern: every question for `name` sent back to back from one
 /// socket (same source port), then replies collected until all matched or
 /// `timeout` after the last send. Stray or mismatched packets are ignored.
