@@ -64,7 +64,8 @@ impl Dnsmasq {
             "--local=/corp.example/",
             "--host-record=kubernetes.default.svc.cluster.local,10.96.0.1",
             "--host-record=web.prod.svc.cluster.local,10.96.5.5",
-            "--address=/api.example.com/203.0.113.10",
+            "--local=/example/",
+            "--host-record=api.example.com,203.0.113.10,2001:db8::10",
         ])
         .arg(format!("--listen-address={addr}"))
         .arg(format!("--log-facility={}", log.display()))
@@ -110,6 +111,70 @@ impl Drop for Dnsmasq {
 
 fn json(out: &std::process::Output) -> serde_json::Value {
     report(out)
+}
+
+/// The pod's resolv.conf as Kubernetes writes it for ClusterFirst, with a
+/// host search domain, served by dnsmasq on 127.0.0.1.
+const CLUSTER_FIRST: &str = "search default.svc.cluster.local svc.cluster.local cluster.local corp.example\nnameserver 127.0.0.1\noptions ndots:5\n";
+
+/// A namespace whose /etc/resolv.conf (for `ip netns exec`, which bind-mounts
+/// /etc/netns/NAME/) is `text`; removed on drop.
+struct PodNetns {
+    ns: Netns,
+    etc: PathBuf,
+}
+
+impl PodNetns {
+    fn new(text: &str) -> PodNetns {
+        let ns = Netns::new("dns");
+        let etc = PathBuf::from("/etc/netns").join(&ns.name);
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("resolv.conf"), text).unwrap();
+        PodNetns { ns, etc }
+    }
+}
+
+impl Drop for PodNetns {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.etc);
+    }
+}
+
+/// `podprobe dns NAME... -o json` in the namespace.
+fn dns_report(ns: &Netns, args: &[&str]) -> (serde_json::Value, std::process::Output) {
+    let out = run(ns.podprobe().args(["dns", "-o", "json"]).args(args));
+    (json(&out), out)
+}
+
+/// The candidates' names in the order podprobe reports them.
+fn candidate_names(lookup: &serde_json::Value) -> Vec<String> {
+    lookup["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c["fqdn"]
+                .as_str()
+                .unwrap()
+                .trim_end_matches('.')
+                .to_string()
+        })
+        .collect()
+}
+
+/// Consecutive queries for the same name as one candidate, with its types.
+fn by_candidate(queries: &[(String, String)]) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for (qtype, name) in queries {
+        match out.last_mut() {
+            Some((last, types)) if last == name => types.push(qtype.clone()),
+            _ => out.push((name.clone(), vec![qtype.clone()])),
+        }
+    }
+    for (_, types) in &mut out {
+        types.sort();
+    }
+    out
 }
 
 #[test]
@@ -244,4 +309,263 @@ fn doctor_unreadable_resolv_conf_is_an_input_error() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty());
+}
+
+/// The candidate sequence podprobe reports and sends is the query sequence
+/// real glibc (`getent ahosts`) sends for the same name and resolv.conf.
+#[test]
+fn dns_candidates_match_real_glibc() {
+    let pod = PodNetns::new(CLUSTER_FIRST);
+    let dir = Scratch::new();
+    let dns = Dnsmasq::start(&pod.ns, &dir, "127.0.0.1", &[]);
+    for name in [
+        "kubernetes",        // short name: first search domain answers
+        "api.example.com",   // dotted external name: the whole walk
+        "a.b.c.d.e.example", // ndots dots: as is first, then the search list
+        "api.example.com.",  // trailing dot: as is only
+        "web.prod",          // cross-namespace name
+    ] {
+        let before = dns.queries().len();
+        let _ = run(pod.ns.command("getent").args(["ahosts", name]));
+        let glibc = by_candidate(&dns.queries()[before..]);
+        let before = dns.queries().len();
+        let (rep, _) = dns_report(&pod.ns, &[name, "--race", "0", "--count", "0"]);
+        let sent = by_candidate(&dns.queries()[before..]);
+        let lookup = &check(&rep, "dns.search-expansion")["evidence"]["lookups"][0];
+        let reported = candidate_names(lookup);
+        let glibc_names: Vec<String> = glibc.iter().map(|(n, _)| n.clone()).collect();
+        assert!(!glibc.is_empty(), "glibc sent nothing for {name}");
+        assert_eq!(reported, glibc_names, "{name}: reported vs glibc");
+        assert_eq!(sent, glibc, "{name}: sent vs glibc");
+        for (_, types) in &glibc {
+            assert_eq!(types, &["A", "AAAA"], "{name}: glibc asks A and AAAA");
+        }
+    }
+}
+
+#[test]
+fn dns_search_expansion_warns_for_external_name_passes_with_trailing_dot() {
+    let pod = PodNetns::new(CLUSTER_FIRST);
+    let dir = Scratch::new();
+    let _dns = Dnsmasq::start(&pod.ns, &dir, "127.0.0.1", &[]);
+    let (rep, out) = dns_report(&pod.ns, &["api.example.com", "--race", "0", "--count", "2"]);
+    assert_eq!(out.status.code(), Some(0), "warn exits 0");
+    let c = check(&rep, "dns.search-expansion");
+    assert_eq!(c["status"], "warn", "{c:#}");
+    let l = &c["evidence"]["lookups"][0];
+    assert_eq!(l["queries_sent"], 10);
+    assert_eq!(l["wasted_queries"], 8);
+    assert_eq!(l["resolved_as"], "api.example.com.");
+    assert_eq!(l["dots"], 2);
+    assert_eq!(
+        l["candidates"][0]["search_domain"],
+        "default.svc.cluster.local"
+    );
+    assert!(l["candidates"][4]["search_domain"].is_null());
+    assert_eq!(l["candidates"][0]["queries"][0]["rcode"], "NXDOMAIN");
+    assert_eq!(
+        c["evidence"]["by_search_domain"].as_array().unwrap().len(),
+        4
+    );
+    assert_eq!(
+        c["evidence"]["by_search_domain"][3]["domain"],
+        "corp.example"
+    );
+    assert!(c["remedy"][0]
+        .as_str()
+        .unwrap()
+        .contains("`api.example.com.`"));
+    assert_eq!(check(&rep, "dns.latency")["status"], "pass");
+
+    let (rep, out) = dns_report(
+        &pod.ns,
+        &["api.example.com.", "--race", "0", "--count", "0"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let c = check(&rep, "dns.search-expansion");
+    assert_eq!(c["status"], "pass", "{c:#}");
+    assert_eq!(c["evidence"]["lookups"][0]["wasted_queries"], 0);
+    assert_eq!(c["evidence"]["lookups"][0]["queries_sent"], 2);
+}
+
+#[test]
+fn dns_search_expansion_fails_when_a_search_domain_times_out() {
+    // The host search domain's server (127.0.0.2) drops every query.
+    let pod = PodNetns::new(CLUSTER_FIRST);
+    let dir = Scratch::new();
+    let _dns = Dnsmasq::start(
+        &pod.ns,
+        &dir,
+        "127.0.0.1",
+        &["--server=/corp.example/127.0.0.2"],
+    );
+    pod.ns
+        .sh("iptables -A INPUT -d 127.0.0.2 -p udp --dport 53 -j DROP");
+    let (rep, out) = dns_report(
+        &pod.ns,
+        &[
+            "api.example.com",
+            "--race",
+            "0",
+            "--count",
+            "0",
+            "--timeout",
+            "300ms",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let c = check(&rep, "dns.search-expansion");
+    assert_eq!(c["status"], "fail", "{c:#}");
+    let corp = &c["evidence"]["by_search_domain"][3];
+    assert_eq!(corp["domain"], "corp.example");
+    assert!(corp["timeouts"].as_u64().unwrap() > 0, "{corp:#}");
+    let l = &c["evidence"]["lookups"][0];
+    assert!(
+        l["resolved_as"].is_null(),
+        "glibc stops the walk at a timeout"
+    );
+    assert_eq!(l["candidates"].as_array().unwrap().len(), 4);
+}
+
+/// The conntrack insert race as the lab reproduces it: a second UDP/53
+/// packet of the same 4-tuple within a millisecond is dropped.
+const RACE_RULE: &str = "iptables -A INPUT -p udp --dport 53 -m hashlimit --hashlimit-above 1000/sec --hashlimit-burst 1 --hashlimit-mode srcip,srcport,dstip,dstport --hashlimit-name pprace -j DROP";
+
+#[test]
+fn dns_timeout_race_fails_only_on_same_socket_loss_and_passes_without() {
+    let pod = PodNetns::new(CLUSTER_FIRST);
+    let dir = Scratch::new();
+    let _dns = Dnsmasq::start(&pod.ns, &dir, "127.0.0.1", &[]);
+    let args = [
+        "kubernetes.default",
+        "--race",
+        "5",
+        "--count",
+        "0",
+        "--timeout",
+        "300ms",
+    ];
+    let (rep, _) = dns_report(&pod.ns, &args);
+    let c = check(&rep, "dns.timeout-race");
+    assert_eq!(c["status"], "pass", "{c:#}");
+
+    pod.ns.sh(RACE_RULE);
+    let (rep, out) = dns_report(&pod.ns, &args);
+    assert_eq!(out.status.code(), Some(1));
+    let c = check(&rep, "dns.timeout-race");
+    assert_eq!(c["status"], "fail", "{c:#}");
+    let ev = &c["evidence"];
+    assert_eq!(ev["name"], "kubernetes.default.svc.cluster.local.");
+    assert_eq!(ev["server"], "127.0.0.1:53");
+    let same = &ev["patterns"][0];
+    assert_eq!(same["pattern"], "parallel-same-socket");
+    assert_eq!(same["attempts"], 5);
+    assert_eq!(same["lost"], 5);
+    assert_eq!(same["lost_qtypes"]["AAAA"], 5);
+    assert_eq!(ev["patterns"][1]["pattern"], "single-request-reopen");
+    assert_eq!(ev["patterns"][1]["lost"], 0);
+}
+
+/// Builds `int main(){pause();}` with musl-gcc (dynamic) into `dir`.
+fn musl_program(dir: &Scratch) -> PathBuf {
+    let src = dir.file(
+        "pause.c",
+        "#include <unistd.h>\nint main(void) { pause(); return 0; }\n",
+    );
+    let bin = dir.0.join("pause-musl");
+    support::sh(&format!(
+        "musl-gcc -O2 -o {} {}",
+        bin.display(),
+        src.display()
+    ));
+    bin
+}
+
+/// With the app's processes visible (a shared PID namespace, as with
+/// `kubectl debug --target`), the race remedy names the fix for its libc.
+#[test]
+fn dns_timeout_race_tells_musl_from_glibc_apps() {
+    let pod = PodNetns::new(CLUSTER_FIRST);
+    let dir = Scratch::new();
+    let _dns = Dnsmasq::start(&pod.ns, &dir, "127.0.0.1", &[]);
+    pod.ns.sh(RACE_RULE);
+    let musl = musl_program(&dir);
+    let podprobe = env!("CARGO_BIN_EXE_podprobe");
+    for (app, libc, fix) in [
+        (musl.display().to_string(), "musl", "NodeLocal DNSCache"),
+        ("sleep 60".to_string(), "glibc", "single-request-reopen"),
+    ] {
+        let script = format!(
+            "{app} & sleep 0.3; exec {podprobe} dns -o json kubernetes.default --race 2 --count 0 --timeout 200ms"
+        );
+        let out = run(pod.ns.command("unshare").args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "sh",
+            "-c",
+            &script,
+        ]));
+        let rep = json(&out);
+        let c = check(&rep, "dns.timeout-race");
+        assert_eq!(c["status"], "fail", "{c:#}");
+        let procs = c["evidence"]["processes"].as_array().unwrap();
+        assert_eq!(procs.len(), 1, "{procs:#?}");
+        assert_eq!(procs[0]["libc"], libc, "{procs:#?}");
+        let remedy = c["remedy"].as_array().unwrap();
+        assert_eq!(remedy.len(), 1, "{remedy:#?}");
+        assert!(remedy[0].as_str().unwrap().contains(fix), "{remedy:#?}");
+    }
+}
+
+#[test]
+fn dns_latency_fails_when_the_server_never_answers() {
+    let dir = Scratch::new();
+    // A bound socket that never replies: the queries are simply lost.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server = silent.local_addr().unwrap().to_string();
+    let conf = dir.file("resolv.conf", "nameserver 127.0.0.1\n");
+    let start = Instant::now();
+    let out = run(support::podprobe()
+        .args([
+            "dns",
+            "-o",
+            "json",
+            "kubernetes.default.svc.cluster.local.",
+            "--count",
+            "3",
+        ])
+        .args(["--timeout", "200ms", "--server", &server, "--resolv-conf"])
+        .arg(&conf));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let rep = json(&out);
+    let lat = check(&rep, "dns.latency");
+    assert_eq!(lat["status"], "fail", "{lat:#}");
+    assert_eq!(lat["evidence"]["results"][0]["lost"], 3);
+    let se = check(&rep, "dns.search-expansion");
+    assert_eq!(
+        se["evidence"]["lookups"][0]["candidates"][0]["queries"][0]["rcode"],
+        "TIMEOUT"
+    );
+    assert_eq!(check(&rep, "dns.timeout-race")["status"], "skip");
+}
+
+#[test]
+fn dns_bad_input_is_one_line_and_exit_2() {
+    for args in [
+        &["dns", "--server", "kube-dns"][..],
+        &["dns", "bad..name"][..],
+        &["dns", "--resolv-conf", "/nonexistent/resolv.conf"][..],
+    ] {
+        let out = run(support::podprobe().args(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("podprobe: "), "{stderr}");
+    }
 }

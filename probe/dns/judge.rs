@@ -530,10 +530,10 @@ fn race_remedy(ev: &RaceEvidence) -> Vec<String> {
         };
         remedy.push(format!("{who}: {musl_fix}"));
     }
-    if has("none") {
+    if has("go") {
         remedy.push(format!(
-            "statically linked without a C library ({}): Go's own resolver sends A and AAAA from separate sockets; the loss above still hits glibc/musl clients",
-            names("none")
+            "Go programs ({}) resolve on their own (with cgo disabled), one socket per query; they do not hit this race, glibc and musl clients of the same nameserver do",
+            names("go")
         ));
     }
     remedy

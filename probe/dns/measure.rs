@@ -327,7 +327,8 @@ pub struct PatternEvidence {
 pub struct ProcessLibc {
     pub pid: u32,
     pub comm: String,
-    /// `glibc`, `musl`, or `none` (static without a C library, e.g. Go).
+    /// `glibc`, `musl`, `go` (Go's own resolver), `static` (statically
+    /// linked, C library not recognisable) or `unknown` (binary unreadable).
     pub libc: String,
 }
 
@@ -487,7 +488,8 @@ fn ancestors(proc_root: &Path) -> Vec<u32> {
 /// Tells the C library from a process's mappings: musl's loader and libc are
 /// one `ld-musl-*`/`libc.musl-*` object (or Debian's `.../x86_64-linux-musl/`),
 /// glibc's are `ld-linux*` and `libc.so.6`. A static binary maps neither; its
-/// file then tells whether glibc is linked in.
+/// file then says what was linked in: glibc's or musl's marks, Go's build
+/// info (Go resolves on its own), or nothing recognisable (`static`).
 pub fn libc_of(maps: &str, exe: &Path) -> &'static str {
     let paths = maps.lines().filter_map(|l| l.split_whitespace().nth(5));
     let mut glibc = false;
@@ -510,9 +512,10 @@ pub fn libc_of(maps: &str, exe: &Path) -> &'static str {
         return "glibc";
     }
     match std::fs::read(exe) {
-        Ok(bytes) if contains(&bytes, b"GLIBC_") || contains(&bytes, b"glibc.") => "glibc",
-        Ok(bytes) if contains(&bytes, b"ld-musl") || contains(&bytes, b"musl libc") => "musl",
-        Ok(_) => "none",
+        Ok(bytes) if contains(&bytes, b"Go buildinf:") => "go",
+        Ok(bytes) if contains(&bytes, b"GLIBC_") || contains(&bytes, b"glibc") => "glibc",
+        Ok(bytes) if contains(&bytes, b"musl") => "musl",
+        Ok(_) => "static",
         Err(_) => "unknown",
     }
 }
