@@ -569,3 +569,68 @@ fn dns_bad_input_is_one_line_and_exit_2() {
         assert!(stderr.starts_with("podprobe: "), "{stderr}");
     }
 }
+
+#[test]
+fn doctor_name_walks_the_search_list() {
+    let pod = PodNetns::new(CLUSTER_FIRST);
+    let dir = Scratch::new();
+    let _dns = Dnsmasq::start(&pod.ns, &dir, "127.0.0.1", &[]);
+    let out = run(pod
+        .ns
+        .podprobe()
+        .args(["doctor", "-o", "json", "--name", "api.example.com"]));
+    let rep = json(&out);
+    let c = check(&rep, "dns.search-expansion");
+    assert_eq!(c["status"], "warn", "{c:#}");
+    assert_eq!(c["evidence"]["lookups"][0]["wasted_queries"], 8);
+    // doctor asks each nameserver for the --name too.
+    let ns = check(&rep, "dns.nameservers");
+    assert_eq!(ns["evidence"]["name"], "api.example.com.");
+    assert_eq!(ns["evidence"]["servers"][0]["rcode"], "NOERROR");
+    assert!(rep["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["id"] != "dns.timeout-race"));
+}
+
+#[test]
+fn dns_text_output_is_the_per_candidate_table() {
+    let pod = PodNetns::new(CLUSTER_FIRST);
+    let dir = Scratch::new();
+    let _dns = Dnsmasq::start(&pod.ns, &dir, "127.0.0.1", &[]);
+    let out =
+        run(pod
+            .ns
+            .podprobe()
+            .args(["dns", "api.example.com", "--race", "0", "--count", "3"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = text.lines().map(str::trim).collect();
+    let row = |prefix: &str| {
+        rows.iter()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no row {prefix}:\n{text}"))
+    };
+    assert_eq!(
+        row("api.example.com.default.svc.cluster.local.")
+            .matches("NXDOMAIN")
+            .count(),
+        2,
+        "{text}"
+    );
+    assert!(row("api.example.com.  ").contains("<- answer"), "{text}");
+    assert!(
+        row("10 queries, 8 wasted, ").ends_with("ms on search domains"),
+        "{text}"
+    );
+    assert!(row("search domain").contains("p50 ms"), "{text}");
+    assert_eq!(
+        row("corp.example").split_whitespace().nth(1),
+        Some("2"),
+        "{text}"
+    );
+    assert!(
+        row("fix: api.example.com: write it with a trailing dot").contains("`api.example.com.`")
+    );
+    assert!(text.contains("value: \"2\""), "{text}");
+}
