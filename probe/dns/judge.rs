@@ -76,8 +76,8 @@ pub fn resolv_conf(path: &str, conf: &ResolvConf) -> Check {
             2 * n
         ));
         remedy.push(format!(
-            "end external names with a dot (api.example.com.), or lower ndots in the pod spec:\n{}",
-            dns_config_snippet(1)
+            "end external names with a dot (api.example.com.), or lower ndots in the pod spec (`podprobe dns NAME...` names the value for your names):\n{}",
+            dns_config_snippet(2)
         ));
     }
     let status = if problems.is_empty() {
@@ -426,8 +426,7 @@ pub fn timeout_race(ev: &RaceEvidence) -> Check {
         (true, false) => (
             Status::Fail,
             format!(
-                "A+AAAA from one socket lost replies in {same} of {attempts} lookups, one socket per query lost none: the conntrack insert race (glibc stalls {} each time)",
-                "the whole resolv.conf timeout"
+                "A+AAAA from one socket lost replies in {same} of {attempts} lookups, A then AAAA from a new socket lost none: the conntrack insert race (each loss stalls a glibc lookup for the resolv.conf timeout, 5 s by default)"
             ),
         ),
         (_, true) => (
@@ -511,7 +510,7 @@ fn race_remedy(ev: &RaceEvidence) -> Vec<String> {
             .join(", ")
     };
     let glibc_fix = "add `options single-request-reopen` (A and AAAA from different sockets, so they never share a conntrack entry):\nspec:\n  dnsConfig:\n    options:\n      - name: single-request-reopen";
-    let musl_fix = "musl (Alpine) ignores single-request-reopen: run NodeLocal DNSCache (pods query 169.254.20.10 on the node, no DNAT, no race), make the app use DNS over TCP, or move nodes to a kernel with the conntrack race fixes (5.0+) and masquerade with --random-fully";
+    let musl_fix = "single-request-reopen does not help, musl ignores it: run NodeLocal DNSCache (pods query 169.254.20.10 on the node, no DNAT, no race), have the app query over TCP (musl has no use-vc option: only the app's own resolver or a TCP-forwarding sidecar does it), or move nodes to a kernel with the conntrack race fixes (5.0+) and masquerade with --random-fully";
     let known = has("glibc") || has("musl");
     let mut remedy = Vec::new();
     if has("glibc") || !known {
@@ -526,7 +525,7 @@ fn race_remedy(ev: &RaceEvidence) -> Vec<String> {
         let who = if has("musl") {
             format!("musl apps ({})", names("musl"))
         } else {
-            "for musl apps".to_string()
+            "for musl apps (Alpine based images)".to_string()
         };
         remedy.push(format!("{who}: {musl_fix}"));
     }
