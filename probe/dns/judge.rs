@@ -221,6 +221,22 @@ pub fn search_expansion(ev: &SearchExpansionEvidence) -> Check {
     } else {
         wasteful.iter().map(|l| lookup_summary(l)).collect()
     };
+    if !slow.is_empty() {
+        let culprit = ev
+            .by_search_domain
+            .iter()
+            .filter_map(|d| Some((d, d.max_ms?)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(d, ms)| format!("; slowest search domain {} (max {ms:.1} ms)", d.domain))
+            .unwrap_or_default();
+        summary.insert(
+            0,
+            format!(
+                "{} lookup(s) lost more than {WASTED_MS_FAIL:.0} ms to the search list{culprit}",
+                slow.len()
+            ),
+        );
+    }
     if !timed_out.is_empty() {
         summary.insert(
             0,
@@ -919,6 +935,11 @@ mod tests {
     fn search_expansion_fails_on_slow_or_silent_search_domains() {
         let slow = search_expansion(&expansion(vec![external(0.4, 300.0, "NXDOMAIN")]));
         assert_eq!(slow.status, Status::Fail, "{}", slow.summary);
+        assert!(
+            slow.summary.starts_with("1 lookup(s) lost more than 100 ms to the search list; slowest search domain corp.internal (max 300.0 ms)"),
+            "{}",
+            slow.summary
+        );
         assert_eq!(
             slow.evidence["by_search_domain"][3]["domain"],
             "corp.internal"
