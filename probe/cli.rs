@@ -45,6 +45,16 @@ pub enum OutputFormat {
 pub enum Command {
     /// Run every applicable check against this pod's network.
     Doctor(DoctorArgs),
+    /// Print a shell completion script (e.g. `podprobe completions bash > /etc/bash_completion.d/podprobe`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a manual page in roff (e.g. `podprobe man dns | man -l -`).
+    Man {
+        /// The command to document; the overview when omitted.
+        command: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
