@@ -72,7 +72,7 @@ pub struct LabArgs {
 pub enum LabCommand {
     /// Build a lab (node, client, three backends, DNS) and leave it running.
     Up {
-        #[arg(long, default_value = "podprobe")]
+        #[arg(long, default_value = crate::lab::command::DEFAULT_NAME)]
         name: String,
         /// A fault to add to the node (repeatable).
         #[arg(long = "scenario", value_enum, value_name = "SCENARIO")]
@@ -80,7 +80,7 @@ pub enum LabCommand {
     },
     /// Remove a lab and everything it made.
     Down {
-        #[arg(long, default_value = "podprobe")]
+        #[arg(long, default_value = crate::lab::command::DEFAULT_NAME)]
         name: String,
     },
     /// List running labs (or one).
@@ -90,7 +90,7 @@ pub enum LabCommand {
     },
     /// Run a command inside a pod of the lab, as kubectl exec would.
     Exec {
-        #[arg(long, default_value = "podprobe")]
+        #[arg(long, default_value = crate::lab::command::DEFAULT_NAME)]
         name: String,
         #[arg(long, default_value = "client", value_parser = ["node", "client", "backend-1", "backend-2", "backend-3", "dns"])]
         pod: String,

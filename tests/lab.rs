@@ -38,7 +38,7 @@ fn addresses(out: &Output) -> BTreeSet<String> {
         .collect()
 }
 
-/// One HTTP/1.1 request on `stream`; returns the body (the backend's name).
+/// One HTTP/1.1 request on `stream`; returns the name of the backend that answered.
 fn get(stream: &mut TcpStream, close: bool) -> String {
     let connection = if close { "close" } else { "keep-alive" };
     write!(
@@ -61,7 +61,12 @@ fn get(stream: &mut TcpStream, close: bool) -> String {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).unwrap();
-    String::from_utf8(body).unwrap().trim().to_string()
+    let body = String::from_utf8(body).unwrap();
+    let backend = Pod::BACKENDS
+        .iter()
+        .find(|pod| body.contains(pod.name()))
+        .unwrap_or_else(|| panic!("no backend named in {body}"));
+    backend.name().to_string()
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -326,6 +331,30 @@ fn lab_guard_tears_down_on_panic() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+#[test]
+fn missing_tools_are_named_with_their_packages() {
+    let empty = std::env::temp_dir().join(format!("ppnotools{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = Command::new(PODPROBE)
+        .args(["lab", "up", "--name", "ppnotools"])
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    for named in [
+        "ip (package iproute2)",
+        "iptables (package iptables)",
+        "conntrack (package conntrack)",
+        "dnsmasq (package dnsmasq-base)",
+    ] {
+        assert!(stderr.contains(named), "{stderr}");
+    }
+    assert!(!std::path::Path::new("/run/podprobe/lab/ppnotools").exists());
+    std::fs::remove_dir(&empty).unwrap();
+}
+
 fn one_line_exit_2(out: &Output) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -340,6 +369,8 @@ fn bad_input_exits_2_with_one_line() {
     let out = podprobe(&["lab", "up", "--name", "Bad/Name"]);
     one_line_exit_2(&out);
     let out = podprobe(&["lab", "exec", "--name", "ppnosuchlab", "--", "true"]);
+    one_line_exit_2(&out);
+    let out = podprobe(&["lab", "down", "--name", "ppnosuchlab"]);
     one_line_exit_2(&out);
     use std::os::unix::process::CommandExt;
     let out = Command::new(PODPROBE)

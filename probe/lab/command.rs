@@ -8,6 +8,9 @@ use super::{list_labs, Lab, LabSpec, Pod, Scenario, Service, HEADLESS_NAME};
 use crate::cli::{GlobalArgs, LabArgs, LabCommand};
 use crate::{Error, Result};
 
+/// The name `lab up`, `down`, `exec` and `status` use when none is given.
+pub const DEFAULT_NAME: &str = "podprobe";
+
 /// Runs a `lab` subcommand; the result is the process's exit code.
 pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
     match &args.command {
@@ -23,13 +26,22 @@ pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
             spec.scenarios = scenarios.clone();
             let lab = Lab::up(&spec)?;
             print!("{}", describe(&lab));
-            println!("try:    podprobe lab exec --name {name} -- getent ahosts web.default");
-            println!("remove: podprobe lab down --name {name}");
+            let flag = if name == DEFAULT_NAME {
+                String::new()
+            } else {
+                format!(" --name {name}")
+            };
+            println!("try:    podprobe lab exec{flag} -- getent ahosts web.default");
+            println!("remove: podprobe lab down{flag}");
             lab.keep();
             Ok(0)
         }
         LabCommand::Down { name } => {
             super::sys::require_root()?;
+            super::validate_name(name)?;
+            if !super::exists(name) {
+                return Err(Error::usage(format!("no lab named '{name}' exists")));
+            }
             // A half-built or stateless lab is still removed by its name.
             super::teardown(name)?;
             println!("lab '{name}' removed");

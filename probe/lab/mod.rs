@@ -231,9 +231,14 @@ impl Lab {
         cmd
     }
 
-    /// The podprobe binary the lab was built with, as a command inside `pod`.
+    /// The podprobe binary the lab was built with, as a command inside
+    /// `pod`, with the downward-API variables a pod spec would give it.
     pub fn podprobe(&self, pod: Pod) -> Command {
-        self.command(pod, &self.state.podprobe)
+        let mut cmd = self.command(pod, &self.state.podprobe);
+        cmd.env("POD_NAME", pod.name())
+            .env("POD_NAMESPACE", POD_NAMESPACE)
+            .env("NODE_NAME", self.netns(Pod::Node));
+        cmd
     }
 
     /// Starts a command made by [`Lab::command`] in the background; it is

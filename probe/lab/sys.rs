@@ -47,12 +47,10 @@ pub(crate) fn require_tools() -> Result<()> {
     }
 }
 
-/// Looks a tool up in PATH, then in the sbin directories a non-login root
-/// shell may leave out.
+/// Looks a tool up in PATH, as `ip netns exec` will look up its command.
 pub(crate) fn find_tool(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
         .map(|dir| dir.join(tool))
         .find(|p| p.is_file())
 }
