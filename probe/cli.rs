@@ -82,6 +82,9 @@ pub enum LabCommand {
     Down {
         #[arg(long, default_value = crate::lab::command::DEFAULT_NAME)]
         name: String,
+        /// Remove every lab on this machine (e.g. left by a killed test run).
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
     },
     /// List running labs (or one).
     Status {

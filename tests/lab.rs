@@ -308,8 +308,32 @@ fn cli_lab_up_exec_status_down_leaves_nothing_behind() {
     let out = podprobe(&["lab", "up", "--name", &name]);
     assert_eq!(out.status.code(), Some(2), "a second lab of the same name");
 
+    let pids: Vec<String> = ["dns", "backend-1", "backend-2", "backend-3"]
+        .iter()
+        .flat_map(|pod| {
+            let out = Command::new("ip")
+                .args(["netns", "pids", &format!("{name}-{pod}")])
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(pids.len(), 4, "dnsmasq and three backends: {pids:?}");
+
     let out = podprobe(&["lab", "down", "--name", &name]);
     assert!(out.status.success(), "{out:?}");
+    for pid in pids {
+        // Gone, or a zombie waiting for an init that does not reap.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "process {pid} survived: {stat}"
+        );
+    }
     let (after, rules_after) = host_snapshot(&name);
     assert!(after.is_empty(), "left behind: {after:?}");
     assert_eq!(rules_before, rules_after);

@@ -36,15 +36,22 @@ pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
             lab.keep();
             Ok(0)
         }
-        LabCommand::Down { name } => {
+        LabCommand::Down { name, all } => {
             super::sys::require_root()?;
-            super::validate_name(name)?;
-            if !super::exists(name) {
-                return Err(Error::usage(format!("no lab named '{name}' exists")));
+            let names = if *all {
+                list_labs()
+            } else {
+                super::validate_name(name)?;
+                if !super::exists(name) {
+                    return Err(Error::usage(format!("no lab named '{name}' exists")));
+                }
+                vec![name.clone()]
+            };
+            for name in names {
+                // A half-built or stateless lab is still removed by its name.
+                super::teardown(&name)?;
+                println!("lab '{name}' removed");
             }
-            // A half-built or stateless lab is still removed by its name.
-            super::teardown(name)?;
-            println!("lab '{name}' removed");
             Ok(0)
         }
         LabCommand::Status { name } => {

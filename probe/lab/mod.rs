@@ -481,14 +481,45 @@ impl Lab {
                 return Ok(());
             }
             if Instant::now() > deadline {
+                // The state directory goes with the failed lab: say here
+                // what its servers said.
                 return Err(Error::unavailable(format!(
-                    "lab '{}': nothing answers at {addr} after {}s (logs in {})",
+                    "lab '{}': nothing answers at {addr} after {}s; {}",
                     self.state.name,
                     READY_TIMEOUT.as_secs(),
-                    self.state_dir().display()
+                    self.server_output()
                 )));
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last line each server wrote, as one line.
+    fn server_output(&self) -> String {
+        let mut said: Vec<String> = std::fs::read_dir(self.state_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                e.path()
+                    .extension()
+                    .is_some_and(|x| x == "out" || x == "log")
+            })
+            .filter_map(|e| {
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                let last = text.lines().rev().find(|l| !l.trim().is_empty())?;
+                Some(format!(
+                    "{}: {}",
+                    e.file_name().to_string_lossy(),
+                    last.trim()
+                ))
+            })
+            .collect();
+        said.sort();
+        if said.is_empty() {
+            "no server wrote anything".to_string()
+        } else {
+            said.join("; ")
         }
     }
 
@@ -523,15 +554,16 @@ fn teardown(name: &str) -> Result<()> {
         if Path::new("/run/netns").join(&ns).exists() {
             let pids =
                 sys::run(sys::tool("ip").args(["netns", "pids", &ns]), None).unwrap_or_default();
-            for pid in pids
+            let pids: Vec<i32> = pids
                 .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-            {
-                if u32::try_from(pid).ok() != Some(own_pid) {
-                    // SAFETY: kill has no memory-safety preconditions.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
+                .filter_map(|p| p.parse().ok())
+                .filter(|&pid| u32::try_from(pid).ok() != Some(own_pid))
+                .collect();
+            for &pid in &pids {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
+            wait_exited(&pids);
             if let Err(err) = sys::run(sys::tool("ip").args(["netns", "delete", &ns]), None) {
                 first_error.get_or_insert(err);
             }
@@ -550,6 +582,19 @@ fn teardown(name: &str) -> Result<()> {
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// Waits (briefly) until killed processes have exited, so nothing of the
+/// lab is still running when `down` returns.
+fn wait_exited(pids: &[i32]) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let running = |pid: &i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    };
+    while pids.iter().any(running) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Names of labs with recorded state or namespaces on this machine.

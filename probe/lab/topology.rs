@@ -89,9 +89,10 @@ impl Pod {
         }
     }
 
-    /// The node end of the pod's veth (named inside the node namespace, so
-    /// labs never collide; fits Linux's 15-character limit).
-    pub(crate) fn veth(self) -> String {
+    /// The node end of the pod's veth, an interface of the node namespace
+    /// (`cali-client`, ...: labs never collide; fits Linux's 15-character
+    /// limit). Capture here to see a pod's traffic as the node does.
+    pub fn veth(self) -> String {
         format!("cali-{}", self.name())
     }
 }
