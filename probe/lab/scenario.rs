@@ -130,3 +130,32 @@ impl std::fmt::Display for Scenario {
         f.write_str(self.name())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_race_drops_a_second_packet_of_a_four_tuple_within_a_millisecond() {
+        let rules = Scenario::DnsRace.forward_rules();
+        assert_eq!(rules.len(), 1);
+        let rule = rules[0].join(" ");
+        assert!(rule.contains("--hashlimit-above 1000/sec --hashlimit-burst 1"));
+        assert!(rule.contains("--hashlimit-mode srcip,srcport,dstip,dstport"));
+        assert!(rule.ends_with("-j DROP"));
+    }
+
+    #[test]
+    fn policies_cover_every_backend_and_differ_only_in_target() {
+        let drop = Scenario::NetpolDrop.forward_rules();
+        let reject = Scenario::NetpolReject.forward_rules();
+        assert_eq!(drop.len(), 3);
+        assert!(drop.iter().all(|r| r
+            .join(" ")
+            .ends_with("--dport 8080 -m comment --comment podprobe lab netpol-drop -j DROP")));
+        assert!(reject
+            .iter()
+            .all(|r| r.join(" ").ends_with("-j REJECT --reject-with tcp-reset")));
+        assert!(Scenario::SlowDns.forward_rules().is_empty());
+    }
+}
