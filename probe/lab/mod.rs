@@ -366,9 +366,14 @@ impl Lab {
             )?;
             let etc = etc_netns(&self.netns(pod));
             std::fs::create_dir_all(&etc).map_err(|e| Error::io(etc.display().to_string(), e))?;
-            let hosts = etc.join("hosts");
-            std::fs::write(&hosts, topology::pod_hosts_file(pod))
-                .map_err(|e| Error::io(hosts.display().to_string(), e))?;
+            for (file, text) in [
+                ("hosts", topology::pod_hosts_file(pod)),
+                ("nsswitch.conf", topology::POD_NSSWITCH.to_string()),
+            ] {
+                let path = etc.join(file);
+                std::fs::write(&path, text)
+                    .map_err(|e| Error::io(path.display().to_string(), e))?;
+            }
             if pod != Pod::Dns {
                 self.set_resolv_conf(pod, &cluster_first_resolv_conf())?;
             }

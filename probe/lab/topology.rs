@@ -201,6 +201,12 @@ pub(crate) fn pod_hosts_file(pod: Pod) -> String {
     )
 }
 
+/// A container image's nsswitch.conf: names come from the pod's hosts file
+/// and DNS only, whatever the host adds (e.g. mdns, which would swallow
+/// `*.cluster.local` as `.local` names).
+pub(crate) const POD_NSSWITCH: &str = "passwd: files\ngroup: files\nshadow: files\n\
+hosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n";
+
 /// dnsmasq's records: the cluster zone (NXDOMAIN for unknown names, like
 /// CoreDNS), the host domain and a few external names. Everything else gets
 /// NXDOMAIN too: nothing is forwarded off the machine.
