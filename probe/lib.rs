@@ -7,6 +7,7 @@ pub mod cli;
 pub mod docs;
 pub mod doctor;
 pub mod error;
+pub mod lab;
 pub mod net;
 pub mod report;
 

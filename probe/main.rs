@@ -14,6 +14,8 @@ enum Outcome {
     Report(Box<Report>),
     /// Bytes for stdout (completions, manual pages), then exit 0.
     Print(Vec<u8>),
+    /// No report: exit with this code (the command printed what it had to).
+    Exit(i32),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +32,9 @@ fn main() -> ExitCode {
         Command::Man { command } => podprobe::docs::man_page(command.as_deref())
             .map(Outcome::Print)
             .map_err(anyhow::Error::from),
+        Command::Lab(args) => podprobe::lab::command::run(&args, &global)
+            .map(Outcome::Exit)
+            .map_err(anyhow::Error::from),
     };
     match outcome {
         Ok(Outcome::Report(report)) => {
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().lock().write_all(&bytes);
             exit(0)
         }
+        Ok(Outcome::Exit(code)) => exit(code),
         Err(err) => {
             eprintln!("podprobe: {err:#}");
             exit(
