@@ -5,8 +5,10 @@
 
 pub mod cli;
 pub mod dns;
+pub mod docs;
 pub mod doctor;
 pub mod error;
+pub mod lab;
 pub mod net;
 pub mod report;
 pub mod stats;

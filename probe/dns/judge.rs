@@ -343,7 +343,9 @@ fn lookup_table(l: &LookupEvidence, ndots: u32) -> Vec<String> {
         l.queries_sent, l.wasted_queries, l.wasted_ms, l.total_ms
     ));
     // Padding of the last column is not worth keeping in a pasted ticket.
-    out.into_iter().map(|row| row.trim_end().to_string()).collect()
+    out.into_iter()
+        .map(|row| row.trim_end().to_string())
+        .collect()
 }
 
 /// The per-search-domain table a person pastes into a ticket.

@@ -40,9 +40,14 @@ pub fn load_resolv_conf(path: &Path) -> crate::Result<ResolvConf> {
     }
 }
 
+/// Race attempts per pattern in `doctor`: enough to show a race that hits
+/// most lookups (as a node without the kernel fixes does), cheap when
+/// healthy; `podprobe dns --race N` for intermittent ones.
+pub const DOCTOR_RACE_ATTEMPTS: u32 = 3;
+
 /// `doctor`'s DNS checks: resolv.conf, the nameservers and, for `--name`
-/// names, the search-list walk. The race and latency series stay in
-/// `podprobe dns` so doctor stays fast.
+/// names, the search-list walk and a short race. The latency series stays
+/// in `podprobe dns` so doctor stays fast.
 pub fn doctor_checks(args: &DoctorArgs, global: &GlobalArgs) -> crate::Result<Vec<Check>> {
     let conf = load_resolv_conf(&args.resolv_conf)?;
     for name in &args.names {
@@ -60,7 +65,14 @@ pub fn doctor_checks(args: &DoctorArgs, global: &GlobalArgs) -> crate::Result<Ve
         timed(|| judge::nameservers(&measure::nameservers(&servers, &probe, global.timeout))),
     ];
     if !args.names.is_empty() {
-        checks.push(search_check(&args.names, &conf, &servers, global.timeout).0);
+        let (check, walked) = search_check(&args.names, &conf, &servers, global.timeout);
+        checks.push(check);
+        checks.push(race_check(
+            DOCTOR_RACE_ATTEMPTS,
+            &walked,
+            &servers,
+            global.timeout,
+        ));
     }
     Ok(checks)
 }
