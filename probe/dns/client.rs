@@ -12,8 +12,23 @@ use hickory_proto::rr::{Name, RecordType};
 
 /// Names glibc rejects never reach the wire; this is the reason.
 pub fn parse_name(text: &str) -> crate::Result<Name> {
-    let mut name = Name::from_ascii(text)
-        .map_err(|e| crate::Error::usage(format!("'{text}' is not a DNS name: {e}")))?;
+    let bad = |why: &str| crate::Error::usage(format!("'{text}' is not a DNS name: {why}"));
+    let body = text.strip_suffix('.').unwrap_or(text);
+    if body.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if body.split('.').any(str::is_empty) {
+        return Err(bad(
+            "it has an empty label (two dots in a row, or a leading dot)",
+        ));
+    }
+    if body.split('.').any(|label| label.len() > 63) {
+        return Err(bad("a label is longer than 63 characters"));
+    }
+    if body.len() > 253 {
+        return Err(bad("it is longer than 253 characters"));
+    }
+    let mut name = Name::from_ascii(text).map_err(|e| bad(&e.to_string()))?;
     name.set_fqdn(true);
     Ok(name)
 }
@@ -299,6 +314,8 @@ mod tests {
     fn names_are_validated_and_absolute() {
         assert!(parse_name("kubernetes.default").unwrap().is_fqdn());
         assert!(parse_name("a..b").is_err());
+        assert!(parse_name(".").is_err());
+        assert!(parse_name(&format!("{}.example", "a.".repeat(130))).is_err());
         assert!(parse_name(&"x".repeat(64)).is_err());
     }
 
