@@ -404,4 +404,80 @@ mod tests {
             let _ = match_reply(&data, &name, &p);
         }
     }
+
+    /// A server that first sends garbage, a reply with the right id but the
+    /// wrong question and an empty datagram, then the real reply: the client
+    /// skips the strays and takes the reply, on the wire.
+    #[test]
+    fn strays_before_the_reply_are_ignored() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let name = parse_name("web.default.svc.cluster.local").unwrap();
+        let wrong = parse_name("other.example").unwrap();
+        let responder = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            let (len, peer) = server.recv_from(&mut buf).unwrap();
+            let query = Message::from_vec(&buf[..len]).unwrap();
+            let id = query.metadata.id;
+            let reply = |q: &Name, rcode| {
+                let mut m = Message::response(id, hickory_proto::op::OpCode::Query);
+                m.metadata.response_code = rcode;
+                m.add_query(Query::query(q.clone(), RecordType::A));
+                m.to_vec().unwrap()
+            };
+            let mut garbage = buf[..len].to_vec();
+            garbage[2] ^= 0xff;
+            garbage.truncate(7);
+            for stray in [
+                garbage,
+                Vec::new(),
+                reply(&wrong, hickory_proto::op::ResponseCode::NoError),
+                reply(
+                    query.queries[0].name(),
+                    hickory_proto::op::ResponseCode::NXDomain,
+                ),
+            ] {
+                server.send_to(&stray, peer).unwrap();
+            }
+        });
+        let sent = query(addr, &name, RecordType::A, Duration::from_secs(2));
+        responder.join().unwrap();
+        assert_eq!(
+            sent.outcome,
+            Outcome::Reply {
+                rcode: 3,
+                answers: 0,
+                truncated: false
+            }
+        );
+        assert!(sent.elapsed < Duration::from_secs(1));
+    }
+
+    /// Random datagrams only: the query times out at its deadline.
+    #[test]
+    fn only_garbage_is_a_timeout() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let responder = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            let (_, peer) = server.recv_from(&mut buf).unwrap();
+            let mut state: u32 = 0x1234_5678;
+            for n in 0..200 {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                let bytes: Vec<u8> = (0..n).map(|i| (state >> (i % 24)) as u8).collect();
+                let _ = server.send_to(&bytes, peer);
+            }
+        });
+        let name = parse_name("kubernetes.default.svc.cluster.local").unwrap();
+        let sent = query(addr, &name, RecordType::AAAA, Duration::from_millis(300));
+        responder.join().unwrap();
+        assert_eq!(sent.outcome, Outcome::Timeout);
+        assert!(
+            sent.elapsed >= Duration::from_millis(290),
+            "{:?}",
+            sent.elapsed
+        );
+    }
 }
