@@ -514,7 +514,7 @@ fn lab_slow_dns_host_search_domain_stands_out() {
     let delay = podprobe::lab::SLOW_DNS_DELAY.as_secs_f64() * 1000.0;
     assert!(slowest["p50_ms"].as_f64().unwrap() >= delay, "{slowest:#}");
     for d in domains.iter().filter(|d| d["domain"] != HOST_DOMAIN) {
-        assert!(d["max_ms"].as_f64().unwrap() < delay / 2.0, "{d:#}");
+        assert!(d["p50_ms"].as_f64().unwrap() < delay / 2.0, "{d:#}");
     }
     assert!(c["evidence"]["lookups"][0]["wasted_ms"].as_f64().unwrap() > 100.0);
     // A name the first search domain answers never reaches the slow domain.
@@ -524,6 +524,7 @@ fn lab_slow_dns_host_search_domain_stands_out() {
 #[test]
 fn lab_dns_race_loses_only_same_socket_replies() {
     let mut lab = lab(&[]);
+    // A generous timeout: only the dropped replies may count as lost.
     let args = [
         "kubernetes.default",
         "--race",
@@ -531,7 +532,7 @@ fn lab_dns_race_loses_only_same_socket_replies() {
         "--count",
         "0",
         "--timeout",
-        "300ms",
+        "1s",
     ];
     let (rep, _) = lab_dns(&lab, &args);
     assert_eq!(check(&rep, "dns.timeout-race")["status"], "pass");
@@ -572,7 +573,7 @@ fn lab_dns_race_fix_follows_the_apps_libc() {
         ),
     ] {
         let script = format!(
-            "{app} & sleep 0.3; exec {podprobe} dns -o json kubernetes.default --race 2 --count 0 --timeout 200ms"
+            "{app} & sleep 0.3; exec {podprobe} dns -o json kubernetes.default --race 2 --count 0 --timeout 1s"
         );
         let out = run(lab.command(Pod::Client, "unshare").args([
             "--pid",
