@@ -67,18 +67,6 @@ impl Sent {
             Outcome::Error(_) => "ERROR".to_string(),
         }
     }
-
-    /// A reply with at least one answer record: glibc's lookup ends here.
-    pub fn answered(&self) -> bool {
-        matches!(self.outcome, Outcome::Reply { rcode: 0, answers, .. } if answers > 0)
-    }
-
-    pub fn error(&self) -> Option<&str> {
-        match &self.outcome {
-            Outcome::Error(e) => Some(e),
-            _ => None,
-        }
-    }
 }
 
 pub fn rcode_name(rcode: u16) -> String {
