@@ -104,27 +104,17 @@ pub fn query_each_socket(
     qtypes: &[RecordType],
     timeout: Duration,
 ) -> Vec<Sent> {
+    in_parallel(qtypes, |&qtype| query(server, name, qtype, timeout))
+}
+
+/// `f` over `items`, each on its own thread, results in the items' order.
+/// Measurements run in parallel so that one slow server or query type does
+/// not delay the timing of the others.
+pub fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     std::thread::scope(|scope| {
-        let handles: Vec<_> = qtypes
-            .iter()
-            .map(|&qtype| {
-                (
-                    qtype,
-                    scope.spawn(move || query(server, name, qtype, timeout)),
-                )
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|(qtype, h)| {
-                h.join().unwrap_or(Sent {
-                    server,
-                    qtype,
-                    outcome: Outcome::Error("query thread failed".into()),
-                    elapsed: Duration::ZERO,
-                })
-            })
-            .collect()
+        let handles: Vec<_> = items.iter().map(|item| scope.spawn(|| f(item))).collect();
+        // The closures do not panic; a thread that did would be left out.
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
     })
 }
 

@@ -37,12 +37,8 @@ pub struct NameserversEvidence {
 
 /// Asks every server for `name`'s A record, all servers at once.
 pub fn nameservers(servers: &[SocketAddr], name: &Name, timeout: Duration) -> NameserversEvidence {
-    let sent: Vec<client::Sent> = std::thread::scope(|scope| {
-        let handles: Vec<_> = servers
-            .iter()
-            .map(|&server| scope.spawn(move || client::query(server, name, RecordType::A, timeout)))
-            .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    let sent = client::in_parallel(servers, |&server| {
+        client::query(server, name, RecordType::A, timeout)
     });
     NameserversEvidence {
         name: name.to_ascii(),
@@ -551,44 +547,29 @@ pub fn latency(
     count: u32,
     timeout: Duration,
 ) -> LatencyEvidence {
-    let results = std::thread::scope(|scope| {
-        let handles: Vec<_> = servers
+    let per_server = client::in_parallel(servers, |&server| {
+        names
             .iter()
-            .map(|&server| {
-                scope.spawn(move || {
-                    names
-                        .iter()
-                        .map(|name| {
-                            let sent: Vec<Sent> = (0..count)
-                                .map(|_| client::query(server, name, RecordType::A, timeout))
-                                .collect();
-                            let ms: Vec<f64> = sent
-                                .iter()
-                                .filter(|s| matches!(s.outcome, Outcome::Reply { .. }))
-                                .map(|s| millis(s.elapsed))
-                                .collect();
-                            LatencyResult {
-                                server: server.to_string(),
-                                name: name.to_ascii(),
-                                count,
-                                lost: count
-                                    .saturating_sub(u32::try_from(ms.len()).unwrap_or(u32::MAX)),
-                                p50_ms: percentile(&ms, 50.0),
-                                p90_ms: percentile(&ms, 90.0),
-                                p99_ms: percentile(&ms, 99.0),
-                                max_ms: max(&ms),
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                })
+            .map(|name| {
+                let ms: Vec<f64> = (0..count)
+                    .map(|_| client::query(server, name, RecordType::A, timeout))
+                    .filter(|s| matches!(s.outcome, Outcome::Reply { .. }))
+                    .map(|s| millis(s.elapsed))
+                    .collect();
+                LatencyResult {
+                    server: server.to_string(),
+                    name: name.to_ascii(),
+                    count,
+                    lost: count.saturating_sub(u32::try_from(ms.len()).unwrap_or(u32::MAX)),
+                    p50_ms: percentile(&ms, 50.0),
+                    p90_ms: percentile(&ms, 90.0),
+                    p99_ms: percentile(&ms, 99.0),
+                    max_ms: max(&ms),
+                }
             })
-            .collect();
-        handles
-            .into_iter()
-            .filter_map(|h| h.join().ok())
-            .flatten()
-            .collect()
+            .collect::<Vec<_>>()
     });
+    let results = per_server.into_iter().flatten().collect();
     LatencyEvidence {
         timeout_ms: millis(timeout),
         results,
