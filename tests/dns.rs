@@ -478,7 +478,15 @@ fn lab_candidates_match_real_glibc() {
 #[test]
 fn lab_external_name_wastes_eight_of_ten_queries_trailing_dot_none() {
     let lab = lab(&[]);
-    let (rep, _) = lab_dns(&lab, &[EXTERNAL_NAME, "--race", "0", "--count", "0"]);
+    let (rep, _) = lab_dns(&lab, &[EXTERNAL_NAME, "--race", "0", "--count", "5"]);
+    let lat = check(&rep, "dns.latency");
+    assert_eq!(lat["status"], "pass", "{lat:#}");
+    let r = &lat["evidence"]["results"][0];
+    assert_eq!(
+        (&r["server"], &r["name"]),
+        (&"10.96.0.10:53".into(), &"api.example.com.".into())
+    );
+    assert_eq!((&r["count"], &r["lost"]), (&5.into(), &0.into()));
     let c = check(&rep, "dns.search-expansion");
     assert_eq!(c["status"], "warn", "{c:#}");
     let l = &c["evidence"]["lookups"][0];
