@@ -30,8 +30,8 @@ pub const DEFAULT_NAME: &str = "kubernetes.default";
 /// copes with (defaults apply); any other unreadable path is bad input.
 pub fn load_resolv_conf(path: &Path) -> crate::Result<ResolvConf> {
     match ResolvConf::load(path) {
-        Err(crate::Error::Input { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound
+        Err(crate::Error::Input { cause, .. })
+            if cause.kind() == std::io::ErrorKind::NotFound
                 && path == Path::new("/etc/resolv.conf") =>
         {
             Ok(ResolvConf::parse("", &Env::from_process()))

@@ -92,9 +92,9 @@ impl Env {
 impl ResolvConf {
     /// Reads `path` as glibc would in this process (with its environment).
     pub fn load(path: &Path) -> crate::Result<Self> {
-        let text = std::fs::read(path).map_err(|source| crate::Error::Input {
+        let text = std::fs::read(path).map_err(|cause| crate::Error::Input {
             path: path.display().to_string(),
-            source,
+            cause,
         })?;
         Ok(Self::parse(
             &String::from_utf8_lossy(&text),
