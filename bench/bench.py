@@ -1,0 +1,594 @@
+"""podprobe's benchmarks against tcpdump and dig, run by bench/run in a lab.
+
+Every figure is measured for podprobe and its baseline in the same run, on
+the same traffic, interleaved (podprobe, baseline, baseline, podprobe, ...),
+and reported as the median of the repeats with the podprobe/baseline ratio,
+so that the ratio holds on a busy machine. Standard library only.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+BACKEND_IP = "10.244.0.11"  # backend-1
+DNS_SERVICE = "10.96.0.10"
+GRPC_SERVICE = "10.96.0.30:50051"
+HEADLESS = "backends.default.svc.cluster.local"
+FLOOD_PORT = 9999
+FLOOD_FILTER = f"udp dst port {FLOOD_PORT}"
+PACKET_SIZE = 100  # UDP payload bytes
+SETTLE_S = 0.5  # a capture's time to open its ring before traffic starts
+DRAIN_S = 1.5  # after the traffic, before the capture is interrupted
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.pp = args.podprobe
+        self.quick = args.quick
+        self.rows = []  # (figure, podprobe, baseline, ratio, target)
+        self.notes = []  # lines for the details section
+        self.tmp = tempfile.mkdtemp(prefix="podprobe-bench-", dir=args.tmp)
+
+    def ns(self, pod):
+        return f"{self.a.lab}-{pod}"
+
+    def in_pod(self, pod, argv):
+        return ["ip", "netns", "exec", self.ns(pod)] + argv
+
+    def row(self, figure, pp, base, ratio=None, target=""):
+        self.rows.append((figure, pp, base, ratio, target))
+
+    def note(self, line):
+        self.notes.append(line)
+
+    def has_command(self, *words):
+        """podprobe knows this subcommand (capture, grpc land separately)."""
+        r = subprocess.run([self.pp, *words, "--help"], capture_output=True)
+        return r.returncode == 0
+
+    # ---------------------------------------------------------------- start-up
+
+    def hyperfine(self, pod, commands, runs, warmup):
+        """Median wall time (ms) of each command, hyperfine without a shell.
+        Rounds alternate the commands' order; the result pools all runs."""
+        times = {c: [] for c in commands}
+        rounds = 1 if self.quick else 5
+        for r in range(rounds):
+            order = commands if r % 2 == 0 else list(reversed(commands))
+            out = os.path.join(self.tmp, "hyperfine.json")
+            argv = ["hyperfine", "-N", "--style", "none", "--warmup", str(warmup),
+                    "--runs", str(runs), "--export-json", out, *order]
+            subprocess.run(self.in_pod(pod, argv), check=True, capture_output=True)
+            with open(out) as f:
+                for res in json.load(f)["results"]:
+                    times[res["command"]].extend(t * 1000 for t in res["times"])
+        return {c: statistics.median(t) for c, t in times.items()}
+
+    def startup(self):
+        log("start-up: podprobe --version, podprobe dns vs dig")
+        runs = 5 if self.quick else 40
+        name = "web.default.svc.cluster.local."
+        version = f"{self.pp} --version"
+        dig_version = "dig -v"
+        one = f"{self.pp} dns {name} --race 0 --count 0"
+        dig_one = f"dig +tries=1 {name} A"
+        walk = f"{self.pp} dns web.default --race 0 --count 0"
+        dig_walk = f"dig +search +tries=1 web.default A"
+        t = self.hyperfine("client", [version, dig_version, one, dig_one, walk, dig_walk],
+                           runs, 3)
+        self.row("`--version` wall time (vs `dig -v`)", ms(t[version]), ms(t[dig_version]),
+                 t[version] / t[dig_version], target_le(t[version], 5, "ms"))
+        self.row(f"one name, `podprobe dns {name}` (A+AAAA) vs `dig` (A)", ms(t[one]),
+                 ms(t[dig_one]), t[one] / t[dig_one])
+        self.row("search-list walk of `web.default` (A+AAAA per candidate) vs `dig +search` (A)",
+                 ms(t[walk]), ms(t[dig_walk]), t[walk] / t[dig_walk])
+        self.note(f"- start-up: hyperfine -N in the client pod, {runs} runs x "
+                  f"{1 if self.quick else 5} rounds (order alternating), median of all runs. "
+                  f"`podprobe dns` runs with `--race 0 --count 0`: resolv.conf, then the lookup.")
+
+    def sizes(self):
+        log("size: static binary, image contents")
+        size = os.path.getsize(self.pp)
+        closure = ldd_closure(["/usr/bin/tcpdump", "/usr/bin/dig"])
+        base = sum(os.path.getsize(p) for p in closure)
+        self.row("static binary size", mib(size), f"{mib(base)} (tcpdump + dig + their {len(closure) - 2} shared libraries)",
+                 size / base, target_le(size / 2**20, 8, "MiB"))
+        # The final image's files, as the Dockerfile assembles them.
+        ca = "/etc/ssl/certs/ca-certificates.crt"
+        passwd = len("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
+        group = len("root:x:0:\nnonroot:x:65532:\n")
+        image = size + (os.path.getsize(ca) if os.path.exists(ca) else 0) + passwd + group
+        self.row("final image contents (binary, CA bundle, passwd, group)", mib(image),
+                 f"{mib(base)} (tcpdump + dig closure alone)", image / base)
+
+    # --------------------------------------------------------------------- DNS
+
+    def dns_accuracy(self):
+        log("DNS: podprobe's latencies vs a simultaneous tcpdump on the client's eth0")
+        names = [f"bench-{i}.cluster.local" for i in range(2 if self.quick else 20)]
+        count = 5 if self.quick else 100
+        pcap = os.path.join(self.tmp, "dns.pcap")
+        cap = self.start_tcpdump("client", ["-i", "eth0", "--time-stamp-precision=nano",
+                                            "--immediate-mode",
+                                            "-w", pcap, "udp port 53"])
+        try:
+            argv = [self.pp, "-o", "json", "dns", *names, "web.default.svc.cluster.local.",
+                    "--race", "0", "--count", str(count)]
+            t0 = time.monotonic()
+            r = subprocess.run(self.in_pod("client", argv), capture_output=True, text=True)
+            wall = time.monotonic() - t0
+            if r.returncode not in (0, 1):
+                raise RuntimeError(f"podprobe dns failed: {r.stderr.strip()}")
+            report = json.loads(r.stdout)
+            time.sleep(0.2)
+        finally:
+            stats = stop(cap)
+        wire = dns_pairs(pcap)
+        # Per query: the search walk reports each candidate's A and AAAA.
+        diffs = []
+        unmatched = 0
+        latency = None
+        for check in report["checks"]:
+            ev = check["evidence"]
+            if check["id"] == "dns.search-expansion":
+                for lookup in ev["lookups"]:
+                    for cand in lookup["candidates"]:
+                        for q in cand["queries"]:
+                            w = wire.get((cand["fqdn"].lower(), q["qtype"]))
+                            if not w or q["rcode"] == "TIMEOUT":
+                                unmatched += 1
+                                continue
+                            diffs.append(q["latency_ms"] - statistics.median(w))
+            if check["id"] == "dns.latency":
+                latency = ev["results"][0]
+        if not diffs:
+            raise RuntimeError("no DNS query of podprobe's was found in the capture")
+        absd = [abs(d) for d in diffs]
+        self.row(f"DNS latency, podprobe minus wire, median abs ({len(diffs)} queries)",
+                 f"{statistics.median(absd):.3f} ms", "0 (tcpdump, ns stamps)", None,
+                 target_le(statistics.median(absd), 0.5, "ms"))
+        self.row("DNS latency, podprobe minus wire, max abs", f"{max(absd):.3f} ms", "0", None,
+                 target_le(max(absd), 0.5, "ms"))
+        self.note(f"- DNS accuracy: `podprobe dns` with {len(names)} unknown names (each walked through "
+                  f"the 4 search domains and as is, A and AAAA: 10 queries a name) while tcpdump "
+                  f"captured the client pod's eth0 with nanosecond stamps; each query paired with "
+                  f"its wire query/response by name and type. podprobe minus wire: median "
+                  f"{statistics.median(diffs):+.3f} ms, min {min(diffs):+.3f}, max {max(diffs):+.3f}; "
+                  f"{unmatched} unmatched. tcpdump: {stats.get('dropped', '?')} dropped.")
+        if latency:
+            w = sorted(wire.get(("web.default.svc.cluster.local.", "A"), []))
+            if w:
+                self.row(f"`dns.latency` p50 over {latency['count']} queries vs wire p50",
+                         f"{latency['p50_ms']:.3f} ms", f"{pct(w, 50):.3f} ms",
+                         latency["p50_ms"] / pct(w, 50))
+                self.note(f"- `dns.latency` ({latency['count']} A queries of "
+                          f"web.default.svc.cluster.local.): p50/p99/max {latency['p50_ms']:.3f}/"
+                          f"{latency['p99_ms']:.3f}/{latency['max_ms']:.3f} ms; the wire (these "
+                          f"and the walk's one A query): {pct(w, 50):.3f}/{pct(w, 99):.3f}/"
+                          f"{max(w):.3f} ms. Whole run {wall * 1000:.0f} ms.")
+
+    def start_tcpdump(self, pod, args, stdout=subprocess.DEVNULL):
+        """tcpdump, once it says it is listening."""
+        p = subprocess.Popen(self.in_pod(pod, ["tcpdump", "-n", *args]), stdout=stdout,
+                             stderr=subprocess.PIPE, text=True)
+        line = p.stderr.readline()
+        if "listening" not in line:
+            p.kill()
+            raise RuntimeError(f"tcpdump did not start: {line.strip()}")
+        return p
+
+    # ----------------------------------------------------------------- capture
+
+    def capturer(self, tool, sink, immediate=False):
+        """argv of a capture of the flood on backend-1's eth0, to `sink`."""
+        if tool == "podprobe":
+            return self.in_pod("backend-1", [self.pp, "capture", "-i", "eth0",
+                                             "-f", FLOOD_FILTER, "-w", sink])
+        extra = ["-U"] if sink == "-" and immediate else []
+        if immediate == "immediate":
+            extra.append("--immediate-mode")
+        return self.in_pod("backend-1", ["tcpdump", "-n", "-i", "eth0", *extra, "-w", sink,
+                                         FLOOD_FILTER])
+
+    def one_capture(self, tool, mode, count, seconds, pps=0, immediate=False):
+        """Runs one capture of one flood; returns its figures."""
+        sink = os.path.join(self.tmp, f"{tool}.pcap") if mode == "file" else "-"
+        consumer = None
+        cap_stdout = subprocess.DEVNULL
+        if mode != "file":
+            cap_stdout = subprocess.PIPE
+        cap = subprocess.Popen(self.capturer(tool, sink, immediate), stdout=cap_stdout,
+                               stderr=subprocess.PIPE, text=False)
+        try:
+            if mode != "file":
+                consumer = subprocess.Popen([self.a.pcaprecv, "latency" if pps else "count"],
+                                            stdin=cap.stdout, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, text=True)
+                cap.stdout.close()
+            time.sleep(SETTLE_S)
+            gen = subprocess.run(self.in_pod("client", [self.a.flood, BACKEND_IP, str(FLOOD_PORT),
+                                                        str(count), str(seconds), str(PACKET_SIZE),
+                                                        str(pps)]),
+                                 capture_output=True, text=True, check=True)
+            sent = parse_sent(gen.stdout)
+            # tcpdump's ring hands a block over only when it is full or 1 s
+            # old, and an interrupted tcpdump drops what it has not been given.
+            time.sleep(DRAIN_S)
+        finally:
+            stats = stop(cap)
+        res = {"sent": sent["sent"], "rate": sent["pps"], **stats}
+        if mode == "file":
+            r = subprocess.run([self.a.pcaprecv, "count"], stdin=open(sink, "rb"),
+                               capture_output=True, text=True)
+            res["records"] = parse_records(r.stderr)
+            os.unlink(sink)
+        else:
+            out, err = consumer.communicate(timeout=30)
+            res["records"] = parse_records(err)
+            if pps:
+                res["latency_us"] = [float(line.split()[1]) for line in out.splitlines()]
+        return res
+
+    def capture(self):
+        count = 20000 if self.quick else 1000000
+        seconds = 2 if self.quick else 10
+        repeats = 1 if self.quick else 5
+        log(f"capture: {repeats} x (podprobe, tcpdump) x (file, pipe), floods of {count} packets")
+        runs = {(t, m): [] for t in ("podprobe", "tcpdump") for m in ("file", "pipe")}
+        for r in range(repeats):
+            tools = ("podprobe", "tcpdump") if r % 2 == 0 else ("tcpdump", "podprobe")
+            for mode in ("file", "pipe"):
+                for tool in tools:
+                    res = self.one_capture(tool, mode, count, seconds)
+                    runs[(tool, mode)].append(res)
+                    log(f"  {tool:8} {mode}: sent {res['sent']} at {res['rate']:.0f}/s, "
+                        f"captured {res['records']}, dropped {res.get('dropped')}, "
+                        f"cpu {res['cpu_s']:.3f} s, rss {res['rss_kib']} KiB")
+        for mode in ("file", "pipe"):
+            pp, td = runs[("podprobe", mode)], runs[("tcpdump", mode)]
+            label = "to a file (`-w FILE`)" if mode == "file" else "to a pipe (`-w -` | reader)"
+            cpu_pp = statistics.median(cpu_per_m(x) for x in pp)
+            cpu_td = statistics.median(cpu_per_m(x) for x in td)
+            self.row(f"capture {label}: CPU s per million packets", f"{cpu_pp:.2f}",
+                     f"{cpu_td:.2f}", cpu_pp / cpu_td, target_ratio(cpu_pp / cpu_td, 1.1))
+            drop_pp = statistics.median(lost(x) for x in pp)
+            drop_td = statistics.median(lost(x) for x in td)
+            tgt = "met" if drop_pp == 0 or drop_td > 0 else f"missed: {drop_pp} lost where tcpdump lost 0"
+            self.row(f"capture {label}: packets lost (sent - written), median", str(drop_pp),
+                     str(drop_td), None, tgt)
+            rss_pp = statistics.median(x["rss_kib"] for x in pp) / 1024
+            rss_td = statistics.median(x["rss_kib"] for x in td) / 1024
+            self.row(f"capture {label}: peak RSS", f"{rss_pp:.1f} MiB", f"{rss_td:.1f} MiB",
+                     rss_pp / rss_td)
+            for tool, xs in (("podprobe", pp), ("tcpdump", td)):
+                self.note(f"- capture {mode}, {tool}: " + "; ".join(
+                    f"sent {x['sent']} at {x['rate'] / 1000:.0f}k/s, written {x['records']}, "
+                    f"kernel-dropped {x.get('dropped')}, {x['cpu_s']:.2f} s CPU, {x['rss_kib'] // 1024} MiB"
+                    for x in xs))
+        rates = [x["rate"] for xs in runs.values() for x in xs]
+        self.note(f"- flood generator (C, sendmmsg, {PACKET_SIZE}-byte UDP payloads, client pod "
+                  f"-> backend-1, captured on backend-1's eth0, filter `{FLOOD_FILTER}`): median "
+                  f"{statistics.median(rates) / 1000:.0f}k packets/s")
+
+    def streaming(self):
+        count = 300 if self.quick else 2000
+        pps = 1000
+        repeats = 1 if self.quick else 3
+        log(f"streaming latency: {repeats} x {count} packets at {pps}/s, podprobe -w - vs tcpdump -U -w -")
+        lat = {"podprobe": [], "tcpdump": [], "tcpdump-immediate": []}
+        for r in range(repeats):
+            order = ["podprobe", "tcpdump", "tcpdump-immediate"]
+            if r % 2:
+                order.reverse()
+            for tool in order:
+                imm = "immediate" if tool == "tcpdump-immediate" else True
+                res = self.one_capture(tool.split("-")[0], "pipe", count, count / pps + 5, pps, imm)
+                lat[tool].extend(res["latency_us"])
+                log(f"  {tool}: {len(res['latency_us'])} of {res['sent']} records, "
+                    f"median {pct(sorted(res['latency_us']), 50) / 1000:.2f} ms")
+        pp = sorted(lat["podprobe"])
+        td = sorted(lat["tcpdump"])
+        ti = sorted(lat["tcpdump-immediate"])
+        for q in (50, 99):
+            a, b = pct(pp, q) / 1000, pct(td, q) / 1000
+            self.row(f"streaming latency p{q}, send to `-w -` reader (vs `tcpdump -U -w -`)",
+                     f"{a:.2f} ms", f"{b:.2f} ms", a / b, target_ratio(a / b, 1.0))
+        self.note(f"- streaming: {count} packets at {pps}/s per run, {repeats} runs each, latency = "
+                  f"reader's read() time minus the send time stamped in the payload "
+                  f"(CLOCK_REALTIME). `tcpdump -U --immediate-mode -w -` for reference: "
+                  f"p50 {pct(ti, 50) / 1000:.2f} ms, p99 {pct(ti, 99) / 1000:.2f} ms. "
+                  f"Samples: podprobe {len(pp)}, tcpdump -U {len(td)}, immediate {len(ti)}.")
+
+    # -------------------------------------------------------------------- gRPC
+
+    def grpc(self):
+        rpcs = 200 if self.quick else 5000
+        conc = 16
+        repeats = 1 if self.quick else 3
+        log(f"gRPC: {repeats} x {rpcs} RPCs, single channel vs one channel per endpoint")
+        rate = {"single": [], "headless": []}
+        for r in range(repeats):
+            order = ["single", "headless"] if r % 2 == 0 else ["headless", "single"]
+            for kind in order:
+                argv = [self.pp, "-o", "json", "grpc", GRPC_SERVICE, "--rpcs", str(rpcs),
+                        "--concurrency", str(conc)]
+                if kind == "headless":
+                    argv += ["--headless", HEADLESS]
+                t0 = time.monotonic()
+                p = subprocess.run(self.in_pod("client", argv), capture_output=True, text=True)
+                wall = time.monotonic() - t0
+                if p.returncode not in (0, 1):
+                    raise RuntimeError(f"podprobe grpc failed: {p.stderr.strip()}")
+                report = json.loads(p.stdout)
+                ok = grpc_ok(report, rpcs)
+                rate[kind].append(ok / wall)
+                log(f"  {kind}: {ok} RPCs in {wall:.2f} s")
+        single = statistics.median(rate["single"])
+        headless = statistics.median(rate["headless"])
+        self.row(f"gRPC RPC/s, one channel to the Service ({rpcs} RPCs, concurrency {conc})",
+                 f"{single:.0f}", "-", None)
+        self.row("gRPC RPC/s, one channel per endpoint (`--headless`), vs one channel",
+                 f"{headless:.0f}", f"{single:.0f}", headless / single)
+        self.note(f"- gRPC: RPC/s = RPCs answered / wall time of the whole `podprobe grpc` run "
+                  f"(start-up, DNS, connects included), median of {repeats}.")
+
+    # ------------------------------------------------------------------ output
+
+    def render(self, missing):
+        lines = ["| figure | podprobe | baseline | ratio | target |", "|---|---|---|---|---|"]
+        for fig, pp, base, ratio, tgt in self.rows:
+            r = f"{ratio:.2f}" if ratio is not None else "-"
+            lines.append(f"| {fig} | {pp} | {base} | {r} | {tgt} |")
+        table = "\n".join(lines)
+        print(table)
+        version = subprocess.run([self.pp, "--version"], capture_output=True, text=True).stdout.strip()
+        doc = [
+            "# podprobe benchmarks",
+            "",
+            f"`bench/run{' --quick' if self.quick else ''}`, {self.a.started}. Ratio = podprobe / baseline "
+            "(below 1 is better for times, CPU and sizes).",
+            "",
+            "## Machine",
+            "",
+            *machine(self.a.loadavg),
+            f"- podprobe: `{version}`, {self.pp} ({self.a.commit})",
+            f"- baselines: {tool_versions()}",
+            "",
+            "## Results",
+            "",
+            table,
+            "",
+        ]
+        if missing:
+            doc += ["Not measured in this run: " + "; ".join(missing) + ".", ""]
+        doc += ["## Details", "", *self.notes, ""]
+        with open(self.a.out, "w") as f:
+            f.write("\n".join(doc))
+        log(f"wrote {self.a.out}")
+
+
+# ------------------------------------------------------------------- helpers
+
+def stop(proc):
+    """Stops a capture with SIGINT as a person would; returns its rusage
+    (CPU seconds user+sys, peak RSS KiB) and the statistics it printed."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 10
+    while True:
+        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            pid, status, ru = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.01)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read() if proc.stderr else ""
+    if isinstance(err, bytes):
+        err = err.decode(errors="replace")
+    res = {"cpu_s": ru.ru_utime + ru.ru_stime, "rss_kib": ru.ru_maxrss}
+    m = re.search(r"(\d+) packets? captured", err)
+    if m:
+        res["captured"] = int(m.group(1))
+    m = re.search(r"(\d+) (?:packets )?dropped by kernel", err)
+    if m:
+        res["dropped"] = int(m.group(1))
+    return res
+
+
+def parse_sent(out):
+    m = re.search(r"sent (\d+) seconds ([\d.]+) pps (\d+)", out)
+    if not m:
+        raise RuntimeError(f"flood: unexpected output {out!r}")
+    return {"sent": int(m.group(1)), "seconds": float(m.group(2)), "pps": float(m.group(3))}
+
+
+def parse_records(err):
+    m = re.search(r"records (\d+)", err)
+    if not m:
+        raise RuntimeError(f"pcaprecv: {err.strip()}")
+    return int(m.group(1))
+
+
+def cpu_per_m(x):
+    return x["cpu_s"] / max(x["records"], 1) * 1e6
+
+
+def lost(x):
+    return max(x["sent"] - x["records"], 0)
+
+
+def pct(sorted_values, q):
+    """Nearest-rank percentile, as podprobe reports them."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, -(-q * len(sorted_values) // 100) - 1))
+    return sorted_values[int(k)]
+
+
+def ms(v):
+    return f"{v:.2f} ms"
+
+
+def mib(n):
+    return f"{n / 2**20:.2f} MiB"
+
+
+def target_le(value, limit, unit):
+    if value <= limit:
+        return f"<= {limit} {unit}: met"
+    return f"<= {limit} {unit}: missed by {value - limit:.2f} {unit}"
+
+
+def target_ratio(ratio, limit):
+    if ratio <= limit:
+        return f"<= {limit}x: met"
+    return f"<= {limit}x: missed by {ratio / limit:.2f}x"
+
+
+def ldd_closure(binaries):
+    files = set(binaries)
+    for b in binaries:
+        out = subprocess.run(["ldd", b], capture_output=True, text=True).stdout
+        for m in re.finditer(r"(/\S+) \(0x", out):
+            files.add(os.path.realpath(m.group(1)))
+    return sorted(files)
+
+
+def dns_pairs(path):
+    """{(qname, qtype): [latency ms, ...]} of the query/response pairs in a
+    pcap (Ethernet, IPv4, UDP), paired by client port, id, name and type."""
+    with open(path, "rb") as f:
+        data = f.read()
+    magic = struct.unpack_from("<I", data)[0]
+    scale = 1e-9 if magic == 0xA1B23C4D else 1e-6
+    pos, pending, pairs = 24, {}, {}
+    while pos + 16 <= len(data):
+        sec, frac, incl, _ = struct.unpack_from("<IIII", data, pos)
+        pkt = data[pos + 16:pos + 16 + incl]
+        pos += 16 + incl
+        t = sec + frac * scale
+        if len(pkt) < 14 + 20 + 8 + 12 or pkt[12:14] != b"\x08\x00":
+            continue
+        ihl = (pkt[14] & 0x0F) * 4
+        if pkt[23] != 17:
+            continue
+        udp = 14 + ihl
+        sport, dport = struct.unpack_from("!HH", pkt, udp)
+        dns = pkt[udp + 8:]
+        qid, flags = struct.unpack_from("!HH", dns)
+        name, off = [], 12
+        while off < len(dns) and dns[off]:
+            n = dns[off]
+            name.append(dns[off + 1:off + 1 + n].decode(errors="replace"))
+            off += 1 + n
+        if off + 5 > len(dns):
+            continue
+        qtype = {1: "A", 28: "AAAA"}.get(struct.unpack_from("!H", dns, off + 1)[0], "?")
+        qname = ".".join(name).lower() + "."
+        is_response = flags & 0x8000
+        client_port = dport if is_response else sport
+        key = (client_port, qid, qname, qtype)
+        if not is_response:
+            pending[key] = t
+        elif key in pending:
+            pairs.setdefault((qname, qtype), []).append((t - pending.pop(key)) * 1000)
+    return pairs
+
+
+def grpc_ok(report, rpcs):
+    """RPCs answered, from the grpc check's evidence when it says so."""
+    for check in report.get("checks", []):
+        ev = check.get("evidence", {})
+        for key in ("ok", "completed", "succeeded", "rpcs_ok"):
+            if isinstance(ev.get(key), int):
+                return ev[key]
+    return rpcs
+
+
+def machine(loadavg):
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    return [
+        f"- {os.cpu_count()} CPUs ({cpu}), {mem} RAM",
+        f"- kernel {platform.release()}, {distro()}",
+        f"- load average at start: {loadavg} (the machine is shared: compare ratios, not absolutes)",
+    ]
+
+
+def distro():
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "?"
+
+
+def tool_versions():
+    td = subprocess.run(["tcpdump", "--version"], capture_output=True, text=True).stdout.splitlines()
+    dig = subprocess.run(["dig", "-v"], capture_output=True, text=True)
+    return f"{', '.join(td[:2])}; {(dig.stdout + dig.stderr).strip()}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--podprobe", required=True)
+    ap.add_argument("--lab", required=True)
+    ap.add_argument("--flood", required=True)
+    ap.add_argument("--pcaprecv", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--tmp", required=True)
+    ap.add_argument("--commit", default="?")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    with open("/proc/loadavg") as f:
+        args.loadavg = " ".join(f.read().split()[:3])
+    args.started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    b = Bench(args)
+    missing = []
+    b.startup()
+    b.sizes()
+    b.dns_accuracy()
+    if b.has_command("capture"):
+        b.capture()
+        b.streaming()
+    else:
+        missing.append("capture and streaming latency (this podprobe has no `capture` command)")
+    if b.has_command("grpc"):
+        b.grpc()
+    else:
+        missing.append("gRPC (this podprobe has no `grpc` command)")
+    b.render(missing)
+
+
+if __name__ == "__main__":
+    main()
