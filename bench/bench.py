@@ -73,7 +73,9 @@ class Bench:
             out = os.path.join(self.tmp, "hyperfine.json")
             argv = ["hyperfine", "-N", "--style", "none", "--warmup", str(warmup),
                     "--runs", str(runs), "--export-json", out, *order]
-            subprocess.run(self.in_pod(pod, argv), check=True, capture_output=True)
+            r = subprocess.run(self.in_pod(pod, argv), capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError(f"hyperfine failed: {r.stderr.strip()}")
             with open(out) as f:
                 for res in json.load(f)["results"]:
                     times[res["command"]].extend(t * 1000 for t in res["times"])
@@ -261,7 +263,7 @@ class Bench:
                         f"cpu {res['cpu_s']:.3f} s, rss {res['rss_kib']} KiB")
         for mode in ("file", "pipe"):
             pp, td = runs[("podprobe", mode)], runs[("tcpdump", mode)]
-            label = "to a file (`-w FILE`)" if mode == "file" else "to a pipe (`-w -` | reader)"
+            label = "to a file (`-w FILE`)" if mode == "file" else "to a pipe (`-w -` read by a consumer)"
             cpu_pp = statistics.median(cpu_per_m(x) for x in pp)
             cpu_td = statistics.median(cpu_per_m(x) for x in td)
             self.row(f"capture {label}: CPU s per million packets", f"{cpu_pp:.2f}",
@@ -569,24 +571,24 @@ def main():
     ap.add_argument("--tmp", required=True)
     ap.add_argument("--commit", default="?")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="startup,size,dns,capture,streaming,grpc")
     args = ap.parse_args()
     with open("/proc/loadavg") as f:
         args.loadavg = " ".join(f.read().split()[:3])
     args.started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     b = Bench(args)
+    only = args.only.split(",")
     missing = []
-    b.startup()
-    b.sizes()
-    b.dns_accuracy()
-    if b.has_command("capture"):
-        b.capture()
-        b.streaming()
-    else:
-        missing.append("capture and streaming latency (this podprobe has no `capture` command)")
-    if b.has_command("grpc"):
-        b.grpc()
-    else:
-        missing.append("gRPC (this podprobe has no `grpc` command)")
+    sections = [("startup", b.startup, None), ("size", b.sizes, None), ("dns", b.dns_accuracy, "dns"),
+                ("capture", b.capture, "capture"), ("streaming", b.streaming, "capture"),
+                ("grpc", b.grpc, "grpc")]
+    for name, run, command in sections:
+        if name not in only:
+            continue
+        if command and not b.has_command(command):
+            missing.append(f"{name} (this podprobe has no `{command}` command)")
+            continue
+        run()
     b.render(missing)
 
 
