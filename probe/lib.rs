@@ -6,7 +6,10 @@
 pub mod cli;
 pub mod doctor;
 pub mod error;
+pub mod grpc;
 pub mod net;
 pub mod report;
+pub mod serve;
+pub mod stats;
 
 pub use error::{Error, Result};

@@ -9,9 +9,13 @@ use podprobe::cli::{Cli, Command, GlobalArgs, OutputFormat};
 use podprobe::report::{Report, EXIT_UNAVAILABLE, EXIT_USAGE};
 
 /// What a command leaves for `main` to do.
+// Built once per run: the size of the report variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Outcome {
     /// A verdict to render; its status decides the exit code.
     Report(Report),
+    /// Nothing to render (a server that ran until stopped): exit with this code.
+    Exit(i32),
 }
 
 fn main() -> ExitCode {
@@ -24,12 +28,16 @@ fn main() -> ExitCode {
         Command::Doctor(args) => podprobe::doctor::run(&args, &global)
             .map(Outcome::Report)
             .map_err(anyhow::Error::from),
+        Command::Serve(args) => podprobe::serve::run(&args)
+            .map(|()| Outcome::Exit(0))
+            .map_err(anyhow::Error::from),
     };
     match outcome {
         Ok(Outcome::Report(report)) => {
             print_report(&report, &global);
             exit(report.exit_code(global.fail_on))
         }
+        Ok(Outcome::Exit(code)) => exit(code),
         Err(err) => {
             eprintln!("podprobe: {err:#}");
             exit(
