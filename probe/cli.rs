@@ -45,6 +45,8 @@ pub enum OutputFormat {
 pub enum Command {
     /// Run every applicable check against this pod's network.
     Doctor(DoctorArgs),
+    /// Show how gRPC calls spread over a Service's replicas.
+    Grpc(GrpcArgs),
     /// Answer this replica's identity over gRPC and HTTP: the backend for replica tests.
     Serve(ServeArgs),
 }

@@ -28,6 +28,9 @@ fn main() -> ExitCode {
         Command::Doctor(args) => podprobe::doctor::run(&args, &global)
             .map(Outcome::Report)
             .map_err(anyhow::Error::from),
+        Command::Grpc(args) => podprobe::grpc::run(&args, &global)
+            .map(Outcome::Report)
+            .map_err(anyhow::Error::from),
         Command::Serve(args) => podprobe::serve::run(&args)
             .map(|()| Outcome::Exit(0))
             .map_err(anyhow::Error::from),
