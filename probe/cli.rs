@@ -28,7 +28,7 @@ pub struct GlobalArgs {
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// Upper bound on every single network wait (e.g. 2s, 500ms).
-    #[arg(long, global = true, value_parser = parse_duration, default_value = "2s")]
+    #[arg(long, global = true, value_parser = parse_timeout, default_value = "2s")]
     pub timeout: Duration,
     /// Exit 1 when the verdict is this bad or worse.
     #[arg(long, global = true, value_enum, default_value_t = FailOn::Fail)]
@@ -49,6 +49,18 @@ pub enum Command {
     Grpc(GrpcArgs),
     /// Answer this replica's identity over gRPC and HTTP: the backend for replica tests.
     Serve(ServeArgs),
+    /// Print a shell completion script (e.g. `podprobe completions bash > /etc/bash_completion.d/podprobe`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a manual page in roff (e.g. `podprobe man dns | man -l -`).
+    Man {
+        /// The command to document; the overview when omitted.
+        command: Option<String>,
+    },
+    /// A Kubernetes node in network namespaces, to reproduce failures (root).
+    Lab(LabArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -112,6 +124,74 @@ pub struct ServeArgs {
     pub max_connection_age: Option<Duration>,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum LabCommand {
+    /// Build a lab (node, client, three backends, DNS) and leave it running.
+    Up {
+        #[arg(long, default_value = crate::lab::command::DEFAULT_NAME)]
+        name: String,
+        /// A fault to add to the node (repeatable).
+        #[arg(long = "scenario", value_enum, value_name = "SCENARIO")]
+        scenarios: Vec<crate::lab::Scenario>,
+    },
+    /// Remove a lab and everything it made.
+    Down {
+        #[arg(long, default_value = crate::lab::command::DEFAULT_NAME)]
+        name: String,
+        /// Remove every lab on this machine (e.g. left by a killed test run).
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+    },
+    /// List running labs (or one).
+    Status {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run a command inside a pod of the lab, as kubectl exec would.
+    Exec {
+        #[arg(long, default_value = crate::lab::command::DEFAULT_NAME)]
+        name: String,
+        #[arg(long, default_value = "client", value_parser = ["node", "client", "backend-1", "backend-2", "backend-3", "dns"])]
+        pod: String,
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            required = true,
+            value_name = "CMD"
+        )]
+        command: Vec<String>,
+    },
+    /// Bring up each scenario in turn, run the matching podprobe command in
+    /// the client pod and print its report.
+    Demo,
+    /// HTTP backend naming itself (run by the lab in backend pods).
+    #[command(hide = true)]
+    Backend {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        http: std::net::SocketAddr,
+    },
+    /// DNS forwarder slow for one domain (run by the slow-dns scenario).
+    #[command(hide = true)]
+    DnsDelay {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+        #[arg(long)]
+        suffix: String,
+        #[arg(long, value_parser = parse_duration)]
+        delay: Duration,
+    },
+}
+
 /// Parses `2s`, `500ms`, `1m30s`, or a bare number of seconds (`2`, `0.5`),
 /// as `dig +time=` and `curl --max-time` users type them.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -122,6 +202,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(text)
         .map_err(|e| format!("'{text}' is not a duration ({e}); try 2s, 500ms or 1m"))
+}
+
+/// A duration that bounds a wait: zero would wait for nothing.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("'{text}' is zero; a timeout must be positive")),
+        d => Ok(d),
+    }
 }
 
 #[cfg(test)]
@@ -142,5 +230,7 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
+        assert!(parse_timeout("0").is_err());
+        assert_eq!(parse_timeout("1ms"), Ok(Duration::from_millis(1)));
     }
 }

@@ -355,14 +355,36 @@ fn round4(x: f64) -> f64 {
     (x * 1e4).round() / 1e4
 }
 
-/// What the server on the other end speaks, from its first bytes in answer
-/// to an HTTP/2 preface: used to name a TLS/plaintext mismatch plainly.
-async fn sniff(addr: SocketAddr, timeout: Duration) -> Option<&'static str> {
+/// The HTTP/2 client preface and an empty SETTINGS frame: a plaintext
+/// HTTP/2 server answers with its own SETTINGS.
+fn h2_preface() -> Vec<u8> {
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    hello
+}
+
+/// A TLS ClientHello: a TLS server answers with a handshake record or an
+/// alert, whatever it thinks of the offer.
+fn tls_client_hello() -> Option<Vec<u8>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("podprobe.invalid").ok()?;
+    let mut connection = rustls::ClientConnection::new(Arc::new(config), name).ok()?;
+    let mut hello = Vec::new();
+    connection.write_tls(&mut hello).ok()?;
+    Some(hello)
+}
+
+/// What the server at `addr` speaks, from its first bytes in answer to
+/// `hello`: used to name a TLS/plaintext mismatch plainly.
+async fn sniff(addr: SocketAddr, hello: &[u8], timeout: Duration) -> Option<&'static str> {
     let probe = async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
-        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
-        stream.write_all(&hello).await.ok()?;
+        stream.write_all(hello).await.ok()?;
         let mut first = [0u8; 9];
         let mut got = 0;
         while got < first.len() {
@@ -404,9 +426,15 @@ async fn first_call(sub: &Subchannel, options: &Options) -> crate::Result<Rpc> {
     };
     let target = &options.target;
     let addr = sub.dialer.addrs.first().copied();
-    let speaks = match addr {
-        Some(addr) => sniff(addr, options.timeout).await,
-        None => None,
+    // Ask in the language the server might speak instead of ours.
+    let hello = if options.tls {
+        Some(h2_preface())
+    } else {
+        tls_client_hello()
+    };
+    let speaks = match (addr, hello) {
+        (Some(addr), Some(hello)) => sniff(addr, &hello, options.timeout).await,
+        _ => None,
     };
     Err(match (options.tls, speaks) {
         (false, Some("TLS")) => Error::usage(format!("{target} speaks TLS: add --tls")),
