@@ -33,6 +33,10 @@ fn remedy() -> Vec<String> {
     ]
 }
 
+fn plural(n: u32, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
 fn percent(x: f64) -> String {
     format!("{:.0}%", x * 100.0)
 }
@@ -106,8 +110,9 @@ fn verdict(ev: &Evidence) -> (Status, String) {
             Status::Fail,
             format!(
                 "all {n} RPCs over one channel to {} reached one replica ({replica}) \
-                 over {} connection(s), while {elsewhere}{failure_note}",
-                ev.target, single.connections
+                 over {}, while {elsewhere}{failure_note}",
+                ev.target,
+                plural(single.connections, "connection")
             ),
         );
     }
@@ -174,13 +179,12 @@ fn bars(ev: &Evidence) -> Vec<String> {
     let mut lines = Vec::new();
     for run in &ev.runs {
         let mut head = format!(
-            "{}: {} RPCs, {} ok, {} failed, {} connection{}",
+            "{}: {} RPCs, {} ok, {} failed, {}",
             run.mode,
             run.rpcs,
             run.ok,
             run.failed,
-            run.connections,
-            if run.connections == 1 { "" } else { "s" }
+            plural(run.connections, "connection")
         );
         if let (Some(p50), Some(p99)) = (run.p50_ms, run.p99_ms) {
             let _ = write!(head, ", p50 {p50:.2} ms, p99 {p99:.2} ms");
@@ -188,10 +192,9 @@ fn bars(ev: &Evidence) -> Vec<String> {
         lines.push(head);
         if run.identity == "unknown" {
             lines.push(format!(
-                "  (replicas unknown: {} RPCs went over {} connection{})",
+                "  (replicas unknown: {} RPCs went over {})",
                 run.ok,
-                run.connections,
-                if run.connections == 1 { "" } else { "s" }
+                plural(run.connections, "connection")
             ));
             continue;
         }
