@@ -567,3 +567,34 @@ fn lab_doctor_grpc_runs_the_same_check() {
     assert_eq!(run(check, "single-channel")["replicas_seen"], 1);
     assert_eq!(run(check, "per-endpoint")["replicas_seen"], 3);
 }
+
+#[test]
+fn lab_max_connection_age_makes_the_clusterip_client_reconnect_without_failures() {
+    let lab = lab();
+    let _servers = serve_backends(&lab, &["--max-connection-age", "100ms"]);
+    let target = Service::Grpc.target();
+    let out = grpc_in_client(
+        &lab,
+        &[
+            &target,
+            "--headless",
+            HEADLESS_NAME,
+            "--rpcs",
+            "2000",
+            "--concurrency",
+            "4",
+            "-o",
+            "json",
+        ],
+    );
+    let report = report(&out);
+    let check = check(&report, "grpc.distribution");
+    assert_ne!(check["status"], "fail", "{check:#}");
+    let single = run(check, "single-channel");
+    // Calls the server never saw (caught by its GOAWAY) are sent again, not
+    // failed; a rare call the server had begun may still fail, as it would
+    // for any client.
+    assert!(single["failed"].as_u64().unwrap() <= 10, "{single:#}");
+    assert!(single["connections"].as_u64().unwrap() >= 2, "{single:#}");
+    assert!(single["replicas_seen"].as_u64().unwrap() >= 2, "{single:#}");
+}

@@ -189,6 +189,9 @@ fn bars(ev: &Evidence) -> Vec<String> {
         if let (Some(p50), Some(p99)) = (run.p50_ms, run.p99_ms) {
             let _ = write!(head, ", p50 {p50:.2} ms, p99 {p99:.2} ms");
         }
+        if run.retried > 0 {
+            let _ = write!(head, ", {} sent again", run.retried);
+        }
         lines.push(head);
         if run.identity == "unknown" {
             lines.push(format!(
@@ -250,7 +253,7 @@ mod tests {
             "per_replica": per.iter().map(|(k, n)| (k.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
             "max_share": if identity == "unknown" || ok == 0 { None } else { Some(f64::from(max) / f64::from(ok)) },
             "fair_share": null,
-            "p50_ms": 0.4, "p99_ms": 1.2,
+            "p50_ms": 0.4, "p99_ms": 1.2, "retried": 0,
             "errors": if ok < 300 { serde_json::json!({"Unavailable: connection refused": 300 - ok}) } else { serde_json::json!({}) },
         })
     }

@@ -73,6 +73,9 @@ pub struct Run {
     pub p99_ms: Option<f64>,
     /// Failed RPCs by cause.
     pub errors: BTreeMap<String, u32>,
+    /// RPCs sent again because their connection closed before they left
+    /// (gRPC's transparent retry).
+    pub retried: u32,
 }
 
 /// Which RPC tells us about the server.
@@ -184,45 +187,86 @@ fn subchannel(
     })
 }
 
-/// One RPC; the replica that answered when the server says so.
-async fn call(
+/// One attempt at an RPC; the replica that answered when the server says so.
+async fn attempt(
     channel: Channel,
     rpc: Rpc,
     timeout: Duration,
 ) -> Result<Option<String>, tonic::Status> {
+    match rpc {
+        Rpc::Whoami => {
+            let mut request = tonic::Request::new(WhoamiRequest {});
+            request.set_timeout(timeout);
+            let reply = IdentityClient::new(channel)
+                .whoami(request)
+                .await?
+                .into_inner();
+            let name = if reply.name.is_empty() {
+                reply.pod_ip
+            } else {
+                reply.name
+            };
+            Ok(Some(name))
+        }
+        Rpc::Health => {
+            let mut request = tonic::Request::new(HealthCheckRequest {
+                service: String::new(),
+            });
+            request.set_timeout(timeout);
+            HealthClient::new(channel).check(request).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// True for an RPC the server did not process: one whose connection closed
+/// before it was sent (nothing here cancels RPCs, so `Cancelled` can only be
+/// that), one refused, or one above a GOAWAY's last stream id.
+fn never_processed(status: &tonic::Status) -> bool {
+    if status.code() == tonic::Code::Cancelled {
+        return true;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(err) = cause {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away()
+                    && h2.is_remote()
+                    && h2.reason() == Some(h2::Reason::NO_ERROR));
+        }
+        cause = err.source();
+    }
+    false
+}
+
+/// The answer to an RPC within `timeout`, and how many attempts it took.
+///
+/// Like gRPC's transparent retry, an RPC the server never saw is sent
+/// again: reporting it as failed would blame the server for what no real
+/// client sees (e.g. around a GOAWAY for MaxConnectionAge).
+async fn call(
+    channel: Channel,
+    rpc: Rpc,
+    timeout: Duration,
+) -> (Result<Option<String>, tonic::Status>, u32) {
+    let mut attempts = 0;
     let answer = async {
-        match rpc {
-            Rpc::Whoami => {
-                let mut request = tonic::Request::new(WhoamiRequest {});
-                request.set_timeout(timeout);
-                let reply = IdentityClient::new(channel)
-                    .whoami(request)
-                    .await?
-                    .into_inner();
-                let name = if reply.name.is_empty() {
-                    reply.pod_ip
-                } else {
-                    reply.name
-                };
-                Ok(Some(name))
-            }
-            Rpc::Health => {
-                let mut request = tonic::Request::new(HealthCheckRequest {
-                    service: String::new(),
-                });
-                request.set_timeout(timeout);
-                HealthClient::new(channel).check(request).await?;
-                Ok(None)
+        loop {
+            attempts += 1;
+            match attempt(channel.clone(), rpc, timeout).await {
+                Err(status) if never_processed(&status) && attempts < 3 => {}
+                result => return result,
             }
         }
     };
-    tokio::time::timeout(timeout, answer)
+    let result = tokio::time::timeout(timeout, answer)
         .await
         .unwrap_or_else(|_| {
             Err(tonic::Status::deadline_exceeded(format!(
                 "no answer within {timeout:?}"
             )))
-        })
+        });
+    (result, attempts)
 }
 
 /// A failed RPC in a few words: its status code and the innermost cause.
@@ -242,7 +286,7 @@ struct Tally {
     ok_ms: Vec<f64>,
     per_replica: BTreeMap<String, u32>,
     errors: BTreeMap<String, u32>,
-    unknown: u32,
+    retried: u32,
 }
 
 /// Sends `rpcs` RPCs, `concurrency` at a time, round robin over `subchannels`.
@@ -267,15 +311,15 @@ async fn run(mode: &str, subchannels: &[Subchannel], rpc: Rpc, options: &Options
                 }
                 let (channel, endpoint) = &targets[i as usize % targets.len()];
                 let started = Instant::now();
-                let result = call(channel.clone(), rpc, timeout).await;
+                let (result, attempts) = call(channel.clone(), rpc, timeout).await;
                 let ms = crate::report::millis(started.elapsed());
                 let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+                tally.retried += attempts - 1;
                 match result {
                     Ok(name) => {
                         tally.ok_ms.push(ms);
-                        match name.or_else(|| endpoint.clone()) {
-                            Some(key) => *tally.per_replica.entry(key).or_default() += 1,
-                            None => tally.unknown += 1,
+                        if let Some(key) = name.or_else(|| endpoint.clone()) {
+                            *tally.per_replica.entry(key).or_default() += 1;
                         }
                     }
                     Err(status) => *tally.errors.entry(describe(&status)).or_default() += 1,
@@ -327,6 +371,7 @@ async fn run(mode: &str, subchannels: &[Subchannel], rpc: Rpc, options: &Options
         p50_ms: crate::stats::percentile(&tally.ok_ms, 50.0),
         p99_ms: crate::stats::percentile(&tally.ok_ms, 99.0),
         errors: tally.errors,
+        retried: tally.retried,
     }
 }
 
@@ -407,11 +452,14 @@ async fn sniff(addr: SocketAddr, hello: &[u8], timeout: Duration) -> Option<&'st
 
 /// The first RPC: which service answers, or one clear reason why none does.
 async fn first_call(sub: &Subchannel, options: &Options) -> crate::Result<Rpc> {
-    let whoami = call(sub.channel.clone(), Rpc::Whoami, options.timeout).await;
+    let (whoami, _) = call(sub.channel.clone(), Rpc::Whoami, options.timeout).await;
     let status = match whoami {
         Ok(_) => return Ok(Rpc::Whoami),
         Err(status) if status.code() == tonic::Code::Unimplemented => {
-            match call(sub.channel.clone(), Rpc::Health, options.timeout).await {
+            match call(sub.channel.clone(), Rpc::Health, options.timeout)
+                .await
+                .0
+            {
                 Ok(_) => return Ok(Rpc::Health),
                 Err(status) if status.code() == tonic::Code::Unimplemented => {
                     return Err(Error::unavailable(format!(
@@ -554,6 +602,7 @@ mod tests {
             p50_ms: None,
             p99_ms: None,
             errors: BTreeMap::new(),
+            retried: 0,
         }
     }
 
