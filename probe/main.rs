@@ -41,6 +41,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => podprobe::serve::run(&args)
             .map(|()| Outcome::Exit(0))
             .map_err(anyhow::Error::from),
+        Command::Dns(args) => podprobe::dns::run(&args, &global)
+            .map(|r| Outcome::Report(Box::new(r)))
+            .map_err(anyhow::Error::from),
     };
     match outcome {
         Ok(Outcome::Report(report)) => {
