@@ -3,7 +3,9 @@
 use crate::cli::{DoctorArgs, GlobalArgs};
 use crate::report::Report;
 
-pub fn run(_args: &DoctorArgs, _global: &GlobalArgs) -> crate::Result<Report> {
+pub fn run(args: &DoctorArgs, global: &GlobalArgs) -> crate::Result<Report> {
     let report = Report::start(crate::net::report_context());
-    Ok(report.finish(Vec::new()))
+    let mut checks = Vec::new();
+    checks.extend(crate::keepalive::doctor_check(args, global));
+    Ok(report.finish(checks))
 }

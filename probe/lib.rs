@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod doctor;
 pub mod error;
+pub mod keepalive;
 pub mod net;
 pub mod report;
 

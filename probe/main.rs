@@ -24,6 +24,9 @@ fn main() -> ExitCode {
         Command::Doctor(args) => podprobe::doctor::run(&args, &global)
             .map(Outcome::Report)
             .map_err(anyhow::Error::from),
+        Command::Keepalive(args) => podprobe::keepalive::run(&args, &global)
+            .map(Outcome::Report)
+            .map_err(anyhow::Error::from),
     };
     match outcome {
         Ok(Outcome::Report(report)) => {

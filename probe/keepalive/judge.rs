@@ -1,0 +1,257 @@
+//! `http.keepalive-mismatch`: does Envoy keep upstream connections idle
+//! longer than the app behind it does? Then Envoy can send a request on a
+//! connection the app is closing and answer 503 with flag UC.
+
+use serde::Serialize;
+
+use super::envoy::{Match, ProxyKind, ProxySide, ProxySource};
+use super::measure::{AppSide, ClosedBy};
+use crate::report::{Check, Status};
+
+pub const ID: &str = "http.keepalive-mismatch";
+pub const TITLE: &str = "Envoy upstream idle timeout vs the app's keep-alive";
+
+/// The race window is the time between the app's FIN and Envoy noticing
+/// it; a proxy that idles out this much sooner is safe.
+const MARGIN_S: f64 = 1.0;
+
+const REFS: &[&str] = &[
+    "https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/core/v3/protocol.proto#envoy-v3-api-field-config-core-v3-httpprotocoloptions-idle-timeout",
+    "https://istio.io/latest/docs/reference/config/networking/destination-rule/#ConnectionPoolSettings-HTTPSettings",
+];
+
+#[derive(Serialize)]
+struct Evidence<'a> {
+    #[serde(flatten)]
+    app: &'a AppSide,
+    #[serde(flatten)]
+    proxy: &'a ProxySide,
+}
+
+pub fn judge(app: &AppSide, proxy: &ProxySide) -> Check {
+    let (status, summary) = verdict(app, proxy);
+    let mut check = Check::new(ID, TITLE, status, summary, &Evidence { app, proxy })
+        .with_details(details(app, proxy));
+    if matches!(status, Status::Warn | Status::Fail) {
+        check = check.with_remedy(remedy(app, proxy)).with_refs(REFS);
+    }
+    check
+}
+
+fn secs(s: f64) -> String {
+    let r = (s * 1000.0).round() / 1000.0;
+    format!("{r} s")
+}
+
+fn cluster_name(proxy: &ProxySide) -> String {
+    proxy.cluster.clone().unwrap_or_else(|| "-".into())
+}
+
+fn verdict(app: &AppSide, proxy: &ProxySide) -> (Status, String) {
+    let up = &app.upstream;
+    let proxy_t = proxy.proxy_idle_timeout_s;
+    let destroyed = proxy
+        .counters
+        .get("upstream_cx_destroy_remote_with_active_rq")
+        .copied()
+        .unwrap_or(0);
+    let app_said = match app.app_idle_timeout_s {
+        Some(t) => format!("{up} closes idle connections after {}", secs(t)),
+        None => format!(
+            "{up} kept idle connections open past --max-wait ({})",
+            secs(app.max_wait_s)
+        ),
+    };
+    if destroyed > 0 {
+        return (
+            Status::Fail,
+            format!(
+                "it is happening: Envoy cluster {} lost {destroyed} upstream connection(s) closed by the app with a request on them (upstream_cx_destroy_remote_with_active_rq); {app_said}, Envoy after {}",
+                cluster_name(proxy),
+                secs(proxy_t)
+            ),
+        );
+    }
+    if app.closed_by == ClosedBy::Immediate {
+        return (
+            Status::Pass,
+            format!("{up} closes every connection right after its response ({} {}), so the proxy never reuses an idle one", app.http_version, app.connection_header.as_deref().map_or("without keep-alive".to_string(), |c| format!("Connection: {c}"))),
+        );
+    }
+    if proxy.proxy_source == ProxySource::Default {
+        let why = proxy.notes.first().cloned().unwrap_or_default();
+        let whose = match proxy.proxy {
+            ProxyKind::None => "no Envoy admin API answered",
+            ProxyKind::Envoy => "no Envoy cluster found for it",
+        };
+        return (
+            Status::Warn,
+            format!(
+                "{app_said}; {whose} ({why}), so the proxy's idle timeout of {} is an assumption (Envoy's default, which Istio keeps)",
+                secs(proxy_t)
+            ),
+        );
+    }
+    let cluster = cluster_name(proxy);
+    match app.app_idle_timeout_s {
+        Some(app_t) if app_t >= proxy_t + MARGIN_S => (
+            Status::Pass,
+            format!("Envoy cluster {cluster} idles out after {}, before the app: {app_said}", secs(proxy_t)),
+        ),
+        Some(_) => (
+            Status::Fail,
+            format!(
+                "{app_said} but Envoy cluster {cluster} keeps them up to {}: Envoy can send a request on a connection the app is closing (503 UC)",
+                secs(proxy_t)
+            ),
+        ),
+        None if app.max_wait_s >= proxy_t + MARGIN_S => (
+            Status::Pass,
+            format!("Envoy cluster {cluster} idles out after {}, before the app: {app_said}", secs(proxy_t)),
+        ),
+        None => (
+            Status::Warn,
+            format!(
+                "{app_said}, but Envoy cluster {cluster} keeps them up to {}: wait longer than that to compare",
+                secs(proxy_t)
+            ),
+        ),
+    }
+}
+
+fn details(app: &AppSide, proxy: &ProxySide) -> Vec<String> {
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), secs);
+    let samples: Vec<String> = app
+        .samples_s
+        .iter()
+        .map(|s| s.map_or("open".to_string(), |s| format!("{s}")))
+        .collect();
+    let mut lines = vec![
+        format!(
+            "app:   {} {} server={} advertised Keep-Alive timeout={} measured={} closed_by={} samples=[{}]",
+            app.http_version,
+            app.status_code,
+            app.server.as_deref().unwrap_or("-"),
+            opt(app.advertised_keepalive_s),
+            opt(app.app_idle_timeout_s),
+            app.closed_by.label(),
+            samples.join(", ")
+        ),
+        format!(
+            "proxy: {} cluster={} idle_timeout={} ({}) max_requests_per_connection={}",
+            if proxy.proxy == ProxyKind::Envoy { "envoy" } else { "none" },
+            cluster_name(proxy),
+            secs(proxy.proxy_idle_timeout_s),
+            match (&proxy.proxy_source, &proxy.idle_timeout_field) {
+                (ProxySource::Default, _) => "assumed default".to_string(),
+                (ProxySource::ConfigDump, Some(field)) => field.clone(),
+                (ProxySource::ConfigDump, None) => "not set: Envoy's default".to_string(),
+            },
+            proxy
+                .max_requests_per_connection
+                .map_or("-".to_string(), |n| n.to_string())
+        ),
+    ];
+    if !proxy.counters.is_empty() {
+        let counters: Vec<String> = proxy
+            .counters
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        lines.push(format!("stats: {}", counters.join(" ")));
+    }
+    if let (Some(adv), Some(measured)) = (app.advertised_keepalive_s, app.app_idle_timeout_s) {
+        if (adv - measured).abs() >= 0.5 {
+            lines.push(format!(
+                "note: the app advertises Keep-Alive timeout={adv} but closed after {}: the wire is what counts",
+                secs(measured)
+            ));
+        }
+    }
+    lines.extend(proxy.notes.iter().map(|n| format!("note: {n}")));
+    lines
+}
+
+/// A duration in the form Istio's YAML takes: whole seconds when possible.
+fn yaml_duration(s: f64) -> String {
+    let ms = (s * 1000.0).floor() as u64;
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+fn remedy(app: &AppSide, proxy: &ProxySide) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(app_t) = app.app_idle_timeout_s else {
+        out.push(format!(
+            "measure longer: podprobe keepalive {} --max-wait {}s",
+            app.upstream,
+            (proxy.proxy_idle_timeout_s + 5.0).ceil()
+        ));
+        return out;
+    };
+    // Below the app's timeout by the race margin, but never zero.
+    let idle = if app_t >= 2.0 * MARGIN_S {
+        (app_t - MARGIN_S).floor()
+    } else {
+        app_t / 2.0
+    };
+    let host = proxy
+        .service_host
+        .clone()
+        .or_else(|| {
+            (proxy.cluster_match == Some(Match::Outbound))
+                .then(|| {
+                    proxy
+                        .cluster
+                        .as_deref()?
+                        .rsplit('|')
+                        .next()
+                        .map(str::to_string)
+                })
+                .flatten()
+        })
+        .unwrap_or_else(|| "SERVICE.NAMESPACE.svc.cluster.local".to_string());
+    let name = host.split('.').next().unwrap_or("app");
+    out.push(format!(
+        "make Envoy drop idle upstream connections before the app does, with a DestinationRule for the service:\n\
+         apiVersion: networking.istio.io/v1\n\
+         kind: DestinationRule\n\
+         metadata:\n  name: {name}-idle-timeout\n\
+         spec:\n  host: {host}\n  trafficPolicy:\n    connectionPool:\n      http:\n        idleTimeout: {}",
+        yaml_duration(idle)
+    ));
+    let keep = (proxy.proxy_idle_timeout_s + 5.0).ceil();
+    let server = app.server.as_deref().unwrap_or("").to_ascii_lowercase();
+    let app_side = if server.contains("uvicorn") {
+        format!("uvicorn --timeout-keep-alive {keep}")
+    } else if server.contains("gunicorn") {
+        format!("gunicorn --keep-alive {keep}")
+    } else if server.contains("nginx") {
+        format!("nginx: keepalive_timeout {keep}s;")
+    } else if server.contains("apache") {
+        format!("Apache: KeepAliveTimeout {keep}")
+    } else if app.server.is_none() && app.advertised_keepalive_s.is_some() {
+        // Node's http server sends Keep-Alive: timeout=N and no Server header.
+        format!(
+            "Node.js: server.keepAliveTimeout = {}; server.headersTimeout above it",
+            keep * 1000.0
+        )
+    } else {
+        format!(
+            "Node.js server.keepAliveTimeout = {}, gunicorn --keep-alive {keep}, uvicorn --timeout-keep-alive {keep}, nginx keepalive_timeout {keep}s",
+            keep * 1000.0
+        )
+    };
+    out.push(format!(
+        "or keep idle connections open in the app longer than Envoy's {}: {app_side}",
+        secs(proxy.proxy_idle_timeout_s)
+    ));
+    out.push(
+        "and retry idempotent routes on a reset (VirtualService http[].retries: attempts: 2, retryOn: reset,connect-failure)"
+            .to_string(),
+    );
+    out
+}
