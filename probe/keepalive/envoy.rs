@@ -504,3 +504,220 @@ impl ProxySide {
         side
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISTIO_SIDECAR: &str =
+        include_str!("../../tests/fixtures/envoy/istio-1.18-deathstarbench-config_dump.json");
+    const ISTIO_WAYPOINT: &str =
+        include_str!("../../tests/fixtures/envoy/istio-proxyconfig-config_dump.json");
+    const KUMA: &str = include_str!("../../tests/fixtures/envoy/kuma-full_config.json");
+    const GATEWAY: &str = include_str!("../../tests/fixtures/envoy/envoy-gateway-in.all.json");
+    const KUMA_STATS: &str = include_str!("../../tests/fixtures/envoy/kuma-envoy-stats-prometheus.txt");
+
+    fn clusters(text: &str) -> Vec<Cluster> {
+        parse_config_dump(text).unwrap()
+    }
+
+    fn lookup(text: &str, host: &str, port: u16) -> Option<(String, Match, Option<f64>)> {
+        let all = clusters(text);
+        find_cluster(&all, host, port).map(|(c, m)| (c.name.clone(), m, c.idle_timeout_s))
+    }
+
+    fn named<'a>(all: &'a [Cluster], name: &str) -> &'a Cluster {
+        all.iter().find(|c| c.name == name).unwrap()
+    }
+
+    #[test]
+    fn every_real_dump_parses_with_its_clusters() {
+        assert_eq!(clusters(ISTIO_SIDECAR).len(), 143);
+        assert_eq!(clusters(ISTIO_WAYPOINT).len(), 3);
+        assert_eq!(clusters(KUMA).len(), 5);
+        assert_eq!(clusters(GATEWAY).len(), 2);
+    }
+
+    #[test]
+    fn only_the_passthrough_clusters_set_an_idle_timeout() {
+        for dump in [ISTIO_SIDECAR, ISTIO_WAYPOINT, KUMA, GATEWAY] {
+            let with: Vec<(String, f64)> = clusters(dump)
+                .into_iter()
+                .filter_map(|c| Some((c.name, c.idle_timeout_s?)))
+                .collect();
+            if dump == ISTIO_SIDECAR {
+                assert_eq!(
+                    with,
+                    vec![
+                        ("InboundPassthroughClusterIpv4".to_string(), 300.0),
+                        ("PassthroughCluster".to_string(), 300.0)
+                    ]
+                );
+            } else {
+                assert!(with.is_empty(), "{with:?}");
+            }
+        }
+        let all = clusters(ISTIO_SIDECAR);
+        let pass = named(&all, "PassthroughCluster");
+        assert_eq!(
+            pass.idle_timeout_field.as_deref(),
+            Some("typed_extension_protocol_options.HttpProtocolOptions.common_http_protocol_options.idle_timeout")
+        );
+        assert_eq!(named(&all, "inbound|8083||").effective_idle_timeout_s(), 3600.0);
+    }
+
+    #[test]
+    fn istio_sidecar_lookup() {
+        assert_eq!(
+            lookup(ISTIO_SIDECAR, "127.0.0.1", 8083),
+            Some(("inbound|8083||".into(), Match::Inbound, None))
+        );
+        for host in ["geo.hr2", "geo.hr2.svc.cluster.local", "GEO.hr2.svc.cluster.local."] {
+            assert_eq!(
+                lookup(ISTIO_SIDECAR, host, 8083),
+                Some(("outbound|8083||geo.hr2.svc.cluster.local".into(), Match::Outbound, None)),
+                "{host}"
+            );
+        }
+        // Ports without a cluster of their own go through the passthroughs.
+        assert_eq!(
+            lookup(ISTIO_SIDECAR, "127.0.0.1", 9999),
+            Some(("InboundPassthroughClusterIpv4".into(), Match::Passthrough, Some(300.0)))
+        );
+        assert_eq!(
+            lookup(ISTIO_SIDECAR, "example.org", 80),
+            Some(("PassthroughCluster".into(), Match::Passthrough, Some(300.0)))
+        );
+        let all = clusters(ISTIO_SIDECAR);
+        let inbound = named(&all, "inbound|8083||");
+        assert_eq!(inbound.service_host.as_deref(), Some("geo.hr2.svc.cluster.local"));
+        assert_eq!(inbound.max_requests_per_connection, None);
+        let xds = named(&all, "xds-grpc");
+        assert_eq!(xds.max_requests_per_connection, Some(1));
+        assert_eq!(xds.tcp_keepalive, Some(serde_json::json!({"keepalive_time": 300})));
+    }
+
+    #[test]
+    fn waypoint_kuma_and_gateway_lookup() {
+        assert_eq!(
+            lookup(ISTIO_WAYPOINT, "httpbin.default", 8000),
+            Some((
+                "inbound-vip|8000|http|httpbin.default.svc.cluster.local".into(),
+                Match::Outbound,
+                None
+            ))
+        );
+        assert_eq!(lookup(ISTIO_WAYPOINT, "127.0.0.1", 8000), None);
+        assert_eq!(
+            lookup(KUMA, "127.0.0.1", 10011),
+            Some(("localhost:10011".into(), Match::Inbound, None))
+        );
+        let kuma = clusters(KUMA);
+        assert_eq!(named(&kuma, "localhost:10011").stat_name, "localhost_10011");
+        // v2 clusters in the same dump keep their fields.
+        assert_eq!(
+            named(&kuma, "ads_cluster").tcp_keepalive,
+            Some(serde_json::json!({"keepalive_probes": 3, "keepalive_time": 10, "keepalive_interval": 10}))
+        );
+        assert_eq!(
+            lookup(GATEWAY, "10.96.159.190", 3000),
+            Some(("default-backend-rule-0-match-0-www.example.com".into(), Match::Endpoint, None))
+        );
+        assert_eq!(lookup(GATEWAY, "127.0.0.1", 3000), None);
+    }
+
+    #[test]
+    fn v2alpha_camel_case_dumps_parse() {
+        let dump = r#"{"configs": [{"@type": "type.googleapis.com/envoy.admin.v2alpha.ClustersConfigDump",
+            "dynamicActiveClusters": [{"cluster": {"name": "inbound|9080|http|reviews.default.svc.cluster.local",
+              "commonHttpProtocolOptions": {"idleTimeout": "4.500s", "maxRequestsPerConnection": "100"},
+              "upstreamConnectionOptions": {"tcpKeepalive": {"keepaliveTime": 300}}}}]}]}"#;
+        let all = clusters(dump);
+        assert_eq!(all[0].idle_timeout_s, Some(4.5));
+        assert_eq!(
+            all[0].idle_timeout_field.as_deref(),
+            Some("common_http_protocol_options.idle_timeout")
+        );
+        assert_eq!(all[0].max_requests_per_connection, Some(100));
+        assert!(all[0].tcp_keepalive.is_some());
+        assert_eq!(
+            find_cluster(&all, "127.0.0.1", 9080).map(|(c, m)| (c.name.as_str(), m)),
+            Some(("inbound|9080|http|reviews.default.svc.cluster.local", Match::Inbound))
+        );
+    }
+
+    #[test]
+    fn typed_options_win_over_the_deprecated_field() {
+        let dump = r#"{"configs": [{"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+            "static_clusters": [{"cluster": {"name": "app",
+              "common_http_protocol_options": {"idle_timeout": "10s"},
+              "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "common_http_protocol_options": {"idle_timeout": "2s", "max_requests_per_connection": 7}}}}}]}]}"#;
+        let all = clusters(dump);
+        assert_eq!(all[0].idle_timeout_s, Some(2.0));
+        assert_eq!(all[0].max_requests_per_connection, Some(7));
+    }
+
+    #[test]
+    fn non_dumps_are_refused_in_words() {
+        assert!(parse_config_dump("<html><body>Envoy Admin</body></html>")
+            .unwrap_err()
+            .contains("not JSON"));
+        assert!(parse_config_dump("{}").unwrap_err().contains("configs"));
+        assert!(parse_config_dump(r#"{"configs": []}"#)
+            .unwrap_err()
+            .contains("ClustersConfigDump"));
+    }
+
+    #[test]
+    fn durations_in_protobuf_json() {
+        assert_eq!(parse_proto_duration(&serde_json::json!("300s")), Some(300.0));
+        assert_eq!(parse_proto_duration(&serde_json::json!("0.250s")), Some(0.25));
+        assert_eq!(
+            parse_proto_duration(&serde_json::json!({"seconds": "2", "nanos": 500000000})),
+            Some(2.5)
+        );
+        assert_eq!(parse_proto_duration(&serde_json::json!("soon")), None);
+        assert_eq!(parse_proto_duration(&serde_json::json!("-1s")), None);
+    }
+
+    #[test]
+    fn prometheus_stats_of_one_cluster() {
+        let counters = parse_stats(KUMA_STATS, "example");
+        assert_eq!(counters.get("upstream_cx_destroy_remote_with_active_rq"), Some(&1));
+        // Not in the fixture: absent, not zero.
+        assert_eq!(counters.get("upstream_cx_idle_timeout"), None);
+        assert!(parse_stats(KUMA_STATS, "ads_cluster")
+            .get("upstream_cx_destroy_remote_with_active_rq")
+            .is_none());
+        assert!(parse_stats(KUMA_STATS, "inbound|8083||").is_empty());
+    }
+
+    #[test]
+    fn plain_stats_match_by_suffix_with_istio_semicolons() {
+        let text = "cluster.inbound|8080||;.upstream_cx_destroy_remote_with_active_rq: 4\n\
+                    cluster.inbound|8080||;.upstream_cx_destroy_remote: 9\n\
+                    cluster.inbound|8080||;.upstream_rq_503: 2\n\
+                    cluster.inbound|8080||;.upstream_cx_length_ms: P0(nan,1) P25(nan,2)\n\
+                    cluster.inbound|9090||.upstream_cx_destroy_remote: 1\n";
+        let counters = parse_stats(text, "inbound|8080||");
+        assert_eq!(
+            counters,
+            BTreeMap::from([
+                ("upstream_cx_destroy_remote".to_string(), 9),
+                ("upstream_cx_destroy_remote_with_active_rq".to_string(), 4),
+                ("upstream_rq_503".to_string(), 2),
+            ])
+        );
+    }
+
+    #[test]
+    fn prometheus_response_codes_and_untagged_names() {
+        let text = "envoy_cluster_upstream_rq{envoy_response_code=\"503\",envoy_cluster_name=\"inbound|8080||\"} 3\n\
+                    envoy_cluster_upstream_rq{envoy_response_code=\"200\",envoy_cluster_name=\"inbound|8080||\"} 50\n\
+                    envoy_cluster_inbound_8080___upstream_cx_idle_timeout{} 6\n";
+        let counters = parse_stats(text, "inbound|8080||");
+        assert_eq!(counters.get("upstream_rq_503"), Some(&3));
+        assert_eq!(counters.get("upstream_cx_idle_timeout"), Some(&6));
+    }
+}
