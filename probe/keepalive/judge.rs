@@ -277,8 +277,9 @@ mod tests {
     }
 
     fn sidecar(idle: Option<&str>, stats: &str) -> ProxySide {
-        let mut dump = include_str!("../../tests/fixtures/envoy/istio-1.18-deathstarbench-config_dump.json")
-            .to_string();
+        let mut dump =
+            include_str!("../../tests/fixtures/envoy/istio-1.18-deathstarbench-config_dump.json")
+                .to_string();
         if let Some(idle) = idle {
             dump = dump.replacen(
                 r#""name": "inbound|8083||","#,
@@ -291,27 +292,51 @@ mod tests {
     }
 
     fn no_admin() -> ProxySide {
-        ProxySide::assumed(Some("http://127.0.0.1:15000".into()), "nothing answers there".into())
+        ProxySide::assumed(
+            Some("http://127.0.0.1:15000".into()),
+            "nothing answers there".into(),
+        )
     }
 
     #[test]
     fn an_app_that_closes_first_fails_against_a_real_config() {
-        let check = judge(&app(Some(3.0), ClosedBy::Fin, Some("nginx/1.22.1")), &sidecar(None, ""));
+        let check = judge(
+            &app(Some(3.0), ClosedBy::Fin, Some("nginx/1.22.1")),
+            &sidecar(None, ""),
+        );
         assert_eq!(check.status, Status::Fail, "{}", check.summary);
         assert_eq!(check.evidence["proxy_source"], "config_dump");
         assert_eq!(check.evidence["proxy_idle_timeout_s"], 3600.0);
         assert_eq!(check.evidence["cluster"], "inbound|8083||");
-        assert!(check.remedy[0].contains("idleTimeout: 2s"), "{:?}", check.remedy);
-        assert!(check.remedy[0].contains("host: geo.hr2.svc.cluster.local"), "{:?}", check.remedy);
-        assert!(check.remedy[1].contains("keepalive_timeout 3605s"), "{:?}", check.remedy);
+        assert!(
+            check.remedy[0].contains("idleTimeout: 2s"),
+            "{:?}",
+            check.remedy
+        );
+        assert!(
+            check.remedy[0].contains("host: geo.hr2.svc.cluster.local"),
+            "{:?}",
+            check.remedy
+        );
+        assert!(
+            check.remedy[1].contains("keepalive_timeout 3605s"),
+            "{:?}",
+            check.remedy
+        );
         // Within the race margin is still a race.
-        let near = judge(&app(Some(2.5), ClosedBy::Fin, None), &sidecar(Some("2s"), ""));
+        let near = judge(
+            &app(Some(2.5), ClosedBy::Fin, None),
+            &sidecar(Some("2s"), ""),
+        );
         assert_eq!(near.status, Status::Fail, "{}", near.summary);
     }
 
     #[test]
     fn a_proxy_that_idles_out_first_passes() {
-        let check = judge(&app(Some(5.0), ClosedBy::Fin, Some("uvicorn")), &sidecar(Some("2s"), ""));
+        let check = judge(
+            &app(Some(5.0), ClosedBy::Fin, Some("uvicorn")),
+            &sidecar(Some("2s"), ""),
+        );
         assert_eq!(check.status, Status::Pass, "{}", check.summary);
         assert!(check.remedy.is_empty());
         let open = judge(&app(None, ClosedBy::None, None), &sidecar(Some("2s"), ""));
@@ -321,9 +346,16 @@ mod tests {
     #[test]
     fn counters_fail_whatever_the_timeouts_say() {
         let stats = "envoy_cluster_upstream_cx_destroy_remote_with_active_rq{envoy_cluster_name=\"inbound|8083||\"} 7\n";
-        let check = judge(&app(Some(5.0), ClosedBy::Fin, None), &sidecar(Some("2s"), stats));
+        let check = judge(
+            &app(Some(5.0), ClosedBy::Fin, None),
+            &sidecar(Some("2s"), stats),
+        );
         assert_eq!(check.status, Status::Fail, "{}", check.summary);
-        assert!(check.summary.contains("it is happening"), "{}", check.summary);
+        assert!(
+            check.summary.contains("it is happening"),
+            "{}",
+            check.summary
+        );
     }
 
     #[test]
@@ -340,13 +372,23 @@ mod tests {
     fn an_app_outliving_max_wait_warns_when_the_proxy_waits_longer() {
         let check = judge(&app(None, ClosedBy::None, None), &sidecar(None, ""));
         assert_eq!(check.status, Status::Warn, "{}", check.summary);
-        assert!(check.remedy[0].contains("--max-wait 3605s"), "{:?}", check.remedy);
-        assert_eq!(check.evidence["app_idle_timeout_s"], serde_json::Value::Null);
+        assert!(
+            check.remedy[0].contains("--max-wait 3605s"),
+            "{:?}",
+            check.remedy
+        );
+        assert_eq!(
+            check.evidence["app_idle_timeout_s"],
+            serde_json::Value::Null
+        );
     }
 
     #[test]
     fn an_app_closing_every_connection_passes() {
-        let check = judge(&app(Some(0.0), ClosedBy::Immediate, None), &sidecar(None, ""));
+        let check = judge(
+            &app(Some(0.0), ClosedBy::Immediate, None),
+            &sidecar(None, ""),
+        );
         assert_eq!(check.status, Status::Pass, "{}", check.summary);
     }
 

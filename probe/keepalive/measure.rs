@@ -275,7 +275,7 @@ async fn read_response(
             reader.skip(len).await?;
             return Ok((head, false));
         }
-        reader.to_eof().await?;
+        reader.drain_to_eof().await?;
         return Ok((head, true));
     }
 }
@@ -321,6 +321,16 @@ impl Reader<'_> {
                 self.buf.drain(..i + 4);
                 return Ok(head);
             }
+            // Not HTTP at all (an SSH banner, TLS, a binary protocol): say so
+            // now rather than wait for a blank line that never comes.
+            let seen = self.buf.len().min(5);
+            if self.buf[..seen] != b"HTTP/"[..seen] {
+                return Err(Error::unavailable(format!(
+                    "{} did not answer with HTTP/1.x: {:?}",
+                    self.addr,
+                    String::from_utf8_lossy(&self.buf[..self.buf.len().min(60)])
+                )));
+            }
             if self.buf.len() > MAX_HEAD {
                 return Err(Error::unavailable(format!(
                     "{} sent over {MAX_HEAD} bytes without ending a response head",
@@ -332,9 +342,8 @@ impl Reader<'_> {
                     format!("{} closed the connection without answering", self.addr)
                 } else {
                     format!(
-                        "{} did not answer with HTTP/1.x: {:?}",
-                        self.addr,
-                        String::from_utf8_lossy(&self.buf[..self.buf.len().min(60)])
+                        "{} closed the connection in the middle of a response head",
+                        self.addr
                     )
                 }));
             }
@@ -386,7 +395,7 @@ impl Reader<'_> {
         }
     }
 
-    async fn to_eof(&mut self) -> crate::Result<()> {
+    async fn drain_to_eof(&mut self) -> crate::Result<()> {
         while self.fill().await? {
             self.buf.clear();
         }
