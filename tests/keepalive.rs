@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod support;
+
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/envoy");
 const TESTENV: &str = "/opt/podprobe-testenv";
 
@@ -270,15 +272,19 @@ impl Run {
 
 fn podprobe(args: &[&str]) -> Run {
     let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_podprobe"))
+    let out = support::podprobe()
         .args(args)
         .args(["-o", "json"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    if !json.is_null() {
+        support::assert_valid_report(&json);
+    }
     Run {
         code: out.status.code().unwrap_or(-1),
-        json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        json,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         took: start.elapsed(),
     }
@@ -503,13 +509,9 @@ fn doctor_runs_the_check_for_upstream() {
         "--max-wait",
         "5s",
     ]);
-    assert_eq!(
-        run.check()["id"],
-        "http.keepalive-mismatch",
-        "{:#}",
-        run.json
-    );
-    assert_eq!(run.status(), "pass");
+    let check = support::check(&run.json, "http.keepalive-mismatch");
+    assert_eq!(check["status"], "pass", "{check:#}");
+    assert_eq!(check["evidence"]["closed_by"], "immediate");
 }
 
 // ---- bad servers and bad input: clear errors, bounded waits ----
@@ -604,10 +606,7 @@ fn bad_input_exits_2_with_one_line() {
             ),
         ],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_podprobe"))
-            .args(&args)
-            .output()
-            .unwrap();
+        let out = support::podprobe().args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
