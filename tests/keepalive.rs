@@ -613,3 +613,64 @@ fn bad_input_exits_2_with_one_line() {
         assert!(stderr.starts_with("podprobe: "), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_reset_is_reported_as_rst() {
+    let upstream = raw_server(|mut conn| {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+        thread::sleep(Duration::from_secs(1));
+        // Linger 0: close with a RST, as servers under load sometimes do.
+        let _ = socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO));
+    });
+    let run = keepalive(
+        &upstream,
+        &["--max-wait", "5s", "--envoy-admin", &closed_admin()],
+    );
+    assert_eq!(run.evidence("closed_by"), "rst", "{:#}", run.check());
+    assert_near(run.evidence("app_idle_timeout_s"), 1.0, &run);
+}
+
+#[test]
+fn an_app_outliving_max_wait_warns_when_envoy_waits_longer() {
+    let server = node(None);
+    let admin = admin_double(vec![(
+        "/config_dump",
+        "application/json",
+        sidecar_dump(server.port, None),
+    )]);
+    let run = keepalive(
+        &server.upstream(),
+        &["--max-wait", "1s", "--envoy-admin", &admin],
+    );
+    assert_eq!(run.status(), "warn", "{:#}", run.check());
+    assert_eq!(run.evidence("closed_by"), "none");
+    assert_eq!(run.evidence("app_idle_timeout_s"), &Value::Null);
+    assert_eq!(
+        run.evidence("samples_s"),
+        &serde_json::json!([null, null, null])
+    );
+    assert!(run.check()["remedy"].to_string().contains("--max-wait"));
+    assert!(run.took < Duration::from_secs(4), "took {:?}", run.took);
+}
+
+#[test]
+fn an_app_outliving_max_wait_passes_when_envoy_idles_out_first() {
+    let server = node(None);
+    let admin = admin_double(vec![(
+        "/config_dump",
+        "application/json",
+        sidecar_dump(server.port, Some("1s")),
+    )]);
+    let run = keepalive(
+        &server.upstream(),
+        &["--max-wait", "2.5s", "--envoy-admin", &admin],
+    );
+    assert_eq!(run.status(), "pass", "{:#}", run.check());
+    assert_eq!(run.evidence("closed_by"), "none");
+    assert_eq!(run.evidence("proxy_idle_timeout_s"), 1.0);
+}

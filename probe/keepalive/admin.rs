@@ -51,7 +51,7 @@ pub async fn read_proxy(
                     .map_err(|why| format!("{url} did not return an Envoy config dump: {why}"))
             });
             match dump {
-                Ok(clusters) => (url, clusters, Some(admin)),
+                Ok(clusters) => (admin.to_string(), clusters, Some(admin)),
                 Err(why) => return ProxySide::assumed(Some(admin.to_string()), why),
             }
         }

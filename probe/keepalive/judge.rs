@@ -79,15 +79,11 @@ fn verdict(app: &AppSide, proxy: &ProxySide) -> (Status, String) {
         );
     }
     if proxy.proxy_source == ProxySource::Default {
-        let why = proxy.notes.first().cloned().unwrap_or_default();
-        let whose = match proxy.proxy {
-            ProxyKind::None => "no Envoy admin API answered",
-            ProxyKind::Envoy => "no Envoy cluster found for it",
-        };
+        let why = proxy.notes.first().map_or("", String::as_str);
         return (
             Status::Warn,
             format!(
-                "{app_said}; {whose} ({why}), so the proxy's idle timeout of {} is an assumption (Envoy's default, which Istio keeps)",
+                "{app_said}; {why}, so the proxy's idle timeout of {} is an assumption (Envoy's default, which Istio keeps)",
                 secs(proxy_t)
             ),
         );
