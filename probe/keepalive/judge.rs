@@ -89,6 +89,12 @@ fn verdict(app: &AppSide, proxy: &ProxySide) -> (Status, String) {
         );
     }
     let cluster = cluster_name(proxy);
+    if proxy.max_requests_per_connection == Some(1) {
+        return (
+            Status::Pass,
+            format!("Envoy cluster {cluster} sends one request per upstream connection (max_requests_per_connection: 1), so it never reuses an idle one; {app_said}"),
+        );
+    }
     match app.app_idle_timeout_s {
         Some(app_t) if app_t >= proxy_t + MARGIN_S => (
             Status::Pass,
@@ -385,6 +391,14 @@ mod tests {
             &app(Some(0.0), ClosedBy::Immediate, None),
             &sidecar(None, ""),
         );
+        assert_eq!(check.status, Status::Pass, "{}", check.summary);
+    }
+
+    #[test]
+    fn one_request_per_connection_never_reuses() {
+        let mut proxy = sidecar(None, "");
+        proxy.max_requests_per_connection = Some(1);
+        let check = judge(&app(Some(3.0), ClosedBy::Fin, None), &proxy);
         assert_eq!(check.status, Status::Pass, "{}", check.summary);
     }
 

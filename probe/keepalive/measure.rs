@@ -110,19 +110,20 @@ impl ResponseHead {
     }
 }
 
-/// Measures the app behind `addr` (named `upstream` in the evidence).
+/// Measures the app at the first of `addrs` that accepts (named `upstream`
+/// in the evidence).
 /// `io_timeout` bounds connecting and reading the response; `max_wait`
 /// bounds the idle wait.
 pub async fn measure_app(
     upstream: &str,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     path: &str,
     io_timeout: Duration,
     max_wait: Duration,
 ) -> crate::Result<AppSide> {
     let host = upstream.to_string();
     let progress = tokio::spawn(progress(upstream.to_string(), max_wait));
-    let one = || one_connection(addr, &host, path, io_timeout, max_wait);
+    let one = || one_connection(addrs, &host, path, io_timeout, max_wait);
     // The first failure ends the run: the other connections would fail alike.
     let result = tokio::try_join!(one(), one(), one());
     progress.abort();
@@ -167,20 +168,13 @@ fn round_ms(s: f64) -> f64 {
 }
 
 async fn one_connection(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     host: &str,
     path: &str,
     io_timeout: Duration,
     max_wait: Duration,
 ) -> crate::Result<Sample> {
-    let mut stream = timeout(io_timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| {
-            Error::unavailable(format!(
-                "connecting to {addr}: no answer within {io_timeout:?}"
-            ))
-        })?
-        .map_err(|e| Error::io(format!("connecting to {addr}"), e))?;
+    let (mut stream, addr) = connect(addrs, io_timeout).await?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: podprobe/{}\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n",
         env!("CARGO_PKG_VERSION")
@@ -191,44 +185,57 @@ async fn one_connection(
         .map_err(|e| Error::io(format!("sending the request to {addr}"), e))?;
     let deadline = Instant::now() + io_timeout;
     let (head, close_delimited) = read_response(&mut stream, addr, deadline).await?;
-    let done = Instant::now();
-    let (closed, after) = if close_delimited {
-        (Some(ClosedBy::Fin), Some(0.0))
+    let closed = if close_delimited {
+        Some((ClosedBy::Fin, 0.0))
     } else {
         wait_for_close(&mut stream, max_wait).await
     };
-    let after_s = closed.map(|_| after.unwrap_or_else(|| done.elapsed().as_secs_f64()));
-    let closed_by = match closed {
-        Some(_) if close_delimited || head.announces_close() => ClosedBy::Immediate,
-        Some(how) => how,
-        None => ClosedBy::None,
-    };
+    let announced = close_delimited || head.announces_close();
     Ok(Sample {
+        closed_by: match closed {
+            Some(_) if announced => ClosedBy::Immediate,
+            Some((how, _)) => how,
+            None => ClosedBy::None,
+        },
+        after_s: closed.map(|(_, after)| after),
         head,
-        closed_by,
-        after_s,
     })
 }
 
-/// Waits for the app to close an idle connection: FIN or RST, or `None`
-/// when `max_wait` runs out. Bytes the app sends meanwhile (some servers
-/// write a 408 before closing) do not end the wait.
-async fn wait_for_close(
-    stream: &mut TcpStream,
-    max_wait: Duration,
-) -> (Option<ClosedBy>, Option<f64>) {
+/// Connects to the first address that accepts (`localhost` has two).
+async fn connect(
+    addrs: &[SocketAddr],
+    io_timeout: Duration,
+) -> crate::Result<(TcpStream, SocketAddr)> {
+    let mut last = Error::usage("no address to connect to");
+    for &addr in addrs {
+        match timeout(io_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Ok((stream, addr)),
+            Ok(Err(e)) => last = Error::io(format!("connecting to {addr}"), e),
+            Err(_) => {
+                last = Error::unavailable(format!(
+                    "connecting to {addr}: no answer within {io_timeout:?}"
+                ))
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Waits for the app to close an idle connection: FIN or RST and the
+/// seconds it took, or `None` when `max_wait` runs out. Bytes the app sends
+/// meanwhile (some servers write a 408 before closing) do not end the wait.
+async fn wait_for_close(stream: &mut TcpStream, max_wait: Duration) -> Option<(ClosedBy, f64)> {
     let start = Instant::now();
     let mut buf = [0u8; 4096];
     loop {
-        let Some(left) = max_wait.checked_sub(start.elapsed()) else {
-            return (None, None);
+        let left = max_wait.checked_sub(start.elapsed())?;
+        let how = match timeout(left, stream.read(&mut buf)).await.ok()? {
+            Ok(0) => ClosedBy::Fin,
+            Ok(_) => continue,
+            Err(_) => ClosedBy::Rst,
         };
-        match timeout(left, stream.read(&mut buf)).await {
-            Err(_) => return (None, None),
-            Ok(Ok(0)) => return (Some(ClosedBy::Fin), Some(start.elapsed().as_secs_f64())),
-            Ok(Ok(_)) => continue,
-            Ok(Err(_)) => return (Some(ClosedBy::Rst), Some(start.elapsed().as_secs_f64())),
-        }
+        return Some((how, start.elapsed().as_secs_f64()));
     }
 }
 

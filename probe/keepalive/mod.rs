@@ -54,9 +54,9 @@ pub fn run(args: &KeepaliveArgs, global: &GlobalArgs) -> crate::Result<Report> {
         saved,
         io_timeout: global.timeout,
     };
-    let addr = target(plan.upstream, plan.io_timeout)?;
+    let addrs = resolve::resolve_target(plan.upstream, plan.io_timeout)?;
     let check = timed(|| {
-        measure_and_judge(plan, addr)
+        measure_and_judge(plan, &addrs)
             .unwrap_or_else(|e| Check::errored(judge::ID, judge::TITLE, &e))
     });
     Ok(report.finish(vec![check]))
@@ -74,20 +74,13 @@ pub fn doctor_check(args: &DoctorArgs, global: &GlobalArgs) -> Option<Check> {
         io_timeout: global.timeout,
     };
     Some(timed(|| {
-        target(plan.upstream, plan.io_timeout)
-            .and_then(|addr| measure_and_judge(plan, addr))
+        resolve::resolve_target(plan.upstream, plan.io_timeout)
+            .and_then(|addrs| measure_and_judge(plan, &addrs))
             .unwrap_or_else(|e| Check::errored(judge::ID, judge::TITLE, &e))
     }))
 }
 
-fn target(upstream: &str, io_timeout: Duration) -> crate::Result<SocketAddr> {
-    resolve::resolve_target(upstream, io_timeout)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::usage(format!("could not resolve '{upstream}'")))
-}
-
-fn measure_and_judge(plan: Plan<'_>, addr: SocketAddr) -> crate::Result<Check> {
+fn measure_and_judge(plan: Plan<'_>, addrs: &[SocketAddr]) -> crate::Result<Check> {
     let (host, port) = resolve::split_host_port(plan.upstream)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -97,7 +90,7 @@ fn measure_and_judge(plan: Plan<'_>, addr: SocketAddr) -> crate::Result<Check> {
         tokio::join!(
             measure::measure_app(
                 plan.upstream,
-                addr,
+                addrs,
                 plan.path,
                 plan.io_timeout,
                 plan.max_wait
