@@ -695,3 +695,28 @@ fn an_app_outliving_max_wait_passes_when_envoy_idles_out_first() {
     assert_eq!(run.evidence("closed_by"), "none");
     assert_eq!(run.evidence("proxy_idle_timeout_s"), 1.0);
 }
+
+#[test]
+fn a_silent_admin_endpoint_is_no_envoy_within_the_timeout() {
+    let server = python_http_server();
+    let admin = format!(
+        "http://{}",
+        raw_server(|conn| {
+            thread::sleep(Duration::from_secs(30));
+            drop(conn);
+        })
+    );
+    let run = keepalive(
+        &server.upstream(),
+        &["--timeout", "1s", "--envoy-admin", &admin],
+    );
+    assert_eq!(run.evidence("proxy"), "none", "{:#}", run.check());
+    assert!(
+        run.evidence("notes")
+            .to_string()
+            .contains("no answer in time"),
+        "{:#}",
+        run.check()
+    );
+    assert!(run.took < Duration::from_secs(4), "took {:?}", run.took);
+}

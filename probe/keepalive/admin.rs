@@ -9,6 +9,7 @@ use super::envoy::{self, Cluster, ProxySide};
 pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:15000";
 /// Dumps of large meshes run to tens of megabytes; more is not an admin API.
 const MAX_BODY: usize = 64 * 1024 * 1024;
+const MAX_TOTAL: Duration = Duration::from_secs(60);
 
 /// A dump already read (from `--config-dump`), with where it came from.
 pub struct SavedDump {
@@ -29,8 +30,10 @@ pub async fn read_proxy(
     let client = match reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(io_timeout)
-        // A dump takes longer to write than a probe answer; still bounded.
-        .timeout(io_timeout.max(Duration::from_secs(10)))
+        // Every read is bounded by --timeout; a large dump may take longer
+        // than that in all, but not longer than this.
+        .read_timeout(io_timeout)
+        .timeout(MAX_TOTAL)
         .build()
     {
         Ok(client) => client,
