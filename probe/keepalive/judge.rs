@@ -30,8 +30,9 @@ struct Evidence<'a> {
 
 pub fn judge(app: &AppSide, proxy: &ProxySide) -> Check {
     let (status, summary) = verdict(app, proxy);
-    let mut check = Check::new(ID, TITLE, status, summary, &Evidence { app, proxy })
-        .with_details(details(app, proxy));
+    let details = details(app, proxy, &summary);
+    let mut check =
+        Check::new(ID, TITLE, status, summary, &Evidence { app, proxy }).with_details(details);
     if matches!(status, Status::Warn | Status::Fail) {
         check = check.with_remedy(remedy(app, proxy)).with_refs(REFS);
     }
@@ -121,7 +122,7 @@ fn verdict(app: &AppSide, proxy: &ProxySide) -> (Status, String) {
     }
 }
 
-fn details(app: &AppSide, proxy: &ProxySide) -> Vec<String> {
+fn details(app: &AppSide, proxy: &ProxySide, summary: &str) -> Vec<String> {
     let opt = |v: Option<f64>| v.map_or("-".to_string(), secs);
     let samples: Vec<String> = app
         .samples_s
@@ -170,7 +171,13 @@ fn details(app: &AppSide, proxy: &ProxySide) -> Vec<String> {
             ));
         }
     }
-    lines.extend(proxy.notes.iter().map(|n| format!("note: {n}")));
+    lines.extend(
+        proxy
+            .notes
+            .iter()
+            .filter(|n| !summary.contains(n.as_str()))
+            .map(|n| format!("note: {n}")),
+    );
     lines
 }
 
