@@ -4,9 +4,11 @@
 //! evidence and fed from live probes and captures alike.
 
 pub mod cli;
+pub mod docs;
 pub mod doctor;
 pub mod error;
 pub mod keepalive;
+pub mod lab;
 pub mod net;
 pub mod report;
 

@@ -11,7 +11,11 @@ use podprobe::report::{Report, EXIT_UNAVAILABLE, EXIT_USAGE};
 /// What a command leaves for `main` to do.
 enum Outcome {
     /// A verdict to render; its status decides the exit code.
-    Report(Report),
+    Report(Box<Report>),
+    /// Bytes for stdout (completions, manual pages), then exit 0.
+    Print(Vec<u8>),
+    /// No report: exit with this code (the command printed what it had to).
+    Exit(i32),
 }
 
 fn main() -> ExitCode {
@@ -22,10 +26,17 @@ fn main() -> ExitCode {
     let global = cli.global.clone();
     let outcome: anyhow::Result<Outcome> = match cli.command {
         Command::Doctor(args) => podprobe::doctor::run(&args, &global)
-            .map(Outcome::Report)
+            .map(|r| Outcome::Report(Box::new(r)))
+            .map_err(anyhow::Error::from),
+        Command::Completions { shell } => Ok(Outcome::Print(podprobe::docs::completions(shell))),
+        Command::Man { command } => podprobe::docs::man_page(command.as_deref())
+            .map(Outcome::Print)
+            .map_err(anyhow::Error::from),
+        Command::Lab(args) => podprobe::lab::command::run(&args, &global)
+            .map(Outcome::Exit)
             .map_err(anyhow::Error::from),
         Command::Keepalive(args) => podprobe::keepalive::run(&args, &global)
-            .map(Outcome::Report)
+            .map(|r| Outcome::Report(Box::new(r)))
             .map_err(anyhow::Error::from),
     };
     match outcome {
@@ -33,6 +44,12 @@ fn main() -> ExitCode {
             print_report(&report, &global);
             exit(report.exit_code(global.fail_on))
         }
+        Ok(Outcome::Print(bytes)) => {
+            // A reader that went away (`| head`) has what it wanted.
+            let _ = std::io::stdout().lock().write_all(&bytes);
+            exit(0)
+        }
+        Ok(Outcome::Exit(code)) => exit(code),
         Err(err) => {
             eprintln!("podprobe: {err:#}");
             exit(
