@@ -102,7 +102,7 @@ fn measure_and_judge(plan: Plan<'_>, addrs: &[SocketAddr]) -> crate::Result<Chec
 }
 
 /// Reads `--config-dump FILE`; a file that is not a dump is bad input.
-pub fn read_saved_dump(path: &Path) -> crate::Result<SavedDump> {
+fn read_saved_dump(path: &Path) -> crate::Result<SavedDump> {
     let input = |source| Error::Input {
         path: path.display().to_string(),
         source,
