@@ -45,6 +45,9 @@ pub enum OutputFormat {
 pub enum Command {
     /// Run every applicable check against this pod's network.
     Doctor(DoctorArgs),
+    /// Measure DNS as the pod's applications resolve: what the search list
+    /// costs each name, the A/AAAA conntrack race, nameserver latency.
+    Dns(DnsArgs),
     /// Compare the app's real HTTP keep-alive idle timeout with the Envoy
     /// sidecar's (the cause of 503 UC).
     Keepalive(KeepaliveArgs),
@@ -60,6 +63,25 @@ pub enum Command {
     },
     /// A Kubernetes node in network namespaces, to reproduce failures (root).
     Lab(LabArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DnsArgs {
+    /// Names to look up the way glibc does (default: kubernetes.default).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// The resolv.conf to read instead of /etc/resolv.conf.
+    #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+    /// Query this nameserver instead of resolv.conf's (repeatable; ADDR or ADDR:PORT).
+    #[arg(long = "server", value_name = "ADDR")]
+    pub servers: Vec<String>,
+    /// Queries per nameserver and name for the latency check.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub count: u32,
+    /// Attempts of each A/AAAA sending pattern for the race check (0 disables it).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub race: u32,
 }
 
 #[derive(Debug, Clone, Args)]

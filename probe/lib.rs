@@ -4,6 +4,7 @@
 //! evidence and fed from live probes and captures alike.
 
 pub mod cli;
+pub mod dns;
 pub mod docs;
 pub mod doctor;
 pub mod error;
@@ -11,5 +12,6 @@ pub mod keepalive;
 pub mod lab;
 pub mod net;
 pub mod report;
+pub mod stats;
 
 pub use error::{Error, Result};

@@ -35,6 +35,9 @@ fn main() -> ExitCode {
         Command::Lab(args) => podprobe::lab::command::run(&args, &global)
             .map(Outcome::Exit)
             .map_err(anyhow::Error::from),
+        Command::Dns(args) => podprobe::dns::run(&args, &global)
+            .map(|r| Outcome::Report(Box::new(r)))
+            .map_err(anyhow::Error::from),
         Command::Keepalive(args) => podprobe::keepalive::run(&args, &global)
             .map(|r| Outcome::Report(Box::new(r)))
             .map_err(anyhow::Error::from),

@@ -103,9 +103,9 @@ fn measure_and_judge(plan: Plan<'_>, addrs: &[SocketAddr]) -> crate::Result<Chec
 
 /// Reads `--config-dump FILE`; a file that is not a dump is bad input.
 fn read_saved_dump(path: &Path) -> crate::Result<SavedDump> {
-    let input = |source| Error::Input {
+    let input = |cause| Error::Input {
         path: path.display().to_string(),
-        source,
+        cause,
     };
     let text = std::fs::read_to_string(path).map_err(input)?;
     let clusters = envoy::parse_config_dump(&text)
