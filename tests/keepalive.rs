@@ -720,3 +720,22 @@ fn a_silent_admin_endpoint_is_no_envoy_within_the_timeout() {
     );
     assert!(run.took < Duration::from_secs(4), "took {:?}", run.took);
 }
+
+#[test]
+fn podprobe_serve_http_idle_timeout() {
+    let dir = TempDir::new("serve");
+    let port = free_port();
+    let mut cmd = support::podprobe();
+    cmd.args(["serve", "--grpc", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http", &format!("127.0.0.1:{port}")])
+        .args(["--http-idle-timeout", "2s"]);
+    let server = Server::start(dir, port, &mut cmd);
+    let run = keepalive(
+        &server.upstream(),
+        &["--max-wait", "10s", "--envoy-admin", &closed_admin()],
+    );
+    assert_near(run.evidence("app_idle_timeout_s"), 2.0, &run);
+    assert_samples_near(&run, 2.0);
+    assert_eq!(run.evidence("advertised_keepalive_s"), 2.0);
+    assert_eq!(run.evidence("closed_by"), "fin");
+}
