@@ -108,7 +108,7 @@ class Bench:
         size = os.path.getsize(self.pp)
         closure = ldd_closure(["/usr/bin/tcpdump", "/usr/bin/dig"])
         base = sum(os.path.getsize(p) for p in closure)
-        self.row("static binary size", mib(size), f"{mib(base)} (tcpdump + dig + their {len(closure) - 2} shared libraries)",
+        self.row("binary size", mib(size), f"{mib(base)} (tcpdump + dig + their {len(closure) - 2} shared libraries)",
                  size / base, target_le(size / 2**20, 8, "MiB"))
         # The final image's files, as the Dockerfile assembles them.
         ca = "/etc/ssl/certs/ca-certificates.crt"

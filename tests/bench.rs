@@ -19,28 +19,48 @@ fn bench_quick_run_writes_a_table() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(result.status.success(), "bench/run --quick failed:\n{stderr}");
+    assert!(
+        result.status.success(),
+        "bench/run --quick failed:\n{stderr}"
+    );
     let text = std::fs::read_to_string(&out).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 
     assert!(text.contains("## Machine"), "{text}");
-    assert!(!text.contains("Not measured"), "a section was skipped:\n{text}");
+    assert!(
+        !text.contains("Not measured"),
+        "a section was skipped:\n{text}"
+    );
     let rows: Vec<Vec<&str>> = text
         .lines()
         .filter(|l| l.starts_with('|'))
         .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
         .collect();
-    assert_eq!(rows[0], ["figure", "podprobe", "baseline", "ratio", "target"]);
+    assert_eq!(
+        rows[0],
+        ["figure", "podprobe", "baseline", "ratio", "target"]
+    );
     assert!(rows[1].iter().all(|c| c.chars().all(|ch| ch == '-')));
     for row in &rows[2..] {
         assert_eq!(row.len(), 5, "malformed row {row:?}");
-        assert!(!row[0].is_empty() && !row[1].is_empty(), "empty cell in {row:?}");
+        assert!(
+            !row[0].is_empty() && !row[1].is_empty(),
+            "empty cell in {row:?}"
+        );
         assert!(
             row[3] == "-" || row[3].parse::<f64>().is_ok_and(f64::is_finite),
             "ratio not a number in {row:?}"
         );
     }
-    for figure in ["--version", "binary size", "DNS latency", "capture to a file", "capture to a pipe", "streaming latency", "gRPC"] {
+    for figure in [
+        "--version",
+        "binary size",
+        "DNS latency",
+        "capture to a file",
+        "capture to a pipe",
+        "streaming latency",
+        "gRPC",
+    ] {
         assert!(
             rows.iter().any(|r| r[0].contains(figure)),
             "no `{figure}` row in:\n{text}"
