@@ -9,9 +9,13 @@ use podprobe::cli::{Cli, Command, GlobalArgs, OutputFormat};
 use podprobe::report::{Report, EXIT_UNAVAILABLE, EXIT_USAGE};
 
 /// What a command leaves for `main` to do.
+// One value per run: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Outcome {
     /// A verdict to render; its status decides the exit code.
     Report(Report),
+    /// Done without a report (its output went elsewhere); exit with this code.
+    Exit(i32),
 }
 
 fn main() -> ExitCode {
@@ -24,12 +28,19 @@ fn main() -> ExitCode {
         Command::Doctor(args) => podprobe::doctor::run(&args, &global)
             .map(Outcome::Report)
             .map_err(anyhow::Error::from),
+        Command::Capture(args) => podprobe::capture::run(&args, &global)
+            .map(|done| match done {
+                podprobe::capture::Done::Report(report) => Outcome::Report(*report),
+                podprobe::capture::Done::Exit(code) => Outcome::Exit(code),
+            })
+            .map_err(anyhow::Error::from),
     };
     match outcome {
         Ok(Outcome::Report(report)) => {
             print_report(&report, &global);
             exit(report.exit_code(global.fail_on))
         }
+        Ok(Outcome::Exit(code)) => exit(code),
         Err(err) => {
             eprintln!("podprobe: {err:#}");
             exit(
