@@ -107,9 +107,10 @@ pub fn run(plan: &Plan) -> crate::Result<Outcome> {
     // reader gone, a signal, the end of a file.
     let mut done = false;
     if let Some(w) = out.as_mut() {
-        // The header goes out at once so a reader (Wireshark) starts now.
+        // The header goes out at once: a reader (Wireshark) starts now, and a
+        // file is a valid empty capture from the start.
         let header = pcap_header(plan.snaplen, linktype);
-        if let Err(e) = w.write_all(&header).and_then(|()| flush_if(w, streaming)) {
+        if let Err(e) = w.write_all(&header).and_then(|()| w.flush()) {
             done = write_failed(e)?;
         }
     }
