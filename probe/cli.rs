@@ -28,7 +28,7 @@ pub struct GlobalArgs {
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// Upper bound on every single network wait (e.g. 2s, 500ms).
-    #[arg(long, global = true, value_parser = parse_duration, default_value = "2s")]
+    #[arg(long, global = true, value_parser = parse_timeout, default_value = "2s")]
     pub timeout: Duration,
     /// Exit 1 when the verdict is this bad or worse.
     #[arg(long, global = true, value_enum, default_value_t = FailOn::Fail)]
@@ -136,6 +136,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("'{text}' is not a duration ({e}); try 2s, 500ms or 1m"))
 }
 
+/// A duration that bounds a wait: zero would wait for nothing.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("'{text}' is zero; a timeout must be positive")),
+        d => Ok(d),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +162,8 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
+        assert!(parse_timeout("0").is_err());
+        assert_eq!(parse_timeout("1ms"), Ok(Duration::from_millis(1)));
     }
 
     #[test]

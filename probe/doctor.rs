@@ -1,9 +1,29 @@
 //! `podprobe doctor`: every applicable check, in one report.
 
-use crate::cli::{DoctorArgs, GlobalArgs};
-use crate::report::Report;
+use std::path::Path;
 
-pub fn run(_args: &DoctorArgs, _global: &GlobalArgs) -> crate::Result<Report> {
+use crate::cli::{DoctorArgs, GlobalArgs};
+use crate::net::{judge, measure};
+use crate::report::{timed, Check, Report};
+
+pub fn run(args: &DoctorArgs, global: &GlobalArgs) -> crate::Result<Report> {
     let report = Report::start(crate::net::report_context());
-    Ok(report.finish(Vec::new()))
+    let mut checks = vec![timed(|| judge::context(&measure::context()))];
+    if !args.tcp.is_empty() {
+        let targets = measure::resolve_targets(&args.tcp, global.timeout)?;
+        checks.push(timed(|| {
+            judge::reachability(&measure::reachability(targets, global.timeout))
+        }));
+    }
+    checks.push(timed(|| {
+        match measure::conntrack(Path::new(measure::CONNTRACK_PROC)) {
+            Ok(evidence) => judge::conntrack(&evidence),
+            Err(reason) => Check::skipped(
+                "net.conntrack",
+                "Conntrack table",
+                format!("conntrack state not readable here ({reason})"),
+            ),
+        }
+    }));
+    Ok(report.finish(checks))
 }

@@ -1,6 +1,8 @@
 //! The pod's own network: where we are (context, interfaces, routes),
 //! whether targets can be reached, and the node's conntrack table.
 
+pub mod judge;
+pub mod measure;
 pub mod resolve;
 
 use crate::report::Context;

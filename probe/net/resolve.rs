@@ -51,7 +51,14 @@ pub async fn resolve_host_async(host: &str, timeout: Duration) -> crate::Result<
                 "could not resolve host '{host}': no answer within {timeout:?}"
             ))
         })?
-        .map_err(|e| Error::usage(format!("could not resolve host '{host}': {e}")))?;
+        .map_err(|e| {
+            let why = if e.is_no_records_found() || e.is_nx_domain() {
+                "no such name".to_string()
+            } else {
+                e.to_string()
+            };
+            Error::usage(format!("could not resolve host '{host}': {why}"))
+        })?;
     let addrs: Vec<IpAddr> = lookup.iter().collect();
     if addrs.is_empty() {
         return Err(Error::usage(format!("could not resolve host '{host}'")));

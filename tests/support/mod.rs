@@ -1,0 +1,106 @@
+//! Shared by the integration tests: the real binary, schema validation and a
+//! throwaway network namespace that is removed even when a test panics.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub fn podprobe() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_podprobe"))
+}
+
+/// Runs a command to completion; panics with its stderr when it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// The JSON report on stdout, validated against the repo's schema.
+pub fn report(output: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&output.stdout);
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{text}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert_valid_report(&value);
+    value
+}
+
+pub fn assert_valid_report(value: &serde_json::Value) {
+    let schema: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schema/report.v1.schema.json"
+    )))
+    .expect("schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "report does not match the schema: {errors:#?}\n{value:#}"
+    );
+}
+
+/// The check with this id in a report.
+pub fn check<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["id"] == id))
+        .unwrap_or_else(|| panic!("no check {id} in {report:#}"))
+}
+
+/// A network namespace with only `lo` up, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "pp-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        sh(&format!(
+            "ip netns add {name} && ip -n {name} link set lo up"
+        ));
+        Netns { name }
+    }
+
+    /// A command run inside the namespace (`ip netns exec`).
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    pub fn podprobe(&self) -> Command {
+        self.command(env!("CARGO_BIN_EXE_podprobe"))
+    }
+
+    pub fn sh(&self, script: &str) {
+        sh(&format!("ip netns exec {} sh -ec '{script}'", self.name));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+pub fn sh(script: &str) {
+    let out = run(Command::new("sh").args(["-ec", script]));
+    assert!(
+        out.status.success(),
+        "`{script}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
