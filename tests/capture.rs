@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod support;
+use support::{assert_valid_report, check, run, Netns};
+
 const PODPROBE: &str = env!("CARGO_BIN_EXE_podprobe");
 const CLIENT_IP: &str = "10.77.0.1";
 const SERVER_IP: &str = "10.77.0.2";
@@ -27,10 +30,6 @@ fn fixtures() -> Vec<PathBuf> {
     files.sort();
     assert!(files.len() >= 18, "fixtures missing: {files:?}");
     files
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -66,16 +65,9 @@ fn report_of(json: &str) -> Value {
     let start = json
         .find('{')
         .unwrap_or_else(|| panic!("no report in: {json}"));
-    serde_json::from_str(&json[start..]).unwrap_or_else(|e| panic!("{e}: {json}"))
-}
-
-fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no {id} in {report}"))
+    let report = serde_json::from_str(&json[start..]).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_valid_report(&report);
+    report
 }
 
 fn analyze_file(file: &Path) -> Value {
@@ -349,52 +341,47 @@ fn without_cap_net_raw_the_error_names_the_capability_and_the_fix() {
 
 // ---------------------------------------------------------------- live
 
-static PAIRS: AtomicU32 = AtomicU32::new(0);
+static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// Two network namespaces joined by a veth pair (`eth0` on both sides),
 /// removed with everything in them when dropped, even after a failure.
 struct Pair {
-    a: String,
-    b: String,
+    a: Netns,
+    b: Netns,
     servers: Vec<Child>,
 }
 
 impl Pair {
     fn new() -> Pair {
-        let n = PAIRS.fetch_add(1, Ordering::SeqCst);
-        let base = format!("ppc{}x{n}", std::process::id() % 100_000);
-        let pair = Pair {
-            a: format!("{base}a"),
-            b: format!("{base}b"),
-            servers: Vec::new(),
-        };
-        let sh = |cmd: &str| {
-            let out = run(Command::new("sh").args(["-ec", cmd]));
-            assert!(out.status.success(), "{cmd}: {}", text(&out.stderr));
-        };
-        let (a, b) = (&pair.a, &pair.b);
-        sh(&format!(
-            "ip netns add {a}; ip netns add {b}
-             ip link add {a} type veth peer name {b}
-             ip link set {a} netns {a}; ip link set {b} netns {b}
-             ip -n {a} link set {a} name eth0; ip -n {b} link set {b} name eth0
-             ip -n {a} addr add {CLIENT_IP}/24 dev eth0; ip -n {b} addr add {SERVER_IP}/24 dev eth0
-             for ns in {a} {b}; do ip -n $ns link set lo up; ip -n $ns link set eth0 up; done"
+        let (a, b) = (Netns::new("capa"), Netns::new("capb"));
+        // Interface names are at most 15 bytes; these live only until moved.
+        let veth = format!(
+            "ppc{}x{}",
+            std::process::id() % 100_000,
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let (na, nb) = (&a.name, &b.name);
+        support::sh(&format!(
+            "ip link add {veth}a type veth peer name {veth}b
+             ip link set {veth}a netns {na}; ip link set {veth}b netns {nb}
+             ip -n {na} link set {veth}a name eth0; ip -n {nb} link set {veth}b name eth0
+             ip -n {na} addr add {CLIENT_IP}/24 dev eth0; ip -n {nb} addr add {SERVER_IP}/24 dev eth0
+             ip -n {na} link set eth0 up; ip -n {nb} link set eth0 up"
         ));
-        pair
+        Pair {
+            a,
+            b,
+            servers: Vec::new(),
+        }
     }
 
     /// A command run inside the client namespace.
     fn in_a(&self, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.a, program]);
-        cmd
+        self.a.command(program)
     }
 
     fn in_b(&self, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.b, program]);
-        cmd
+        self.b.command(program)
     }
 
     /// dnsmasq in `b`: `*.cluster.local` and `example.com` are its zones
@@ -440,7 +427,7 @@ impl Pair {
 
     /// The client's resolv.conf, as a pod's: `ip netns exec` bind-mounts it.
     fn resolv_conf(&self, options: &str) {
-        let dir = PathBuf::from("/etc/netns").join(&self.a);
+        let dir = PathBuf::from("/etc/netns").join(&self.a.name);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("resolv.conf"),
@@ -489,10 +476,8 @@ impl Drop for Pair {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.a));
+        // The namespaces themselves go when `a` and `b` drop, after this.
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.a.name));
     }
 }
 
@@ -500,7 +485,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> TempDir {
-        let n = PAIRS.fetch_add(1, Ordering::SeqCst);
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let path =
             std::env::temp_dir().join(format!("podprobe-capture-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&path).unwrap();
@@ -833,4 +818,107 @@ fn lost_dns_replies_fail_with_the_five_second_race_named() {
         "{dns}"
     );
     assert_eq!(report["verdict"], "fail");
+}
+
+/// Runs `f` on a thread that has entered the network namespace `ns`:
+/// sockets it makes live there.
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: a valid namespace descriptor; setns affects this thread only.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}");
+        f()
+    })
+}
+
+/// One HTTP-like exchange on a fresh connection; with `race`, the server
+/// closes the idle connection and the client then sends a second request
+/// into it, which the server's kernel answers with RST: the keep-alive race.
+fn tcp_exchange(pair: &Pair, race: bool) {
+    use std::io::{Read, Write};
+    let server = in_netns(&pair.b.name, move || {
+        let listener = std::net::TcpListener::bind((SERVER_IP, 8080)).unwrap();
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 4];
+        conn.read_exact(&mut buf).unwrap();
+        conn.write_all(b"RESP").unwrap();
+        if race {
+            std::thread::sleep(Duration::from_millis(200));
+        } else {
+            // Wait for the client's close, then close too.
+            let _ = conn.read(&mut buf);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let client = in_netns(&pair.a.name, move || {
+        let mut conn = std::net::TcpStream::connect((SERVER_IP, 8080)).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.write_all(b"GET1").unwrap();
+        let mut buf = [0u8; 4];
+        conn.read_exact(&mut buf).unwrap();
+        if race {
+            std::thread::sleep(Duration::from_millis(500));
+            conn.write_all(b"GET2").unwrap();
+            let _ = conn.read(&mut buf);
+        }
+    });
+    client.join().unwrap();
+    server.join().unwrap();
+}
+
+fn capture_tcp(pair: &Pair, race: bool) -> (Value, PathBuf, TempDir) {
+    let tmp = TempDir::new();
+    let file = tmp.path().join("tcp.pcap");
+    let child = pair.capture_to_file(&file, &["--analyze", "-o", "json", "-f", "tcp port 8080"]);
+    tcp_exchange(pair, race);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, libc::SIGINT);
+    let out = finish(child, Duration::from_secs(5));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    (report_of(&text(&out.stdout)), file, tmp)
+}
+
+#[test]
+fn a_clean_tcp_exchange_passes() {
+    let pair = Pair::new();
+    let (report, file, _tmp) = capture_tcp(&pair, false);
+    let tcp = check(&report, "capture.tcp");
+    assert_eq!(tcp["status"], "pass", "{tcp}");
+    assert_eq!(tcp["evidence"]["connections"], 1);
+    assert_eq!(tcp["evidence"]["resets_total"], 0);
+    assert_eq!(
+        tcp["evidence"]["retransmissions"],
+        tshark_count(&file, "tcp.analysis.retransmission")
+    );
+}
+
+#[test]
+fn a_reset_after_a_request_into_a_closed_connection_warns_and_points_at_keepalive() {
+    let pair = Pair::new();
+    let (report, file, _tmp) = capture_tcp(&pair, true);
+    let tcp = check(&report, "capture.tcp");
+    assert_eq!(tcp["status"], "warn", "{tcp}");
+    let reset = &tcp["evidence"]["resets"][0];
+    assert_eq!(reset["from"], format!("{SERVER_IP}:8080"), "{reset}");
+    assert_eq!(reset["established"], true);
+    assert_eq!(reset["request_after_fin"], true);
+    assert_eq!(reset["after_bytes"], 12);
+    let idle = reset["idle_ms"].as_f64().unwrap();
+    assert!(idle < 100.0, "{reset}");
+    assert_eq!(
+        tcp["evidence"]["resets_total"],
+        tshark_count(&file, "tcp.flags.reset==1")
+    );
+    let remedy = tcp["remedy"].as_array().unwrap();
+    assert!(
+        remedy[0].as_str().unwrap().contains("podprobe keepalive"),
+        "{tcp}"
+    );
+    assert_eq!(report["verdict"], "warn");
 }
