@@ -75,13 +75,16 @@ pub fn judge_dns(ev: &DnsEvidence) -> Check {
         if !late.is_empty() {
             let gaps: Vec<String> = late.iter().take(5).map(|g| format!("{g:.0} ms")).collect();
             parts.push(format!(
-                "{} queries retransmitted after {}",
-                late.len(),
+                "{} retransmitted after {}",
+                plural(late.len(), "query", "queries"),
                 gaps.join(", ")
             ));
         }
         if lost > 0 {
-            parts.push(format!("{lost} queries never answered"));
+            parts.push(format!(
+                "{} never answered",
+                plural(lost as usize, "query", "queries")
+            ));
             let names: Vec<&str> = ev
                 .unanswered_names
                 .iter()
@@ -113,8 +116,8 @@ pub fn judge_dns(ev: &DnsEvidence) -> Check {
 
     if let Some(worst) = ev.search_chains.iter().max_by_key(|c| c.queries) {
         let summary = format!(
-            "{} search chains: {} took {} queries ({} NXDOMAIN) over {:.1} ms across search domains",
-            ev.search_chains.len(),
+            "{}: {} took {} queries ({} NXDOMAIN) over {:.1} ms across search domains",
+            plural(ev.search_chains.len(), "search chain", "search chains"),
             worst.base,
             worst.queries,
             worst.nxdomain,
@@ -176,8 +179,8 @@ pub fn judge_tcp(ev: &TcpEvidence) -> Check {
         return Check::new(TCP_ID, TCP_TITLE, Status::Pass, counts, ev).with_details(details);
     };
     let summary = format!(
-        "{} established connections reset (first by {} after {} bytes); {counts}",
-        established.len(),
+        "{} reset (first by {} after {} bytes); {counts}",
+        plural(established.len(), "established connection", "established connections"),
         first.from,
         first.after_bytes
     );
@@ -192,7 +195,11 @@ pub fn judge_tcp(ev: &TcpEvidence) -> Check {
 }
 
 fn ms(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".to_string(), |v| format!("{v:.1} ms"))
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.2} ms"))
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 #[cfg(test)]
