@@ -922,3 +922,42 @@ fn a_reset_after_a_request_into_a_closed_connection_warns_and_points_at_keepaliv
     );
     assert_eq!(report["verdict"], "warn");
 }
+
+#[test]
+fn any_interface_gives_cooked_capture_that_analyzes_the_same() {
+    let mut pair = Pair::new();
+    pair.start_dns();
+    let tmp = TempDir::new();
+    let file = tmp.path().join("any.pcap");
+    let child = pair.capture_to_file(
+        &file,
+        &["-i", "any", "--analyze", "-o", "json", "-f", "udp port 53"],
+    );
+    for name in ["api.example.com", "nope.example.com"] {
+        let out =
+            run(pair
+                .in_a("dig")
+                .args(["+tries=1", "+time=2", &format!("@{SERVER_IP}"), name]));
+        assert!(out.status.success());
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, libc::SIGINT);
+    let out = finish(child, Duration::from_secs(5));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // libpcap's "any" device gives Linux cooked capture, not Ethernet.
+    let encap = run(Command::new("capinfos").args(["-E", "-M"]).arg(&file));
+    assert!(
+        text(&encap.stdout).contains("linux-sll"),
+        "{}",
+        text(&encap.stdout)
+    );
+    let report = report_of(&text(&out.stdout));
+    let dns = check(&report, "capture.dns");
+    assert_eq!(dns["status"], "pass", "{dns}");
+    assert_eq!(dns["evidence"]["queries"], 2);
+    assert_eq!(dns["evidence"]["responses"], 2);
+    assert_eq!(
+        dns["evidence"]["nxdomain"],
+        tshark_count(&file, "dns.flags.rcode==3")
+    );
+}

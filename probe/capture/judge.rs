@@ -180,7 +180,11 @@ pub fn judge_tcp(ev: &TcpEvidence) -> Check {
     };
     let summary = format!(
         "{} reset (first by {} after {} bytes); {counts}",
-        plural(established.len(), "established connection", "established connections"),
+        plural(
+            established.len(),
+            "established connection",
+            "established connections"
+        ),
         first.from,
         first.after_bytes
     );
