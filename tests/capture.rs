@@ -449,25 +449,30 @@ impl Pair {
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
 
-    /// Starts podprobe capture in `a`; returns once the capture is armed
-    /// (the pcap header is in the file).
+    /// Starts podprobe capture in `a`; returns once the capture is armed.
     fn capture_to_file(&self, file: &Path, args: &[&str]) -> Child {
-        let child = self
-            .in_a(PODPROBE)
-            .args(["capture", "-w"])
-            .arg(file)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::metadata(file).map_or(0, |m| m.len()) < 24 {
-            assert!(Instant::now() < deadline, "capture did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
+        start_capture(self.in_a(PODPROBE), file, args)
     }
+}
+
+/// Starts `podprobe capture -w FILE ARGS` as `cmd` (podprobe, maybe inside a
+/// namespace); returns once the capture is armed (the pcap header is in the
+/// file).
+fn start_capture(mut cmd: Command, file: &Path, args: &[&str]) -> Child {
+    let child = cmd
+        .args(["capture", "-w"])
+        .arg(file)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(file).map_or(0, |m| m.len()) < 24 {
+        assert!(Instant::now() < deadline, "capture did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
 }
 
 impl Drop for Pair {
