@@ -48,6 +48,18 @@ pub enum Command {
     /// Capture packets in this pod's network namespace: to a pcap file, as a
     /// live pcap stream on stdout (`-w -`), and/or judged with --analyze.
     Capture(CaptureArgs),
+    /// Print a shell completion script (e.g. `podprobe completions bash > /etc/bash_completion.d/podprobe`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a manual page in roff (e.g. `podprobe man dns | man -l -`).
+    Man {
+        /// The command to document; the overview when omitted.
+        command: Option<String>,
+    },
+    /// A Kubernetes node in network namespaces, to reproduce failures (root).
+    Lab(LabArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -122,6 +134,74 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             "'{trimmed}' is not a size of more than zero bytes; try 100M, 64Ki or 1Gi"
         )),
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum LabCommand {
+    /// Build a lab (node, client, three backends, DNS) and leave it running.
+    Up {
+        #[arg(long, default_value = crate::lab::command::DEFAULT_NAME)]
+        name: String,
+        /// A fault to add to the node (repeatable).
+        #[arg(long = "scenario", value_enum, value_name = "SCENARIO")]
+        scenarios: Vec<crate::lab::Scenario>,
+    },
+    /// Remove a lab and everything it made.
+    Down {
+        #[arg(long, default_value = crate::lab::command::DEFAULT_NAME)]
+        name: String,
+        /// Remove every lab on this machine (e.g. left by a killed test run).
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+    },
+    /// List running labs (or one).
+    Status {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run a command inside a pod of the lab, as kubectl exec would.
+    Exec {
+        #[arg(long, default_value = crate::lab::command::DEFAULT_NAME)]
+        name: String,
+        #[arg(long, default_value = "client", value_parser = ["node", "client", "backend-1", "backend-2", "backend-3", "dns"])]
+        pod: String,
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            required = true,
+            value_name = "CMD"
+        )]
+        command: Vec<String>,
+    },
+    /// Bring up each scenario in turn, run the matching podprobe command in
+    /// the client pod and print its report.
+    Demo,
+    /// HTTP backend naming itself (run by the lab in backend pods).
+    #[command(hide = true)]
+    Backend {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        http: std::net::SocketAddr,
+    },
+    /// DNS forwarder slow for one domain (run by the slow-dns scenario).
+    #[command(hide = true)]
+    DnsDelay {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+        #[arg(long)]
+        suffix: String,
+        #[arg(long, value_parser = parse_duration)]
+        delay: Duration,
+    },
 }
 
 /// Parses `2s`, `500ms`, `1m30s`, or a bare number of seconds (`2`, `0.5`),

@@ -5,8 +5,10 @@
 
 pub mod capture;
 pub mod cli;
+pub mod docs;
 pub mod doctor;
 pub mod error;
+pub mod lab;
 pub mod net;
 pub mod report;
 

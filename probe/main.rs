@@ -9,12 +9,12 @@ use podprobe::cli::{Cli, Command, GlobalArgs, OutputFormat};
 use podprobe::report::{Report, EXIT_UNAVAILABLE, EXIT_USAGE};
 
 /// What a command leaves for `main` to do.
-// One value per run: its size does not matter.
-#[allow(clippy::large_enum_variant)]
 enum Outcome {
     /// A verdict to render; its status decides the exit code.
-    Report(Report),
-    /// Done without a report (its output went elsewhere); exit with this code.
+    Report(Box<Report>),
+    /// Bytes for stdout (completions, manual pages), then exit 0.
+    Print(Vec<u8>),
+    /// No report: exit with this code (the command printed what it had to).
     Exit(i32),
 }
 
@@ -26,11 +26,18 @@ fn main() -> ExitCode {
     let global = cli.global.clone();
     let outcome: anyhow::Result<Outcome> = match cli.command {
         Command::Doctor(args) => podprobe::doctor::run(&args, &global)
-            .map(Outcome::Report)
+            .map(|r| Outcome::Report(Box::new(r)))
+            .map_err(anyhow::Error::from),
+        Command::Completions { shell } => Ok(Outcome::Print(podprobe::docs::completions(shell))),
+        Command::Man { command } => podprobe::docs::man_page(command.as_deref())
+            .map(Outcome::Print)
+            .map_err(anyhow::Error::from),
+        Command::Lab(args) => podprobe::lab::command::run(&args, &global)
+            .map(Outcome::Exit)
             .map_err(anyhow::Error::from),
         Command::Capture(args) => podprobe::capture::run(&args, &global)
             .map(|done| match done {
-                podprobe::capture::Done::Report(report) => Outcome::Report(*report),
+                podprobe::capture::Done::Report(report) => Outcome::Report(report),
                 podprobe::capture::Done::Exit(code) => Outcome::Exit(code),
             })
             .map_err(anyhow::Error::from),
@@ -39,6 +46,11 @@ fn main() -> ExitCode {
         Ok(Outcome::Report(report)) => {
             print_report(&report, &global);
             exit(report.exit_code(global.fail_on))
+        }
+        Ok(Outcome::Print(bytes)) => {
+            // A reader that went away (`| head`) has what it wanted.
+            let _ = std::io::stdout().lock().write_all(&bytes);
+            exit(0)
         }
         Ok(Outcome::Exit(code)) => exit(code),
         Err(err) => {

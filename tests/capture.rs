@@ -16,6 +16,8 @@ use serde_json::Value;
 mod support;
 use support::{assert_valid_report, check, run, Netns};
 
+use podprobe::lab::{Lab, LabSpec, Pod, Scenario, Service, EXTERNAL_NAME};
+
 const PODPROBE: &str = env!("CARGO_BIN_EXE_podprobe");
 const CLIENT_IP: &str = "10.77.0.1";
 const SERVER_IP: &str = "10.77.0.2";
@@ -337,6 +339,7 @@ fn without_cap_net_raw_the_error_names_the_capability_and_the_fix() {
     assert!(stderr.contains("CAP_NET_RAW"), "{stderr}");
     assert!(stderr.contains("--profile=netadmin"), "{stderr}");
     assert!(stderr.contains("NET_RAW]"), "{stderr}");
+    assert!(stderr.contains("UID 65534"), "{stderr}");
 }
 
 // ---------------------------------------------------------------- live
@@ -965,4 +968,161 @@ fn any_interface_gives_cooked_capture_that_analyzes_the_same() {
         dns["evidence"]["nxdomain"],
         tshark_count(&file, "dns.flags.rcode==3")
     );
+}
+
+// ---------------------------------------------------------------- lab
+
+fn lab(scenarios: &[Scenario]) -> Lab {
+    let mut spec = LabSpec::new(PODPROBE);
+    spec.scenarios = scenarios.to_vec();
+    Lab::up(&spec).expect("lab up")
+}
+
+/// Captures DNS on the client pod's eth0 while real glibc resolves `name`;
+/// returns the report, how long the lookup took, and the pcap.
+fn capture_lab_lookup(lab: &Lab, name: &str) -> (Value, Duration, PathBuf, TempDir) {
+    let tmp = TempDir::new();
+    let file = tmp.path().join("lab.pcap");
+    let child = start_capture(
+        lab.podprobe(Pod::Client),
+        &file,
+        &["-i", "eth0", "--analyze", "-o", "json", "-f", "udp port 53"],
+    );
+    let started = Instant::now();
+    let out = run(lab.command(Pod::Client, "getent").args(["ahosts", name]));
+    let took = started.elapsed();
+    assert!(out.status.success(), "getent {name}: {out:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, libc::SIGINT);
+    let out = finish(child, Duration::from_secs(5));
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}",
+        text(&out.stderr)
+    );
+    (report_of(&text(&out.stdout)), took, file, tmp)
+}
+
+#[test]
+fn lab_dns_race_captured_fails_with_five_second_gaps() {
+    let lab = lab(&[Scenario::DnsRace]);
+    let (report, took, file, _tmp) = capture_lab_lookup(&lab, "kubernetes.default");
+    assert!(took >= Duration::from_secs(5), "took {took:?}");
+    let dns = check(&report, "capture.dns");
+    assert_eq!(dns["status"], "fail", "{dns}");
+    let gaps: Vec<f64> = dns["evidence"]["retransmit_gaps_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_f64().unwrap())
+        .collect();
+    assert!(
+        gaps.iter().any(|g| (4500.0..5600.0).contains(g)),
+        "{gaps:?}"
+    );
+    assert!(
+        dns["summary"]
+            .as_str()
+            .unwrap()
+            .contains("conntrack insert race"),
+        "{dns}"
+    );
+    assert_eq!(dns["evidence"]["retransmitted"], gaps.len() as u64, "{dns}");
+    assert_eq!(
+        dns["evidence"]["queries"],
+        tshark_count(&file, "dns.flags.response==0")
+    );
+    assert_eq!(report["verdict"], "fail");
+}
+
+#[test]
+fn lab_healthy_dns_passes() {
+    let lab = lab(&[]);
+    // A fully qualified name: no search list, A and AAAA answered at once.
+    let (report, _, file, _tmp) = capture_lab_lookup(&lab, &format!("{}.", Service::Web.fqdn()));
+    let dns = check(&report, "capture.dns");
+    assert_eq!(dns["status"], "pass", "{dns}");
+    assert_eq!(dns["evidence"]["queries"], 2);
+    assert_eq!(dns["evidence"]["responses"], 2);
+    assert_eq!(dns["evidence"]["retransmitted"], 0);
+    assert_eq!(
+        dns["evidence"]["responses"],
+        tshark_count(&file, "dns.flags.response==1")
+    );
+    assert_eq!(report["verdict"], "pass");
+}
+
+#[test]
+fn lab_external_name_is_a_search_chain_and_the_stream_matches_tshark() {
+    let lab = lab(&[]);
+    let mut podprobe = lab
+        .podprobe(Pod::Client)
+        .args([
+            "capture",
+            "--analyze",
+            "-o",
+            "json",
+            "-f",
+            "udp port 53",
+            "-w",
+            "-",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tshark = Command::new("tshark")
+        .args([
+            "-n",
+            "-r",
+            "-",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+            "-e",
+            "dns.qry.name",
+        ])
+        .stdin(Stdio::from(podprobe.stdout.take().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = run(lab
+        .command(Pod::Client, "getent")
+        .args(["ahosts", EXTERNAL_NAME]));
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&podprobe, libc::SIGINT);
+    let pout = finish(podprobe, Duration::from_secs(5));
+    let stderr = text(&pout.stderr);
+    assert!(pout.status.success(), "{stderr}");
+    let out = finish(tshark, Duration::from_secs(20));
+    let tshark = text(&out.stdout);
+    let frames = tshark.lines().filter(|l| !l.is_empty()).count() as u64;
+    // 5 names (4 search domains and the name itself), A and AAAA, answered.
+    assert_eq!(frames, 20, "{tshark}");
+    assert_eq!(captured(&stderr), frames);
+    let tshark_names: BTreeSet<&str> = tshark
+        .lines()
+        .filter_map(|l| l.split('\t').nth(1))
+        .collect();
+
+    let report = report_of(&stderr);
+    let dns = check(&report, "capture.dns");
+    assert_eq!(dns["status"], "warn", "{dns}");
+    let ours: BTreeSet<&str> = dns["evidence"]["top_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(ours, tshark_names);
+    let chain = &dns["evidence"]["search_chains"][0];
+    assert_eq!(chain["base"], EXTERNAL_NAME, "{chain}");
+    assert_eq!(chain["client"], Pod::Client.ip().to_string());
+    assert_eq!(chain["variants"].as_array().unwrap().len(), 4, "{chain}");
+    assert_eq!(chain["queries"], 10, "{chain}");
+    assert_eq!(chain["nxdomain"], 8, "{chain}");
 }

@@ -65,13 +65,7 @@ fn reachability_tells_dropped_from_refused_from_unreachable() {
     // closed port, and an address with no route.
     ns.sh("iptables -A INPUT -p tcp --dport 9101 -j DROP && \
          iptables -A INPUT -p tcp --dport 9102 -j REJECT --reject-with tcp-reset");
-    let mut listener = ns.command("python3");
-    listener.args([
-        "-c",
-        "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',9100))\ns.listen()\ntime.sleep(30)",
-    ]);
-    let mut listener = listener.spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let _listener = ns.listen(9100);
 
     let start = Instant::now();
     let out = run(ns.podprobe().args([
@@ -92,8 +86,6 @@ fn reachability_tells_dropped_from_refused_from_unreachable() {
         "10.77.0.1:80",
     ]));
     let elapsed = start.elapsed();
-    let _ = listener.kill();
-    let _ = listener.wait();
 
     assert_eq!(out.status.code(), Some(1), "a failed target fails the run");
     let report = report(&out);
@@ -123,18 +115,10 @@ fn reachability_tells_dropped_from_refused_from_unreachable() {
 #[test]
 fn reachability_passes_when_every_target_answers() {
     let ns = Netns::new("reachok");
-    let mut listener = ns.command("python3");
-    listener.args([
-        "-c",
-        "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',9200))\ns.listen()\ntime.sleep(30)",
-    ]);
-    let mut listener = listener.spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let _listener = ns.listen(9200);
     let out = run(ns
         .podprobe()
         .args(["doctor", "-o", "json", "--tcp", "127.0.0.1:9200"]));
-    let _ = listener.kill();
-    let _ = listener.wait();
     let report = report(&out);
     assert_eq!(check(&report, "tcp.reachability")["status"], "pass");
 }

@@ -251,9 +251,18 @@ fn open_live(iface: &str, snaplen: u32) -> crate::Result<Capture<pcap::Active>> 
     });
     opened.map_err(|e| {
         if !has_cap_net_raw() {
-            Error::unavailable(
-                "capturing needs the CAP_NET_RAW capability, which this process lacks: run it with `kubectl debug --profile=netadmin`, or add `securityContext.capabilities.add: [NET_RAW]` to the container",
-            )
+            // SAFETY: geteuid cannot fail.
+            let uid = unsafe { libc::geteuid() };
+            // Capabilities added to a container reach a non-root process
+            // only as file or ambient capabilities, which the image lacks.
+            let as_root = if uid == 0 {
+                String::new()
+            } else {
+                format!(" and, as this process runs as UID {uid}, run it as root (`kubectl debug --custom=manifests/debug/capture.json`)")
+            };
+            Error::unavailable(format!(
+                "capturing needs the CAP_NET_RAW capability, which this process lacks: run it with `kubectl debug --profile=netadmin`, or add `securityContext.capabilities.add: [NET_RAW]` to the container{as_root}",
+            ))
         } else {
             Error::usage(format!("cannot capture on {iface}: {}", pcap_message(&e)))
         }

@@ -2,7 +2,8 @@
 //! throwaway network namespace that is removed even when a test panics.
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub fn podprobe() -> Command {
@@ -83,6 +84,29 @@ impl Netns {
         self.command(env!("CARGO_BIN_EXE_podprobe"))
     }
 
+    /// A TCP listener on 127.0.0.1:`port` inside the namespace, ready when
+    /// this returns; killed when the returned guard drops.
+    pub fn listen(&self, port: u16) -> Child {
+        let mut child = self
+            .command("python3")
+            .args([
+                "-c",
+                &format!(
+                    "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',{port}))\ns.listen()\nprint('ready',flush=True)\ntime.sleep(60)"
+                ),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 starts");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("listener output");
+        assert_eq!(line.trim(), "ready", "listener on {port} did not start");
+        Child(child)
+    }
+
     pub fn sh(&self, script: &str) {
         sh(&format!("ip netns exec {} sh -ec '{script}'", self.name));
     }
@@ -103,4 +127,14 @@ pub fn sh(script: &str) {
         "`{script}` failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A process killed and reaped when dropped.
+pub struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

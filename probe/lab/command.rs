@@ -1,0 +1,203 @@
+//! `podprobe lab ...`: the lab for people, on the command line.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use super::servers;
+use super::{list_labs, Lab, LabSpec, Pod, Scenario, Service, HEADLESS_NAME};
+use crate::cli::{GlobalArgs, LabArgs, LabCommand};
+use crate::{Error, Result};
+
+/// The name `lab up`, `down`, `exec` and `status` use when none is given.
+pub const DEFAULT_NAME: &str = "podprobe";
+
+/// Runs a `lab` subcommand; the result is the process's exit code.
+pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
+    match &args.command {
+        LabCommand::Backend { name, http } => servers::serve_backend(name, *http).map(|()| 0),
+        LabCommand::DnsDelay {
+            listen,
+            upstream,
+            suffix,
+            delay,
+        } => servers::serve_dns_delay(*listen, *upstream, suffix, *delay).map(|()| 0),
+        LabCommand::Up { name, scenarios } => {
+            let mut spec = LabSpec::new(own_exe()?).name(name);
+            spec.scenarios = scenarios.clone();
+            let lab = Lab::up(&spec)?;
+            print!("{}", describe(&lab));
+            let flag = if name == DEFAULT_NAME {
+                String::new()
+            } else {
+                format!(" --name {name}")
+            };
+            println!("try:    podprobe lab exec{flag} -- getent ahosts web.default");
+            println!("remove: podprobe lab down{flag}");
+            lab.keep();
+            Ok(0)
+        }
+        LabCommand::Down { name, all } => {
+            super::sys::require_root()?;
+            let names = if *all {
+                list_labs()
+            } else {
+                super::validate_name(name)?;
+                if !super::exists(name) {
+                    return Err(Error::usage(format!("no lab named '{name}' exists")));
+                }
+                vec![name.clone()]
+            };
+            for name in names {
+                // A half-built or stateless lab is still removed by its name.
+                super::teardown(&name)?;
+                println!("lab '{name}' removed");
+            }
+            Ok(0)
+        }
+        LabCommand::Status { name } => {
+            let names = match name {
+                Some(name) => vec![name.clone()],
+                None => list_labs(),
+            };
+            if names.is_empty() {
+                println!("no labs running (start one with: podprobe lab up)");
+            }
+            for name in names {
+                print!("{}", describe(&Lab::open(&name)?));
+            }
+            Ok(0)
+        }
+        LabCommand::Exec { name, pod, command } => {
+            super::sys::require_root()?;
+            let lab = Lab::open(name)?;
+            let pod =
+                Pod::from_name(pod).ok_or_else(|| Error::usage(format!("unknown pod '{pod}'")))?;
+            let (program, rest) = command
+                .split_first()
+                .ok_or_else(|| Error::usage("lab exec needs a command after --"))?;
+            let status =
+                lab.command(pod, program).args(rest).status().map_err(|e| {
+                    Error::io(format!("running {program} in {}", lab.netns(pod)), e)
+                })?;
+            Ok(status.code().unwrap_or(1))
+        }
+        LabCommand::Demo => demo(global),
+    }
+}
+
+/// One demo step: a fault, and the podprobe command that should find it.
+struct Step {
+    scenario: Option<Scenario>,
+    args: Vec<String>,
+}
+
+fn demo_steps() -> Vec<Step> {
+    let web = Service::Web.target();
+    let step = |scenario, args: &[&str]| Step {
+        scenario,
+        args: args.iter().map(|s| s.to_string()).collect(),
+    };
+    vec![
+        step(
+            None,
+            &[
+                "doctor",
+                "--name",
+                "kubernetes.default",
+                "--name",
+                "api.example.com",
+                "--tcp",
+                &web,
+            ],
+        ),
+        step(
+            Some(Scenario::DnsRace),
+            &["doctor", "--name", "kubernetes.default"],
+        ),
+        step(
+            Some(Scenario::SlowDns),
+            &["doctor", "--name", "api.example.com"],
+        ),
+        step(Some(Scenario::NetpolDrop), &["doctor", "--tcp", &web]),
+        step(Some(Scenario::NetpolReject), &["doctor", "--tcp", &web]),
+    ]
+}
+
+/// Builds a lab per scenario, runs the matching podprobe command in its
+/// client pod and prints the report, then removes the lab.
+fn demo(global: &GlobalArgs) -> Result<i32> {
+    let exe = own_exe()?;
+    let output = match global.output {
+        crate::cli::OutputFormat::Text => "text",
+        crate::cli::OutputFormat::Json => "json",
+    };
+    for step in demo_steps() {
+        let mut spec = LabSpec::new(&exe).name("podprobe-demo");
+        let title = match step.scenario {
+            Some(s) => {
+                spec.scenarios.push(s);
+                format!("scenario {s}: {}", s.describe())
+            }
+            None => "a healthy node".to_string(),
+        };
+        println!("=== {title}");
+        eprintln!("podprobe: building the lab...");
+        let lab = Lab::up(&spec)?;
+        println!("$ podprobe {}", step.args.join(" "));
+        let status = lab
+            .podprobe(Pod::Client)
+            .args(&step.args)
+            .args(["-o", output])
+            .status()
+            .map_err(|e| Error::io("running podprobe in the client pod", e))?;
+        println!("(exit code {})\n", status.code().unwrap_or(1));
+        lab.down()?;
+    }
+    Ok(0)
+}
+
+/// The lab's pods, Services and scenarios, for `up` and `status`.
+fn describe(lab: &Lab) -> String {
+    let mut text = String::new();
+    let _ = writeln!(text, "lab '{}'", lab.name());
+    let _ = writeln!(text, "  {:<10} {:<28} address", "pod", "netns");
+    for pod in std::iter::once(Pod::Node).chain(Pod::PODS) {
+        let _ = writeln!(
+            text,
+            "  {:<10} {:<28} {}",
+            pod.name(),
+            lab.netns(pod),
+            lab.pod_ip(pod)
+        );
+    }
+    let _ = writeln!(text, "  {:<40} {:<18} endpoints", "service", "cluster ip");
+    for svc in Service::ALL {
+        let endpoints = match svc {
+            Service::Kubernetes => "none".to_string(),
+            Service::KubeDns => format!("{}:53 (dnsmasq)", Pod::Dns.ip()),
+            Service::Web => format!("backend-1..3:{}", super::BACKEND_HTTP_PORT),
+            Service::Grpc => format!("backend-1..3:{}", super::BACKEND_GRPC_PORT),
+        };
+        let _ = writeln!(text, "  {:<40} {:<18} {endpoints}", svc.fqdn(), svc.addr());
+    }
+    let _ = writeln!(
+        text,
+        "  {:<40} {:<18} backend-1..3",
+        HEADLESS_NAME, "None (headless)"
+    );
+    let scenarios: Vec<&str> = lab.scenarios().iter().map(|s| s.name()).collect();
+    let _ = writeln!(
+        text,
+        "  scenarios: {}",
+        if scenarios.is_empty() {
+            "none".to_string()
+        } else {
+            scenarios.join(", ")
+        }
+    );
+    text
+}
+
+fn own_exe() -> Result<PathBuf> {
+    std::env::current_exe().map_err(|e| Error::io("finding the podprobe executable", e))
+}

@@ -1,0 +1,161 @@
+//! The faults a lab can add to its node, each a real kernel or server
+//! behaviour that podprobe must recognise.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::topology::{Pod, BACKEND_HTTP_PORT};
+
+/// How late the slow-dns scenario answers names under the host domain.
+pub const SLOW_DNS_DELAY: Duration = Duration::from_millis(300);
+/// Where the slow-dns scenario's delaying forwarder listens in the DNS pod.
+pub(crate) const SLOW_DNS_PORT: u16 = 5353;
+
+/// A fault added to the lab's node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// The conntrack insert race (kubernetes#56903): the second UDP/53 packet
+    /// of the same 4-tuple within 1 ms is dropped in the node's FORWARD chain,
+    /// so glibc's parallel A+AAAA lookups wait 5 s for a lost reply.
+    DnsRace,
+    /// A NetworkPolicy silently dropping the backends' HTTP port: connects hang.
+    NetpolDrop,
+    /// A policy rejecting the backends' HTTP port with a TCP reset: connects fail fast.
+    NetpolReject,
+    /// The DNS answers for the host search domain come 300 ms late.
+    SlowDns,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 4] = [
+        Scenario::DnsRace,
+        Scenario::NetpolDrop,
+        Scenario::NetpolReject,
+        Scenario::SlowDns,
+    ];
+
+    /// The name the CLI takes (`--scenario dns-race`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::DnsRace => "dns-race",
+            Scenario::NetpolDrop => "netpol-drop",
+            Scenario::NetpolReject => "netpol-reject",
+            Scenario::SlowDns => "slow-dns",
+        }
+    }
+
+    /// One line for people: what the fault is.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Scenario::DnsRace => {
+                "conntrack DNS race: the second UDP/53 packet of a 4-tuple within 1 ms is dropped"
+            }
+            Scenario::NetpolDrop => "network policy silently DROPs the backends' HTTP port 8080",
+            Scenario::NetpolReject => {
+                "network policy REJECTs the backends' HTTP port 8080 with a TCP reset"
+            }
+            Scenario::SlowDns => "DNS answers for the host search domain come 300 ms late",
+        }
+    }
+
+    /// Rules appended to the node's filter FORWARD chain, as `iptables` arguments.
+    pub(crate) fn forward_rules(self) -> Vec<Vec<String>> {
+        let comment = format!("podprobe lab {}", self.name());
+        let policy = |target: &[&str]| -> Vec<Vec<String>> {
+            Pod::BACKENDS
+                .iter()
+                .map(|pod| {
+                    let mut rule: Vec<String> = [
+                        "-d",
+                        &format!("{}/32", pod.ip()),
+                        "-p",
+                        "tcp",
+                        "--dport",
+                        &BACKEND_HTTP_PORT.to_string(),
+                        "-m",
+                        "comment",
+                        "--comment",
+                        &comment,
+                        "-j",
+                    ]
+                    .map(String::from)
+                    .to_vec();
+                    rule.extend(target.iter().map(|s| s.to_string()));
+                    rule
+                })
+                .collect()
+        };
+        match self {
+            // Matched on the original destination port so the rule still
+            // applies when slow-dns re-points the DNS endpoint's port.
+            Scenario::DnsRace => vec![[
+                "-p",
+                "udp",
+                "-m",
+                "conntrack",
+                "--ctdir",
+                "ORIGINAL",
+                "--ctorigdstport",
+                "53",
+                "-m",
+                "hashlimit",
+                "--hashlimit-above",
+                "1000/sec",
+                "--hashlimit-burst",
+                "1",
+                "--hashlimit-mode",
+                "srcip,srcport,dstip,dstport",
+                "--hashlimit-name",
+                "podprobe-dns-race",
+                "-m",
+                "comment",
+                "--comment",
+                &comment,
+                "-j",
+                "DROP",
+            ]
+            .map(String::from)
+            .to_vec()],
+            Scenario::NetpolDrop => policy(&["DROP"]),
+            Scenario::NetpolReject => policy(&["REJECT", "--reject-with", "tcp-reset"]),
+            Scenario::SlowDns => Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_race_drops_a_second_packet_of_a_four_tuple_within_a_millisecond() {
+        let rules = Scenario::DnsRace.forward_rules();
+        assert_eq!(rules.len(), 1);
+        let rule = rules[0].join(" ");
+        assert!(rule.contains("--hashlimit-above 1000/sec --hashlimit-burst 1"));
+        assert!(rule.contains("--hashlimit-mode srcip,srcport,dstip,dstport"));
+        assert!(rule.ends_with("-j DROP"));
+    }
+
+    #[test]
+    fn policies_cover_every_backend_and_differ_only_in_target() {
+        let drop = Scenario::NetpolDrop.forward_rules();
+        let reject = Scenario::NetpolReject.forward_rules();
+        assert_eq!(drop.len(), 3);
+        assert!(drop.iter().all(|r| r
+            .join(" ")
+            .ends_with("--dport 8080 -m comment --comment podprobe lab netpol-drop -j DROP")));
+        assert!(reject
+            .iter()
+            .all(|r| r.join(" ").ends_with("-j REJECT --reject-with tcp-reset")));
+        assert!(Scenario::SlowDns.forward_rules().is_empty());
+    }
+}

@@ -1,0 +1,347 @@
+//! The image and the Kubernetes side: the static binary built by the same
+//! script the Dockerfile runs, run from an empty root inside a network
+//! namespace (what an ephemeral container is); the Dockerfile's stages; the
+//! manifests against Kubernetes' schemas and the restricted Pod Security
+//! profile; completions and manual pages.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use support::{podprobe, run, Netns};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const VALIDATOR: &str = "/opt/podprobe-testenv/bin/kubernetes-validate";
+const RESOURCE_FILES: [&str; 3] = ["job.yaml", "cronjob.yaml", "grpc-replicas.yaml"];
+
+/// Built once per test run with scripts/build-static, as the image is.
+fn static_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let out = Path::new(ROOT).join("target/static/podprobe");
+        let result = run(Command::new(Path::new(ROOT).join("scripts/build-static")).arg(&out));
+        assert!(
+            result.status.success(),
+            "scripts/build-static failed:\n{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        out
+    })
+}
+
+#[test]
+fn static_binary_needs_no_shared_library() {
+    let binary = static_binary();
+    let headers = run(Command::new("readelf").args(["-l", "-d"]).arg(binary));
+    let text = String::from_utf8_lossy(&headers.stdout);
+    assert!(headers.status.success());
+    assert!(
+        !text.contains("INTERP"),
+        "has a program interpreter:\n{text}"
+    );
+    assert!(
+        !text.contains("(NEEDED)"),
+        "needs shared libraries:\n{text}"
+    );
+}
+
+/// An empty root with only what the image's final stage holds.
+struct ImageRoot {
+    dir: PathBuf,
+}
+
+impl ImageRoot {
+    fn new(binary: &Path) -> ImageRoot {
+        let dir = std::env::temp_dir().join(format!("podprobe-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("usr/local/bin")).unwrap();
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::copy(binary, dir.join("usr/local/bin/podprobe")).unwrap();
+        std::fs::write(
+            dir.join("etc/passwd"),
+            "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("etc/group"), "root:x:0:\nnonroot:x:65532:\n").unwrap();
+        ImageRoot { dir }
+    }
+
+    /// podprobe as the image runs it: chrooted, as UID/GID 65532, in `ns`.
+    fn podprobe(&self, ns: &Netns) -> Command {
+        let mut cmd = ns.command("chroot");
+        cmd.arg("--userspec=65532:65532")
+            .arg(&self.dir)
+            .arg("/usr/local/bin/podprobe");
+        cmd
+    }
+}
+
+impl Drop for ImageRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn static_binary_runs_from_an_empty_root_as_non_root_in_a_pod_namespace() {
+    let root = ImageRoot::new(static_binary());
+    let ns = Netns::new("img");
+    ns.sh(
+        "ip link add eth0 type veth peer name peer0 && ip link set peer0 up && \
+         ip link set eth0 up && ip addr add 10.244.0.9/32 dev eth0",
+    );
+
+    let version = run(root.podprobe(&ns).arg("--version"));
+    assert!(version.status.success(), "{version:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("podprobe {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let doctor = run(root.podprobe(&ns).args(["doctor", "-o", "json"]));
+    let report = support::report(&doctor);
+    let context = support::check(&report, "net.context");
+    let addresses = context["evidence"]["interfaces"].to_string();
+    assert!(addresses.contains("10.244.0.9/32"), "{addresses}");
+}
+
+fn dockerfile_stages() -> Vec<(String, Vec<String>)> {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("Dockerfile")).unwrap();
+    let mut stages: Vec<(String, Vec<String>)> = Vec::new();
+    let mut logical = String::new();
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        logical.push_str(line.trim_end_matches('\\'));
+        if line.ends_with('\\') {
+            continue;
+        }
+        let instruction = std::mem::take(&mut logical).trim().to_string();
+        if instruction.is_empty() {
+            continue;
+        }
+        if instruction.starts_with("FROM ") {
+            stages.push((instruction, Vec::new()));
+        } else if let Some((_, body)) = stages.last_mut() {
+            body.push(instruction);
+        }
+    }
+    stages
+}
+
+#[test]
+fn dockerfile_builds_with_the_shared_script_and_ends_static_and_non_root() {
+    let stages = dockerfile_stages();
+    let names: Vec<&str> = stages
+        .iter()
+        .map(|(from, _)| from.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(names, ["build", "full", "podprobe"], "{stages:#?}");
+
+    let (_, build) = &stages[0];
+    assert!(
+        build
+            .iter()
+            .any(|i| i.starts_with("RUN scripts/build-static ")),
+        "the build stage must use scripts/build-static: {build:#?}"
+    );
+
+    let (from, last) = stages.last().unwrap();
+    assert!(from.starts_with("FROM scratch "), "{from}");
+    for (from, body) in &stages[1..] {
+        assert!(
+            body.contains(&"USER 65532:65532".to_string()),
+            "{from}: numeric non-root user"
+        );
+        assert!(
+            body.iter()
+                .any(|i| i.starts_with("ENTRYPOINT [\"/usr/local/bin/podprobe\"]")),
+            "{from}: entrypoint"
+        );
+    }
+    assert!(last
+        .iter()
+        .any(|i| i.contains("COPY --from=build /rootfs/ /")));
+    let build_text = build.join("\n");
+    for file in [
+        "/rootfs/usr/local/bin/podprobe",
+        "ca-certificates.crt",
+        "/rootfs/etc/passwd",
+        "/rootfs/etc/group",
+    ] {
+        assert!(build_text.contains(file), "the image root lacks {file}");
+    }
+    assert!(build_text.contains("nonroot:x:65532:65532"));
+}
+
+#[test]
+fn manifests_validate_against_the_kubernetes_schemas() {
+    let dir = Path::new(ROOT).join("manifests");
+    let out = run(Command::new(VALIDATOR)
+        .arg("--strict")
+        .args(RESOURCE_FILES.iter().map(|f| dir.join(f))));
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches(" passed for resource ").count(), 5, "{text}");
+
+    // The validator does catch a broken manifest.
+    let broken = std::env::temp_dir().join(format!("podprobe-broken-{}.yaml", std::process::id()));
+    let job = std::fs::read_to_string(dir.join("job.yaml")).unwrap();
+    std::fs::write(
+        &broken,
+        job.replace("backoffLimit: 0", "backoffLimit: none"),
+    )
+    .unwrap();
+    let out = run(Command::new(VALIDATOR).arg("--strict").arg(&broken));
+    let _ = std::fs::remove_file(&broken);
+    assert!(!out.status.success(), "a broken Job passed validation");
+}
+
+fn manifest_documents(file: &str) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(Path::new(ROOT).join("manifests").join(file)).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
+        .collect()
+}
+
+fn pod_spec(doc: &serde_yaml::Value) -> Option<&serde_yaml::Value> {
+    match doc["kind"].as_str()? {
+        "Job" | "Deployment" => Some(&doc["spec"]["template"]["spec"]),
+        "CronJob" => Some(&doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_pod_meets_the_restricted_pod_security_profile() {
+    let mut pods = 0;
+    for file in RESOURCE_FILES {
+        for doc in manifest_documents(file) {
+            let Some(spec) = pod_spec(&doc) else { continue };
+            pods += 1;
+            let pod_sc = &spec["securityContext"];
+            assert_eq!(pod_sc["runAsNonRoot"].as_bool(), Some(true), "{file}");
+            assert_eq!(pod_sc["runAsUser"].as_u64(), Some(65532), "{file}");
+            assert_eq!(
+                pod_sc["seccompProfile"]["type"].as_str(),
+                Some("RuntimeDefault"),
+                "{file}"
+            );
+            let containers = spec["containers"].as_sequence().unwrap();
+            for c in containers {
+                let sc = &c["securityContext"];
+                assert_eq!(
+                    sc["allowPrivilegeEscalation"].as_bool(),
+                    Some(false),
+                    "{file}"
+                );
+                assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true), "{file}");
+                assert_eq!(
+                    sc["capabilities"]["drop"][0].as_str(),
+                    Some("ALL"),
+                    "{file}"
+                );
+                assert!(
+                    sc["capabilities"]["add"].is_null(),
+                    "{file} adds capabilities"
+                );
+                let env: Vec<&str> = c["env"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|e| e["name"].as_str())
+                    .collect();
+                for var in ["POD_NAME", "NODE_NAME"] {
+                    assert!(env.contains(&var), "{file} lacks {var}");
+                }
+            }
+        }
+    }
+    assert_eq!(pods, 3);
+}
+
+#[test]
+fn jobs_run_doctor_once_with_json_and_no_retries() {
+    let job = &manifest_documents("job.yaml")[0];
+    assert_eq!(job["spec"]["backoffLimit"].as_u64(), Some(0));
+    let cron = &manifest_documents("cronjob.yaml")[0];
+    assert_eq!(cron["spec"]["schedule"].as_str(), Some("*/15 * * * *"));
+    assert_eq!(cron["spec"]["concurrencyPolicy"].as_str(), Some("Forbid"));
+    assert!(cron["spec"]["successfulJobsHistoryLimit"]
+        .as_u64()
+        .is_some());
+    assert!(cron["spec"]["failedJobsHistoryLimit"].as_u64().is_some());
+    assert_eq!(
+        cron["spec"]["jobTemplate"]["spec"]["backoffLimit"].as_u64(),
+        Some(0)
+    );
+    for doc in [job, cron] {
+        let args: Vec<String> = pod_spec(doc).unwrap()["containers"][0]["args"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(&args[..3], ["doctor", "-o", "json"]);
+        // The manifest's flags are real: the binary accepts them.
+        let out = run(podprobe().args(&args).arg("--help"));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let kustomization =
+        std::fs::read_to_string(Path::new(ROOT).join("manifests/kustomization.yaml")).unwrap();
+    for file in RESOURCE_FILES {
+        assert!(
+            kustomization.contains(&format!("- {file}")),
+            "kustomization lacks {file}"
+        );
+    }
+}
+
+#[test]
+fn completions_and_manual_pages_come_from_the_cli() {
+    let bash = run(podprobe().args(["completions", "bash"]));
+    assert!(bash.status.success());
+    let script = String::from_utf8_lossy(&bash.stdout);
+    assert!(
+        script.contains("podprobe") && script.contains("doctor"),
+        "{script}"
+    );
+    let syntax = run(Command::new("bash").args(["-n", "-c", &script]));
+    assert!(syntax.status.success(), "{syntax:?}");
+
+    let man = run(podprobe().args(["man", "doctor"]));
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH podprobe-doctor"),
+        "{page}"
+    );
+    assert!(page.contains("\\-\\-tcp"), "{page}");
+
+    let unknown = run(podprobe().args(["man", "nope"]));
+    assert_eq!(unknown.status.code(), Some(2));
+
+    // A reader that closes early is not an error.
+    let piped = run(Command::new("sh").args([
+        "-c",
+        &format!(
+            "{} completions zsh | head -c 1 >/dev/null; {} man | head -c 1 >/dev/null",
+            bin(),
+            bin()
+        ),
+    ]));
+    assert!(piped.status.success());
+    assert!(
+        !String::from_utf8_lossy(&piped.stderr).contains("panicked"),
+        "{piped:?}"
+    );
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_podprobe")
+}
