@@ -277,7 +277,7 @@ fn open_live(iface: &str, snaplen: u32) -> crate::Result<Capture<pcap::Active>> 
 }
 
 /// Whether CAP_NET_RAW (bit 13) is in this process's effective set.
-pub fn has_cap_net_raw() -> bool {
+fn has_cap_net_raw() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {

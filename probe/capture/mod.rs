@@ -22,9 +22,6 @@ use crate::cli::{CaptureArgs, GlobalArgs, OutputFormat};
 use crate::report::{timed, Report};
 use crate::Error;
 
-pub use analyze::Analyzer;
-pub use measure::has_cap_net_raw;
-
 /// What the command leaves for `main`.
 pub enum Done {
     /// A report for stdout.
@@ -64,15 +61,20 @@ pub fn run(args: &CaptureArgs, global: &GlobalArgs) -> crate::Result<Done> {
 
     let report = Report::start(crate::net::report_context());
     let outcome = measure::run(&plan)?;
+    // stderr may be the same closed pipe as stdout (`2>&1 | head`): a
+    // failed write there is no reason to fail, let alone panic.
+    let mut stderr = std::io::stderr();
     if live {
-        eprintln!(
+        let _ = writeln!(
+            stderr,
             "{} packets captured, {} dropped by kernel",
             outcome.captured,
             outcome.dropped.unwrap_or(0)
         );
     }
     if let Some(why) = &outcome.truncated {
-        eprintln!(
+        let _ = writeln!(
+            stderr,
             "podprobe: {}: {why}; used the {} packets before it",
             args.read.as_deref().unwrap_or(Path::new("-")).display(),
             outcome.captured
@@ -89,7 +91,6 @@ pub fn run(args: &CaptureArgs, global: &GlobalArgs) -> crate::Result<Done> {
     if !to_stdout {
         return Ok(Done::Report(Box::new(report)));
     }
-    let stderr = std::io::stderr();
     let text = match global.output {
         OutputFormat::Json => report.to_json() + "\n",
         OutputFormat::Text => {
