@@ -510,6 +510,45 @@ impl Drop for TempDir {
     }
 }
 
+/// Starts `podprobe capture ... -w -` as `cmd` and pipes its stream into
+/// `tshark -r -`. Returns once the capture is armed: the pcap header, which
+/// podprobe writes as soon as it captures, has been read (and passed on).
+fn stream_into_tshark(mut cmd: Command) -> (Child, Child) {
+    use std::io::{Read, Write};
+    let mut podprobe = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stream = podprobe.stdout.take().unwrap();
+    let mut header = [0u8; 24];
+    stream
+        .read_exact(&mut header)
+        .expect("pcap header on stdout");
+    let mut tshark = Command::new("tshark")
+        .args([
+            "-n",
+            "-r",
+            "-",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+            "-e",
+            "dns.qry.name",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut sink = tshark.stdin.take().unwrap();
+    sink.write_all(&header).unwrap();
+    // Relays until podprobe ends its stream; dropping `sink` ends tshark's.
+    std::thread::spawn(move || std::io::copy(&mut stream, &mut sink));
+    (podprobe, tshark)
+}
+
 /// Waits for a child, killing it (and failing) if it outlives `limit`.
 fn finish(mut child: Child, limit: Duration) -> Output {
     let deadline = Instant::now() + limit;
@@ -616,42 +655,18 @@ fn streamed_pcap_matches_tshark_packet_for_packet_and_name_for_name() {
         "web.default.svc.cluster.local",
         "nope.example.com",
     ];
-    let mut podprobe = pair
-        .in_a(PODPROBE)
-        .args([
-            "capture",
-            "--analyze",
-            "-o",
-            "json",
-            "-f",
-            "udp port 53",
-            "-w",
-            "-",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let tshark = Command::new("tshark")
-        .args([
-            "-n",
-            "-r",
-            "-",
-            "-T",
-            "fields",
-            "-e",
-            "frame.number",
-            "-e",
-            "dns.qry.name",
-        ])
-        .stdin(Stdio::from(podprobe.stdout.take().unwrap()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // podprobe sends the pcap header once it is armed; tshark reads it at
-    // once, but neither says so: give both a moment before the queries.
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut cmd = pair.in_a(PODPROBE);
+    cmd.args([
+        "capture",
+        "--analyze",
+        "-o",
+        "json",
+        "-f",
+        "udp port 53",
+        "-w",
+        "-",
+    ]);
+    let (podprobe, tshark) = stream_into_tshark(cmd);
     for name in names {
         let out =
             run(pair
@@ -700,9 +715,13 @@ fn a_reader_that_leaves_ends_the_capture_quietly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-    pair.udp_burst(30);
-    let out = finish(busy, Duration::from_secs(10));
+    // Packets until podprobe has noticed; it may still be starting up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut busy = busy;
+    while busy.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        pair.udp_burst(5);
+    }
+    let out = finish(busy, Duration::from_secs(5));
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -1056,40 +1075,18 @@ fn lab_healthy_dns_passes() {
 #[test]
 fn lab_external_name_is_a_search_chain_and_the_stream_matches_tshark() {
     let lab = lab(&[]);
-    let mut podprobe = lab
-        .podprobe(Pod::Client)
-        .args([
-            "capture",
-            "--analyze",
-            "-o",
-            "json",
-            "-f",
-            "udp port 53",
-            "-w",
-            "-",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let tshark = Command::new("tshark")
-        .args([
-            "-n",
-            "-r",
-            "-",
-            "-T",
-            "fields",
-            "-e",
-            "frame.number",
-            "-e",
-            "dns.qry.name",
-        ])
-        .stdin(Stdio::from(podprobe.stdout.take().unwrap()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut cmd = lab.podprobe(Pod::Client);
+    cmd.args([
+        "capture",
+        "--analyze",
+        "-o",
+        "json",
+        "-f",
+        "udp port 53",
+        "-w",
+        "-",
+    ]);
+    let (podprobe, tshark) = stream_into_tshark(cmd);
     let out = run(lab
         .command(Pod::Client, "getent")
         .args(["ahosts", EXTERNAL_NAME]));

@@ -125,10 +125,23 @@ pub fn run(plan: &Plan) -> crate::Result<Outcome> {
     signals::install();
     let mut write_error: Option<io::Error> = None;
 
-    while !done && !signals::stop_requested() {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+    // After a signal or the deadline a live capture makes one last pass:
+    // the kernel retires its open block within BLOCK_MS, so the packets
+    // that arrived before the stop still reach the file.
+    // The pass is bounded too, or a flood would keep it going.
+    let mut drain_end: Option<Instant> = None;
+    while !done {
+        if drain_end.is_some_and(|end| Instant::now() >= end) {
             break;
         }
+        if drain_end.is_none()
+            && (signals::stop_requested() || deadline.is_some_and(|d| Instant::now() >= d))
+        {
+            let Some(fd) = live_fd else { break };
+            drain_end = Some(Instant::now() + Duration::from_millis(4 * BLOCK_MS as u64));
+            wait_readable(fd, 2 * BLOCK_MS);
+        }
+        let draining = drain_end.is_some();
         let remaining = plan.count.map(|c| c - captured);
         if remaining == Some(0) {
             break;
@@ -185,10 +198,11 @@ pub fn run(plan: &Plan) -> crate::Result<Outcome> {
         match result {
             Ok(0) => match live_fd {
                 None => done = true,
+                Some(_) if draining => done = true,
                 Some(fd) => {
                     // Idle: wait for packets, a signal (EINTR) or the poll
                     // interval, and see whether the reader left meanwhile.
-                    wait_readable(fd);
+                    wait_readable(fd, POLL_MS);
                     done = (streaming || plan.summaries) && stdout_reader_gone();
                 }
             },
@@ -204,7 +218,7 @@ pub fn run(plan: &Plan) -> crate::Result<Outcome> {
                     }
                 }
             }
-            Err(_) if signals::stop_requested() => done = true,
+            Err(_) if draining || signals::stop_requested() => done = true,
             Err(e) if !live => {
                 // A file cut short: keep what was read before the cut.
                 truncated = Some(pcap_message(&e));
@@ -317,15 +331,15 @@ fn write_failed(e: io::Error) -> crate::Result<bool> {
     }
 }
 
-/// Blocks until `fd` has packets, a signal arrives or the poll interval ends.
-fn wait_readable(fd: RawFd) {
+/// Blocks until `fd` has packets, a signal arrives or `ms` have passed.
+fn wait_readable(fd: RawFd, ms: i32) {
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
     // SAFETY: one valid pollfd; errors (EINTR) just end the wait.
-    unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
+    unsafe { libc::poll(&mut pfd, 1, ms) };
 }
 
 /// Whether the pipe on stdout lost its reader, seen without writing (a quiet
