@@ -48,6 +48,13 @@ pub enum Command {
     /// Capture packets in this pod's network namespace: to a pcap file, as a
     /// live pcap stream on stdout (`-w -`), and/or judged with --analyze.
     Capture(CaptureArgs),
+    /// Show how gRPC calls spread over a Service's replicas.
+    Grpc(GrpcArgs),
+    /// Answer this replica's identity over gRPC and HTTP: the backend for replica tests.
+    Serve(ServeArgs),
+    /// Measure DNS as the pod's applications resolve: what the search list
+    /// costs each name, the A/AAAA conntrack race, nameserver latency.
+    Dns(DnsArgs),
     /// Print a shell completion script (e.g. `podprobe completions bash > /etc/bash_completion.d/podprobe`).
     Completions {
         #[arg(value_enum)]
@@ -63,6 +70,25 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct DnsArgs {
+    /// Names to look up the way glibc does (default: kubernetes.default).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// The resolv.conf to read instead of /etc/resolv.conf.
+    #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+    /// Query this nameserver instead of resolv.conf's (repeatable; ADDR or ADDR:PORT).
+    #[arg(long = "server", value_name = "ADDR")]
+    pub servers: Vec<String>,
+    /// Queries per nameserver and name for the latency check.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub count: u32,
+    /// Attempts of each A/AAAA sending pattern for the race check (0 disables it).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub race: u32,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct DoctorArgs {
     /// A name to resolve through every nameserver (repeatable).
     #[arg(long = "name", value_name = "NAME")]
@@ -70,6 +96,9 @@ pub struct DoctorArgs {
     /// A TCP target to connect to and classify (repeatable).
     #[arg(long = "tcp", value_name = "HOST:PORT")]
     pub tcp: Vec<String>,
+    /// A gRPC target whose calls should spread over its replicas (repeatable).
+    #[arg(long = "grpc", value_name = "HOST:PORT")]
+    pub grpc: Vec<String>,
     /// The resolv.conf to read instead of /etc/resolv.conf.
     #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
@@ -134,6 +163,51 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             "'{trimmed}' is not a size of more than zero bytes; try 100M, 64Ki or 1Gi"
         )),
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GrpcArgs {
+    /// HOST:PORT as an ordinary client dials it (one connection), or
+    /// dns:///HOST:PORT for client-side round_robin over every address.
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// RPCs to send in each run.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rpcs: u32,
+    /// RPCs in flight at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub concurrency: u32,
+    /// A headless Service name whose A records are the ready pods (NAME or NAME:PORT).
+    #[arg(long, value_name = "NAME")]
+    pub headless: Option<String>,
+    /// Speak HTTP/2 without TLS (the default).
+    #[arg(long, conflicts_with = "tls")]
+    pub plaintext: bool,
+    /// Speak TLS, verifying the server against the system's roots.
+    #[arg(long)]
+    pub tls: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Where to serve gRPC (Identity/Whoami and grpc.health.v1).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:50051", value_parser = crate::serve::parse_listen_addr)]
+    pub grpc: std::net::SocketAddr,
+    /// Where to serve HTTP/1.1 (GET answers the identity as JSON).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080", value_parser = crate::serve::parse_listen_addr)]
+    pub http: std::net::SocketAddr,
+    /// The replica's name [default: $POD_NAME, else the hostname].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Close an HTTP connection this long after its last response (0: never).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
+    pub http_idle_timeout: Duration,
+    /// Answer every request this much later, to stand in for a slow backend.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "0s")]
+    pub delay: Duration,
+    /// Make gRPC clients reconnect after this long (gRPC MaxConnectionAge).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub max_connection_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Args)]

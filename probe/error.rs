@@ -9,23 +9,17 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     /// An input file or value the user named could not be read (exit 2).
-    #[error("{path}: {source}")]
-    Input {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is part of the one-line message, not a separate source, so
+    // a rendered error chain does not say it twice.
+    #[error("{path}: {cause}")]
+    Input { path: String, cause: io::Error },
     /// The probe itself could not run here: missing privilege, tool or kernel
     /// feature (exit 3).
     #[error("{0}")]
     Unavailable(String),
     /// An operating-system call failed while probing (exit 3).
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{context}: {cause}")]
+    Io { context: String, cause: io::Error },
 }
 
 impl Error {
@@ -37,10 +31,10 @@ impl Error {
         Error::Unavailable(msg.into())
     }
 
-    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+    pub fn io(context: impl Into<String>, cause: io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            cause,
         }
     }
 

@@ -5,11 +5,15 @@
 
 pub mod capture;
 pub mod cli;
+pub mod dns;
 pub mod docs;
 pub mod doctor;
 pub mod error;
+pub mod grpc;
 pub mod lab;
 pub mod net;
 pub mod report;
+pub mod serve;
+pub mod stats;
 
 pub use error::{Error, Result};

@@ -78,7 +78,7 @@ pub fn run(plan: &Plan) -> crate::Result<Outcome> {
         Source::File(path) => Capture::from_file(path)
             .map_err(|e| Error::Input {
                 path: path.display().to_string(),
-                source: io::Error::new(io::ErrorKind::InvalidData, pcap_message(&e)),
+                cause: io::Error::new(io::ErrorKind::InvalidData, pcap_message(&e)),
             })?
             .into(),
     };
@@ -95,9 +95,9 @@ pub fn run(plan: &Plan) -> crate::Result<Outcome> {
         Sink::Stdout => Some(BufWriter::with_capacity(STREAM_BUFFER, Box::new(RawStdout))),
         Sink::File(path) => Some(BufWriter::with_capacity(
             FILE_BUFFER,
-            Box::new(File::create(path).map_err(|source| Error::Input {
+            Box::new(File::create(path).map_err(|cause| Error::Input {
                 path: path.display().to_string(),
-                source,
+                cause,
             })?),
         )),
     };

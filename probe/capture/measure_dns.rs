@@ -9,6 +9,8 @@ use hickory_proto::op::Query;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use serde::{Deserialize, Serialize};
 
+use crate::stats;
+
 /// Responses seen this long after the last packet of a capture are not
 /// expected to have arrived yet: such a query may just have been cut off.
 const IN_FLIGHT_US: i64 = 1_000_000;
@@ -151,7 +153,6 @@ impl DnsTracker {
                 }
             }
         }
-        latencies.sort_by(f64::total_cmp);
         let mut top: Vec<(&str, u64)> = counts.into_iter().collect();
         top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         let search_chains = search_chains(&self.txns);
@@ -173,9 +174,9 @@ impl DnsTracker {
             retransmit_gaps_ms: gaps,
             nxdomain: self.nxdomain,
             search_chains,
-            p50_ms: percentile(&latencies, 50.0),
-            p99_ms: percentile(&latencies, 99.0),
-            max_ms: latencies.last().copied(),
+            p50_ms: stats::percentile(&latencies, 50.0),
+            p99_ms: stats::percentile(&latencies, 99.0),
+            max_ms: stats::max(&latencies),
             top_names: top
                 .into_iter()
                 .take(TOP_NAMES)
@@ -253,15 +254,6 @@ fn search_chains(txns: &[Transaction]) -> Vec<SearchChain> {
         }
     }
     chains
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 fn us_to_ms(us: i64) -> f64 {
