@@ -233,6 +233,12 @@ fn truncated_pcaps_and_random_bytes_never_panic() {
     let report = report_of(&text(&out.stdout));
     assert!(check(&report, "capture.dns")["evidence"]["queries"].as_u64() > Some(5));
 
+    // No such file: one line naming it once, exit 2.
+    let out = read_survives(&tmp.path().join("missing.pcap"));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.matches("missing.pcap").count(), 1, "{stderr}");
+
     // Not a capture at all: one line, exit 2.
     let path = tmp.path().join("random.bin");
     std::fs::write(&path, random(4000)).unwrap();

@@ -76,9 +76,15 @@ pub fn run(plan: &Plan) -> crate::Result<Outcome> {
             cap.into()
         }
         Source::File(path) => Capture::from_file(path)
-            .map_err(|e| Error::Input {
-                path: path.display().to_string(),
-                cause: io::Error::new(io::ErrorKind::InvalidData, pcap_message(&e)),
+            .map_err(|e| {
+                let path = path.display().to_string();
+                // libpcap names the file itself in some messages.
+                let message = pcap_message(&e);
+                let message = message.trim_start_matches(&format!("{path}: ")).to_string();
+                Error::Input {
+                    path,
+                    cause: io::Error::new(io::ErrorKind::InvalidData, message),
+                }
             })?
             .into(),
     };
