@@ -287,6 +287,19 @@ fn read_with_filter_and_write_copies_what_tshark_reads() {
     assert_eq!(tshark_count(&out_file, "dns.flags.response==0"), 21);
     assert_eq!(tshark_count(&out_file, "frame"), 21);
 
+    // Neither -w nor --analyze: one line per packet, as tcpdump prints.
+    let out = run(Command::new(PODPROBE)
+        .args(["capture", "-c", "3", "-r"])
+        .arg(dir.join("dns_tcp.pcap")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].contains("TCP ") && lines[0].contains(":53: [S]"),
+        "{lines:?}"
+    );
+    assert!(lines[1].contains("[S.]"), "{lines:?}");
+
     let out = run(Command::new(PODPROBE)
         .args(["capture", "-f", "no such filter", "-r"])
         .arg(dir.join("dns_udp.pcap")));
