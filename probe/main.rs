@@ -44,6 +44,9 @@ fn main() -> ExitCode {
         Command::Dns(args) => podprobe::dns::run(&args, &global)
             .map(|r| Outcome::Report(Box::new(r)))
             .map_err(anyhow::Error::from),
+        Command::Keepalive(args) => podprobe::keepalive::run(&args, &global)
+            .map(|r| Outcome::Report(Box::new(r)))
+            .map_err(anyhow::Error::from),
         Command::Capture(args) => podprobe::capture::run(&args, &global)
             .map(|done| match done {
                 podprobe::capture::Done::Report(report) => Outcome::Report(report),
