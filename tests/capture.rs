@@ -1143,3 +1143,26 @@ fn lab_external_name_is_a_search_chain_and_the_stream_matches_tshark() {
     assert_eq!(chain["queries"], 10, "{chain}");
     assert_eq!(chain["nxdomain"], 8, "{chain}");
 }
+
+#[test]
+fn pcapng_reads_like_pcap() {
+    let tmp = TempDir::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pcap");
+    for name in ["edns-opts.pcap", "dns_tcp.pcap"] {
+        let ng = tmp.path().join(format!("{name}ng"));
+        let out = run(Command::new("editcap")
+            .args(["-F", "pcapng"])
+            .arg(dir.join(name))
+            .arg(&ng));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let classic = analyze_file(&dir.join(name));
+        let next_gen = analyze_file(&ng);
+        for id in ["capture.dns", "capture.tcp"] {
+            assert_eq!(
+                check(&classic, id)["evidence"],
+                check(&next_gen, id)["evidence"],
+                "{name} {id}"
+            );
+        }
+    }
+}
