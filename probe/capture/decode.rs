@@ -277,6 +277,34 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_with_a_hop_by_hop_header_decodes_to_tcp() {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x86, 0xdd]);
+        // IPv6: payload 8 (hop-by-hop) + 20 (TCP) + 3, next header 0.
+        f.extend_from_slice(&[0x60, 0, 0, 0, 0, 31, 0, 64]);
+        let src: std::net::Ipv6Addr = "fd00::1".parse().unwrap();
+        let dst: std::net::Ipv6Addr = "fd00::2".parse().unwrap();
+        f.extend_from_slice(&src.octets());
+        f.extend_from_slice(&dst.octets());
+        f.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 0]);
+        f.extend_from_slice(&[0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0, 0]);
+        f.extend_from_slice(&[0, 0, 0, 0]);
+        f.extend_from_slice(b"GET");
+        let seg = decode(LINKTYPE_ETHERNET, &f).unwrap();
+        assert_eq!(seg.src, "[fd00::1]:40000".parse().unwrap());
+        assert_eq!(seg.dst, "[fd00::2]:80".parse().unwrap());
+        assert_eq!(seg.payload, b"GET");
+        assert!(matches!(
+            seg.transport,
+            Transport::Tcp {
+                seq: 1,
+                flags: 0x18,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn truncation_shortens_payload_but_keeps_wire_length() {
         let frame = udp_frame(&[7u8; 100]);
         let seg = decode(LINKTYPE_ETHERNET, &frame[..60]).unwrap();
