@@ -108,8 +108,10 @@ class Bench:
         size = os.path.getsize(self.pp)
         closure = ldd_closure(["/usr/bin/tcpdump", "/usr/bin/dig"])
         base = sum(os.path.getsize(p) for p in closure)
-        self.row("binary size", mib(size), f"{mib(base)} (tcpdump + dig + their {len(closure) - 2} shared libraries)",
-                 size / base, target_le(size / 2**20, 8, "MiB"))
+        # The target is 8 MB in decimal units, the stricter reading.
+        self.row("binary size", f"{mib(size)} ({size / 1e6:.2f} MB)",
+                 f"{mib(base)} (tcpdump + dig + their {len(closure) - 2} shared libraries)",
+                 size / base, target_le(size / 1e6, 8, "MB"))
         # The final image's files, as the Dockerfile assembles them.
         ca = "/etc/ssl/certs/ca-certificates.crt"
         passwd = len("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
@@ -175,9 +177,14 @@ class Bench:
         if latency:
             w = sorted(wire.get(("web.default.svc.cluster.local.", "A"), []))
             if w:
-                self.row(f"`dns.latency` p50 over {latency['count']} queries vs wire p50",
-                         f"{latency['p50_ms']:.3f} ms", f"{pct(w, 50):.3f} ms",
-                         latency["p50_ms"] / pct(w, 50))
+                # dns.latency reports percentiles, not single queries: compare
+                # the distributions, rank by rank.
+                for q, key in ((50, "p50_ms"), (99, "p99_ms"), (100, "max_ms")):
+                    d = latency[key] - pct(w, q)
+                    label = "max" if q == 100 else f"p{q}"
+                    self.row(f"`dns.latency` {label} over {latency['count']} queries vs the wire's",
+                             f"{latency[key]:.3f} ms", f"{pct(w, q):.3f} ms",
+                             latency[key] / pct(w, q), target_within(d, 0.5))
                 self.note(f"- `dns.latency` ({latency['count']} A queries of "
                           f"web.default.svc.cluster.local.): p50/p99/max {latency['p50_ms']:.3f}/"
                           f"{latency['p99_ms']:.3f}/{latency['max_ms']:.3f} ms; the wire (these "
@@ -497,6 +504,12 @@ def target_le(value, limit, unit):
     if value <= limit:
         return f"<= {limit} {unit}: met"
     return f"<= {limit} {unit}: missed by {value - limit:.2f} {unit}"
+
+
+def target_within(diff_ms, limit_ms):
+    if abs(diff_ms) <= limit_ms:
+        return f"within {limit_ms} ms: met ({diff_ms:+.3f} ms)"
+    return f"within {limit_ms} ms: missed by {abs(diff_ms) - limit_ms:.3f} ms ({diff_ms:+.3f} ms)"
 
 
 def target_ratio(ratio, limit):
