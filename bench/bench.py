@@ -31,6 +31,23 @@ SETTLE_S = 0.5  # a capture's time to open its ring before traffic starts
 DRAIN_S = 1.5  # after the traffic, before the capture is interrupted
 
 
+CAVEATS = [
+    "- Capture CPU is the capturing process's own user+sys time (`wait4`). The kernel's copy "
+    "of each packet into the AF_PACKET ring happens in softirq context on the sending CPU and "
+    "is charged to the sender (or ksoftirqd), not to the capture, the same for both tools; what differs is the work of draining the ring and "
+    "writing the records.",
+    "- tcpdump's pipe baseline is `tcpdump -w -` without `-U` (block-buffered, its cheapest "
+    "mode); podprobe streams `-w -` live (handed over at least every 10 ms).",
+    "- Peak RSS includes the mapped kernel ring: podprobe asks for 32 MiB, tcpdump keeps "
+    "libpcap's 2 MiB default.",
+    "- tcpdump's block ring hands a block over when it is full or 1 s old, and an interrupted "
+    "tcpdump drops the block it has not been given, so every capture gets "
+    f"{DRAIN_S} s after the traffic before SIGINT.",
+    "- Lost = packets the generator sent minus records written; the capture's own "
+    "`dropped by kernel` count is in the details.",
+]
+
+
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
@@ -425,7 +442,7 @@ class Bench:
         ]
         if missing:
             doc += ["Not measured in this run: " + "; ".join(missing) + ".", ""]
-        doc += ["## Details", "", *self.notes, ""]
+        doc += ["## Details", "", *self.notes, "", "## Reading the figures", "", *CAVEATS, ""]
         with open(self.a.out, "w") as f:
             f.write("\n".join(doc))
         log(f"wrote {self.a.out}")
