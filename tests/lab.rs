@@ -379,6 +379,56 @@ fn missing_tools_are_named_with_their_packages() {
     std::fs::remove_dir(&empty).unwrap();
 }
 
+#[test]
+fn demo_shows_podprobe_finding_each_fault() {
+    let child = Command::new(PODPROBE)
+        .args(["lab", "demo"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let failing = |check: &str| {
+        stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains(check))
+    };
+    assert!(failing("dns.timeout-race"), "{stdout}");
+    assert!(failing("dns.search-expansion"), "{stdout}");
+    assert!(stdout.contains("web.default:80 timed out"), "{stdout}");
+    assert!(stdout.contains("web.default:80 refused"), "{stdout}");
+    for scenario in Scenario::ALL {
+        assert!(
+            stdout.contains(&format!("=== scenario {scenario}:")),
+            "{stdout}"
+        );
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("  {scenario} ")) && l.ends_with(" 1")),
+            "{scenario} not found failing in the summary: {stdout}"
+        );
+    }
+    // Every lab the demo built (named after its pid) is gone.
+    let prefix = format!("pp{pid}-");
+    let netns = String::from_utf8(
+        Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(!netns.contains(&prefix), "{netns}");
+}
+
 fn one_line_exit_2(out: &Output) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use super::servers;
-use super::{list_labs, Lab, LabSpec, Pod, Scenario, Service, HEADLESS_NAME};
+use super::{list_labs, Lab, LabSpec, Pod, Scenario, Service, EXTERNAL_NAME, HEADLESS_NAME};
 use crate::cli::{GlobalArgs, LabArgs, LabCommand};
 use crate::{Error, Result};
 
@@ -98,27 +98,29 @@ fn demo_steps() -> Vec<Step> {
         args: args.iter().map(|s| s.to_string()).collect(),
     };
     vec![
+        // Even a healthy node pays ndots:5 for every external name.
+        step(None, &["doctor", "--name", EXTERNAL_NAME, "--tcp", &web]),
         step(
-            None,
+            Some(Scenario::DnsRace),
             &[
-                "doctor",
-                "--name",
+                "dns",
                 "kubernetes.default",
-                "--name",
-                "api.example.com",
-                "--tcp",
-                &web,
+                "--race",
+                "5",
+                "--count",
+                "3",
+                "--timeout",
+                "1s",
             ],
         ),
         step(
-            Some(Scenario::DnsRace),
-            &["doctor", "--name", "kubernetes.default"],
+            Some(Scenario::SlowDns),
+            &["dns", EXTERNAL_NAME, "--race", "0", "--count", "3"],
         ),
         step(
-            Some(Scenario::SlowDns),
-            &["doctor", "--name", "api.example.com"],
+            Some(Scenario::NetpolDrop),
+            &["doctor", "--tcp", &web, "--timeout", "1s"],
         ),
-        step(Some(Scenario::NetpolDrop), &["doctor", "--tcp", &web]),
         step(Some(Scenario::NetpolReject), &["doctor", "--tcp", &web]),
     ]
 }
@@ -131,17 +133,18 @@ fn demo(global: &GlobalArgs) -> Result<i32> {
         crate::cli::OutputFormat::Text => "text",
         crate::cli::OutputFormat::Json => "json",
     };
+    let mut summary = Vec::new();
     for step in demo_steps() {
-        let mut spec = LabSpec::new(&exe).name("podprobe-demo");
-        let title = match step.scenario {
+        let mut spec = LabSpec::new(&exe);
+        let (name, title) = match step.scenario {
             Some(s) => {
                 spec.scenarios.push(s);
-                format!("scenario {s}: {}", s.describe())
+                (s.name(), format!("scenario {s}: {}", s.describe()))
             }
-            None => "a healthy node".to_string(),
+            None => ("none", "no scenario: a healthy node".to_string()),
         };
         println!("=== {title}");
-        eprintln!("podprobe: building the lab...");
+        eprintln!("building a lab with scenario {name}...");
         let lab = Lab::up(&spec)?;
         println!("$ podprobe {}", step.args.join(" "));
         let status = lab
@@ -150,8 +153,14 @@ fn demo(global: &GlobalArgs) -> Result<i32> {
             .args(["-o", output])
             .status()
             .map_err(|e| Error::io("running podprobe in the client pod", e))?;
-        println!("(exit code {})\n", status.code().unwrap_or(1));
+        let code = status.code().unwrap_or(1);
+        println!("(exit code {code})\n");
+        summary.push((name, step.args.join(" "), code));
         lab.down()?;
+    }
+    println!("=== summary: scenario, command, exit code (1: podprobe found a failure)");
+    for (name, args, code) in summary {
+        println!("  {name:<14} podprobe {args:<58} {code}");
     }
     Ok(0)
 }
