@@ -45,6 +45,10 @@ pub enum OutputFormat {
 pub enum Command {
     /// Run every applicable check against this pod's network.
     Doctor(DoctorArgs),
+    /// Show how gRPC calls spread over a Service's replicas.
+    Grpc(GrpcArgs),
+    /// Answer this replica's identity over gRPC and HTTP: the backend for replica tests.
+    Serve(ServeArgs),
     /// Measure DNS as the pod's applications resolve: what the search list
     /// costs each name, the A/AAAA conntrack race, nameserver latency.
     Dns(DnsArgs),
@@ -89,9 +93,57 @@ pub struct DoctorArgs {
     /// A TCP target to connect to and classify (repeatable).
     #[arg(long = "tcp", value_name = "HOST:PORT")]
     pub tcp: Vec<String>,
+    /// A gRPC target whose calls should spread over its replicas (repeatable).
+    #[arg(long = "grpc", value_name = "HOST:PORT")]
+    pub grpc: Vec<String>,
     /// The resolv.conf to read instead of /etc/resolv.conf.
     #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GrpcArgs {
+    /// HOST:PORT as an ordinary client dials it (one connection), or
+    /// dns:///HOST:PORT for client-side round_robin over every address.
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// RPCs to send in each run.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rpcs: u32,
+    /// RPCs in flight at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub concurrency: u32,
+    /// A headless Service name whose A records are the ready pods (NAME or NAME:PORT).
+    #[arg(long, value_name = "NAME")]
+    pub headless: Option<String>,
+    /// Speak HTTP/2 without TLS (the default).
+    #[arg(long, conflicts_with = "tls")]
+    pub plaintext: bool,
+    /// Speak TLS, verifying the server against the system's roots.
+    #[arg(long)]
+    pub tls: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Where to serve gRPC (Identity/Whoami and grpc.health.v1).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:50051", value_parser = crate::serve::parse_listen_addr)]
+    pub grpc: std::net::SocketAddr,
+    /// Where to serve HTTP/1.1 (GET answers the identity as JSON).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080", value_parser = crate::serve::parse_listen_addr)]
+    pub http: std::net::SocketAddr,
+    /// The replica's name [default: $POD_NAME, else the hostname].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Close an HTTP connection this long after its last response (0: never).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
+    pub http_idle_timeout: Duration,
+    /// Answer every request this much later, to stand in for a slow backend.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "0s")]
+    pub delay: Duration,
+    /// Make gRPC clients reconnect after this long (gRPC MaxConnectionAge).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub max_connection_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -16,6 +16,11 @@ pub fn run(args: &DoctorArgs, global: &GlobalArgs) -> crate::Result<Report> {
             judge::reachability(&measure::reachability(targets, global.timeout))
         }));
     }
+    checks.extend(
+        args.grpc
+            .iter()
+            .map(|t| crate::grpc::doctor_check(t, global)),
+    );
     checks.push(timed(|| {
         match measure::conntrack(Path::new(measure::CONNTRACK_PROC)) {
             Ok(evidence) => judge::conntrack(&evidence),

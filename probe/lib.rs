@@ -8,9 +8,11 @@ pub mod dns;
 pub mod docs;
 pub mod doctor;
 pub mod error;
+pub mod grpc;
 pub mod lab;
 pub mod net;
 pub mod report;
+pub mod serve;
 pub mod stats;
 
 pub use error::{Error, Result};

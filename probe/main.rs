@@ -35,6 +35,12 @@ fn main() -> ExitCode {
         Command::Lab(args) => podprobe::lab::command::run(&args, &global)
             .map(Outcome::Exit)
             .map_err(anyhow::Error::from),
+        Command::Grpc(args) => podprobe::grpc::run(&args, &global)
+            .map(|r| Outcome::Report(Box::new(r)))
+            .map_err(anyhow::Error::from),
+        Command::Serve(args) => podprobe::serve::run(&args)
+            .map(|()| Outcome::Exit(0))
+            .map_err(anyhow::Error::from),
         Command::Dns(args) => podprobe::dns::run(&args, &global)
             .map(|r| Outcome::Report(Box::new(r)))
             .map_err(anyhow::Error::from),

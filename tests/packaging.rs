@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use support::{podprobe, run, Netns};
+use podprobe::lab::{Lab, LabSpec, Pod};
+use support::{podprobe, run};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const VALIDATOR: &str = "/opt/podprobe-testenv/bin/kubernetes-validate";
@@ -58,6 +59,7 @@ impl ImageRoot {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("usr/local/bin")).unwrap();
         std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::create_dir_all(dir.join("proc")).unwrap();
         std::fs::copy(binary, dir.join("usr/local/bin/podprobe")).unwrap();
         std::fs::write(
             dir.join("etc/passwd"),
@@ -68,12 +70,20 @@ impl ImageRoot {
         ImageRoot { dir }
     }
 
-    /// podprobe as the image runs it: chrooted, as UID/GID 65532, in `ns`.
-    fn podprobe(&self, ns: &Netns) -> Command {
-        let mut cmd = ns.command("chroot");
-        cmd.arg("--userspec=65532:65532")
-            .arg(&self.dir)
-            .arg("/usr/local/bin/podprobe");
+    /// The file kubelet mounts into every container of the pod.
+    fn set_resolv_conf(&self, text: &str) {
+        std::fs::write(self.dir.join("etc/resolv.conf"), text).unwrap();
+    }
+
+    /// podprobe as the image runs it: chrooted, as UID/GID 65532, in `pod`,
+    /// with the /proc a container runtime mounts (and no /dev at all).
+    fn podprobe(&self, lab: &Lab, pod: Pod) -> Command {
+        let mut cmd = lab.command(pod, "unshare");
+        cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(
+                r#"mount -t proc proc "$0/proc" && exec chroot --userspec=65532:65532 "$0" /usr/local/bin/podprobe "$@""#,
+            )
+            .arg(&self.dir);
         cmd
     }
 }
@@ -87,24 +97,53 @@ impl Drop for ImageRoot {
 #[test]
 fn static_binary_runs_from_an_empty_root_as_non_root_in_a_pod_namespace() {
     let root = ImageRoot::new(static_binary());
-    let ns = Netns::new("img");
-    ns.sh(
-        "ip link add eth0 type veth peer name peer0 && ip link set peer0 up && \
-         ip link set eth0 up && ip addr add 10.244.0.9/32 dev eth0",
-    );
+    let lab = Lab::up(&LabSpec::new(env!("CARGO_BIN_EXE_podprobe"))).unwrap();
+    root.set_resolv_conf(&lab.resolv_conf(Pod::Client).unwrap());
 
-    let version = run(root.podprobe(&ns).arg("--version"));
+    let version = run(root.podprobe(&lab, Pod::Client).arg("--version"));
     assert!(version.status.success(), "{version:?}");
     assert_eq!(
         String::from_utf8_lossy(&version.stdout).trim(),
         format!("podprobe {}", env!("CARGO_PKG_VERSION"))
     );
 
-    let doctor = run(root.podprobe(&ns).args(["doctor", "-o", "json"]));
+    let doctor = run(root
+        .podprobe(&lab, Pod::Client)
+        .args(["doctor", "-o", "json"]));
     let report = support::report(&doctor);
     let context = support::check(&report, "net.context");
     let addresses = context["evidence"]["interfaces"].to_string();
-    assert!(addresses.contains("10.244.0.9/32"), "{addresses}");
+    assert!(
+        addresses.contains(&format!("{}/32", Pod::Client.ip())),
+        "{addresses}"
+    );
+    assert_eq!(report["context"]["netns"], netns_inode(&lab).as_str());
+
+    // The pod's resolv.conf and the lab's DNS, with nothing else in the root.
+    let dns = run(root.podprobe(&lab, Pod::Client).args([
+        "dns",
+        "-o",
+        "json",
+        "--race",
+        "0",
+        "--count",
+        "1",
+        "kubernetes.default",
+    ]));
+    let report = support::report(&dns);
+    let expansion = support::check(&report, "dns.search-expansion");
+    assert_eq!(
+        expansion["evidence"]["lookups"][0]["resolved_as"], "kubernetes.default.svc.cluster.local.",
+        "{expansion:#}"
+    );
+}
+
+/// `net:[INODE]` of the client pod's namespace, as /proc/self/ns/net reads.
+fn netns_inode(lab: &Lab) -> String {
+    let out = run(lab
+        .command(Pod::Client, "readlink")
+        .arg("/proc/self/ns/net"));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn dockerfile_stages() -> Vec<(String, Vec<String>)> {

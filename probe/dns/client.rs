@@ -7,7 +7,7 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, MessageType, Query};
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 
 /// Names glibc rejects never reach the wire; this is the reason.
@@ -237,12 +237,23 @@ fn open(server: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket)
 }
 
+/// A random query id. std's hasher keys come from the getrandom system
+/// call, which needs no /dev/urandom: an image built from scratch may have
+/// none, and hickory's own random ids would panic there.
+fn random_id() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u8(0);
+    hasher.finish() as u16
+}
+
 /// A recursive query with a random id not used by `pending`.
 fn encode(name: &Name, qtype: RecordType, pending: &[Pending]) -> Result<(u16, Vec<u8>), String> {
-    let mut msg = Message::query();
-    while pending.iter().any(|p| p.id == msg.metadata.id) {
-        msg = Message::query();
+    let mut id = random_id();
+    while pending.iter().any(|p| p.id == id) {
+        id = random_id();
     }
+    let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
     msg.metadata.recursion_desired = true;
     msg.add_query(Query::query(name.clone(), qtype));
     let wire = msg.to_vec().map_err(|e| e.to_string())?;

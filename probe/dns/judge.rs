@@ -196,6 +196,16 @@ const REF_NODELOCAL: &str = "https://kubernetes.io/docs/tasks/administer-cluster
 
 /// `dns.search-expansion`: what the search list costs each name.
 pub fn search_expansion(ev: &SearchExpansionEvidence) -> Check {
+    // A walk that sent nothing measured nothing: never a pass.
+    if let Some(silent) = ev.lookups.iter().find(|l| l.queries_sent == 0) {
+        return Check::new(
+            "dns.search-expansion",
+            "DNS search-list amplification",
+            Status::Error,
+            format!("no query could be sent for {}", silent.name),
+            ev,
+        );
+    }
     let timed_out: Vec<&str> = ev
         .by_search_domain
         .iter()
@@ -902,6 +912,21 @@ mod tests {
         let check = search_expansion(&expansion(vec![direct, first]));
         assert_eq!(check.status, Status::Pass, "{}", check.summary);
         assert!(check.remedy.is_empty());
+    }
+
+    #[test]
+    fn a_walk_that_sent_nothing_is_an_error_not_a_pass() {
+        let silent = LookupEvidence::new(
+            "web",
+            vec![CandidateEvidence {
+                fqdn: "web.default.svc.cluster.local.".into(),
+                search_domain: Some("default.svc.cluster.local".into()),
+                queries: vec![],
+            }],
+        );
+        let check = search_expansion(&expansion(vec![silent]));
+        assert_eq!(check.status, Status::Error, "{}", check.summary);
+        assert!(check.summary.contains("web"));
     }
 
     #[test]
