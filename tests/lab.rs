@@ -401,6 +401,7 @@ fn demo_shows_podprobe_finding_each_fault() {
             .any(|l| l.starts_with("FAIL") && l.contains(check))
     };
     assert!(failing("dns.timeout-race"), "{stdout}");
+    assert!(failing("grpc.distribution"), "{stdout}");
     assert!(failing("dns.search-expansion"), "{stdout}");
     assert!(stdout.contains("web.default:80 timed out"), "{stdout}");
     assert!(stdout.contains("web.default:80 refused"), "{stdout}");

@@ -14,7 +14,6 @@ pub const DEFAULT_NAME: &str = "podprobe";
 /// Runs a `lab` subcommand; the result is the process's exit code.
 pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
     match &args.command {
-        LabCommand::Backend { name, http } => servers::serve_backend(name, *http).map(|()| 0),
         LabCommand::DnsDelay {
             listen,
             upstream,
@@ -85,23 +84,36 @@ pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
     }
 }
 
-/// One demo step: a fault, and the podprobe command that should find it.
+/// One demo step: a fault (or none, with what the step shows), and the
+/// podprobe command that should find it.
 struct Step {
     scenario: Option<Scenario>,
+    about: &'static str,
     args: Vec<String>,
 }
 
 fn demo_steps() -> Vec<Step> {
     let web = Service::Web.target();
-    let step = |scenario, args: &[&str]| Step {
+    let grpc = Service::Grpc.target();
+    let step = |scenario, about, args: &[&str]| Step {
         scenario,
+        about,
         args: args.iter().map(|s| s.to_string()).collect(),
     };
     vec![
-        // Even a healthy node pays ndots:5 for every external name.
-        step(None, &["doctor", "--name", EXTERNAL_NAME, "--tcp", &web]),
+        step(
+            None,
+            "a healthy node, where ndots:5 still costs every external name 10 queries",
+            &["doctor", "--name", EXTERNAL_NAME, "--tcp", &web],
+        ),
+        step(
+            None,
+            "gRPC through a ClusterIP: kube-proxy balances connections, not RPCs",
+            &["grpc", &grpc, "--headless", HEADLESS_NAME, "--rpcs", "300"],
+        ),
         step(
             Some(Scenario::DnsRace),
+            Scenario::DnsRace.describe(),
             &[
                 "dns",
                 "kubernetes.default",
@@ -115,13 +127,19 @@ fn demo_steps() -> Vec<Step> {
         ),
         step(
             Some(Scenario::SlowDns),
+            Scenario::SlowDns.describe(),
             &["dns", EXTERNAL_NAME, "--race", "0", "--count", "3"],
         ),
         step(
             Some(Scenario::NetpolDrop),
+            Scenario::NetpolDrop.describe(),
             &["doctor", "--tcp", &web, "--timeout", "1s"],
         ),
-        step(Some(Scenario::NetpolReject), &["doctor", "--tcp", &web]),
+        step(
+            Some(Scenario::NetpolReject),
+            Scenario::NetpolReject.describe(),
+            &["doctor", "--tcp", &web],
+        ),
     ]
 }
 
@@ -136,13 +154,9 @@ fn demo(global: &GlobalArgs) -> Result<i32> {
     let mut summary = Vec::new();
     for step in demo_steps() {
         let mut spec = LabSpec::new(&exe);
-        let (name, title) = match step.scenario {
-            Some(s) => {
-                spec.scenarios.push(s);
-                (s.name(), format!("scenario {s}: {}", s.describe()))
-            }
-            None => ("none", "no scenario: a healthy node".to_string()),
-        };
+        spec.scenarios.extend(step.scenario);
+        let name = step.scenario.map_or("none", Scenario::name);
+        let title = format!("scenario {name}: {}", step.about);
         println!("=== {title}");
         eprintln!("building a lab with scenario {name}...");
         let lab = Lab::up(&spec)?;
@@ -159,8 +173,13 @@ fn demo(global: &GlobalArgs) -> Result<i32> {
         lab.down()?;
     }
     println!("=== summary: scenario, command, exit code (1: podprobe found a failure)");
+    let width = summary
+        .iter()
+        .map(|(_, args, _)| args.len())
+        .max()
+        .unwrap_or(0);
     for (name, args, code) in summary {
-        println!("  {name:<14} podprobe {args:<58} {code}");
+        println!("  {name:<14} podprobe {args:<width$}  {code}");
     }
     Ok(0)
 }
