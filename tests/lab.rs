@@ -302,7 +302,9 @@ fn cli_lab_up_exec_status_down_leaves_nothing_behind() {
     let out = podprobe(&["lab", "status", "--name", &name]);
     let status = String::from_utf8_lossy(&out.stdout);
     assert!(
-        status.contains(&format!("{name}-client")) && status.contains("netpol-reject"),
+        status.contains(&format!("{name}-client"))
+            && status.contains("netpol-reject")
+            && status.contains("dnsmasq"),
         "{status}"
     );
     let out = podprobe(&["lab", "up", "--name", &name]);

@@ -24,14 +24,16 @@ pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
             let mut spec = LabSpec::new(own_exe()?).name(name);
             spec.scenarios = scenarios.clone();
             let lab = Lab::up(&spec)?;
-            print!("{}", describe(&lab));
+            say(&describe(&lab));
             let flag = if name == DEFAULT_NAME {
                 String::new()
             } else {
                 format!(" --name {name}")
             };
-            println!("try:    podprobe lab exec{flag} -- getent ahosts web.default");
-            println!("remove: podprobe lab down{flag}");
+            say(&format!(
+                "try:    podprobe lab exec{flag} -- getent ahosts web.default\n"
+            ));
+            say(&format!("remove: podprobe lab down{flag}\n"));
             lab.keep();
             Ok(0)
         }
@@ -49,7 +51,7 @@ pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
             for name in names {
                 // A half-built or stateless lab is still removed by its name.
                 super::teardown(&name)?;
-                println!("lab '{name}' removed");
+                say(&format!("lab '{name}' removed\n"));
             }
             Ok(0)
         }
@@ -59,10 +61,10 @@ pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
                 None => list_labs(),
             };
             if names.is_empty() {
-                println!("no labs running (start one with: podprobe lab up)");
+                say("no labs running (start one with: podprobe lab up)\n");
             }
             for name in names {
-                print!("{}", describe(&Lab::open(&name)?));
+                say(&describe(&Lab::open(&name)?));
             }
             Ok(0)
         }
@@ -157,10 +159,10 @@ fn demo(global: &GlobalArgs) -> Result<i32> {
         spec.scenarios.extend(step.scenario);
         let name = step.scenario.map_or("none", Scenario::name);
         let title = format!("scenario {name}: {}", step.about);
-        println!("=== {title}");
+        say(&format!("=== {title}\n"));
         eprintln!("building a lab with scenario {name}...");
         let lab = Lab::up(&spec)?;
-        println!("$ podprobe {}", step.args.join(" "));
+        say(&format!("$ podprobe {}\n", step.args.join(" ")));
         let status = lab
             .podprobe(Pod::Client)
             .args(&step.args)
@@ -168,18 +170,18 @@ fn demo(global: &GlobalArgs) -> Result<i32> {
             .status()
             .map_err(|e| Error::io("running podprobe in the client pod", e))?;
         let code = status.code().unwrap_or(1);
-        println!("(exit code {code})\n");
+        say(&format!("(exit code {code})\n\n"));
         summary.push((name, step.args.join(" "), code));
         lab.down()?;
     }
-    println!("=== summary: scenario, command, exit code (1: podprobe found a failure)");
+    say("=== summary: scenario, command, exit code (1: podprobe found a failure)\n");
     let width = summary
         .iter()
         .map(|(_, args, _)| args.len())
         .max()
         .unwrap_or(0);
     for (name, args, code) in summary {
-        println!("  {name:<14} podprobe {args:<width$}  {code}");
+        say(&format!("  {name:<14} podprobe {args:<width$}  {code}\n"));
     }
     Ok(0)
 }
@@ -188,14 +190,19 @@ fn demo(global: &GlobalArgs) -> Result<i32> {
 fn describe(lab: &Lab) -> String {
     let mut text = String::new();
     let _ = writeln!(text, "lab '{}'", lab.name());
-    let _ = writeln!(text, "  {:<10} {:<28} address", "pod", "netns");
+    let _ = writeln!(
+        text,
+        "  {:<10} {:<28} {:<14} processes",
+        "pod", "netns", "address"
+    );
     for pod in std::iter::once(Pod::Node).chain(Pod::PODS) {
         let _ = writeln!(
             text,
-            "  {:<10} {:<28} {}",
+            "  {:<10} {:<28} {:<14} {}",
             pod.name(),
             lab.netns(pod),
-            lab.pod_ip(pod)
+            lab.pod_ip(pod).to_string(),
+            processes(&lab.netns(pod))
         );
     }
     let _ = writeln!(text, "  {:<40} {:<18} endpoints", "service", "cluster ip");
@@ -224,6 +231,32 @@ fn describe(lab: &Lab) -> String {
         }
     );
     text
+}
+
+/// Writes to stdout; a reader that went away (`| head`) must not turn into
+/// a panic, which would tear down a lab `up` has just built.
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
+/// What runs in a namespace (`dnsmasq`, `podprobe`, ...), or that it is gone.
+fn processes(netns: &str) -> String {
+    if !std::path::Path::new("/run/netns").join(netns).exists() {
+        return "(namespace missing)".to_string();
+    }
+    let pids = super::sys::run(super::sys::tool("ip").args(["netns", "pids", netns]), None)
+        .unwrap_or_default();
+    let names: Vec<String> = pids
+        .split_whitespace()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
+        .map(|comm| comm.trim().to_string())
+        .collect();
+    if names.is_empty() {
+        "-".to_string()
+    } else {
+        names.join(", ")
+    }
 }
 
 fn own_exe() -> Result<PathBuf> {
