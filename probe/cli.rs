@@ -52,6 +52,9 @@ pub enum Command {
     /// Measure DNS as the pod's applications resolve: what the search list
     /// costs each name, the A/AAAA conntrack race, nameserver latency.
     Dns(DnsArgs),
+    /// Compare the app's real HTTP keep-alive idle timeout with the Envoy
+    /// sidecar's (the cause of 503 UC).
+    Keepalive(KeepaliveArgs),
     /// Print a shell completion script (e.g. `podprobe completions bash > /etc/bash_completion.d/podprobe`).
     Completions {
         #[arg(value_enum)]
@@ -99,6 +102,37 @@ pub struct DoctorArgs {
     /// The resolv.conf to read instead of /etc/resolv.conf.
     #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
+    /// An HTTP/1.1 app behind the sidecar to compare keep-alive timeouts with
+    /// (127.0.0.1:PORT in the app's pod).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub upstream: Option<String>,
+    /// Envoy's admin API for --upstream [default: http://127.0.0.1:15000].
+    #[arg(long, value_name = "URL")]
+    pub envoy_admin: Option<String>,
+    /// How long --upstream waits for the app to close an idle connection.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "120s")]
+    pub max_wait: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeepaliveArgs {
+    /// The app as HOST:PORT: 127.0.0.1:PORT in the app's pod (behind the
+    /// sidecar), or SERVICE:PORT from a client pod.
+    #[arg(value_name = "UPSTREAM")]
+    pub upstream: String,
+    /// The path of the one keep-alive request.
+    #[arg(long, value_name = "P", default_value = "/")]
+    pub path: String,
+    /// Give up waiting for the app to close an idle connection after this.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "120s")]
+    pub max_wait: Duration,
+    /// Envoy's admin API [default: http://127.0.0.1:15000, Istio's sidecar;
+    /// with --config-dump, only asked for stats when given].
+    #[arg(long, value_name = "URL")]
+    pub envoy_admin: Option<String>,
+    /// Judge a saved /config_dump instead of asking the admin API.
+    #[arg(long, value_name = "FILE")]
+    pub config_dump: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -31,5 +31,6 @@ pub fn run(args: &DoctorArgs, global: &GlobalArgs) -> crate::Result<Report> {
             ),
         }
     }));
+    checks.extend(crate::keepalive::doctor_check(args, global));
     Ok(report.finish(checks))
 }

@@ -9,6 +9,7 @@ pub mod docs;
 pub mod doctor;
 pub mod error;
 pub mod grpc;
+pub mod keepalive;
 pub mod lab;
 pub mod net;
 pub mod report;

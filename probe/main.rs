@@ -44,6 +44,9 @@ fn main() -> ExitCode {
         Command::Dns(args) => podprobe::dns::run(&args, &global)
             .map(|r| Outcome::Report(Box::new(r)))
             .map_err(anyhow::Error::from),
+        Command::Keepalive(args) => podprobe::keepalive::run(&args, &global)
+            .map(|r| Outcome::Report(Box::new(r)))
+            .map_err(anyhow::Error::from),
     };
     match outcome {
         Ok(Outcome::Report(report)) => {

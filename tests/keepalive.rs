@@ -1,0 +1,741 @@
+//! `podprobe keepalive` against real HTTP servers on loopback (Node.js,
+//! nginx, uvicorn, Python's http.server) and an Envoy admin API test double
+//! that replays real config dumps and stats (Envoy itself cannot run here).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod support;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/envoy");
+const TESTENV: &str = "/opt/podprobe-testenv";
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(Path::new(FIXTURES).join(name)).unwrap()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A port where nothing listens: an admin API that does not answer.
+fn closed_admin() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "podprobe-keepalive-{tag}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A real server process on 127.0.0.1:port, killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Server {
+    fn start(dir: TempDir, port: u16, cmd: &mut Command) -> Server {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+        let mut server = Server {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "{cmd:?} not listening on {port}");
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("{cmd:?} exited: {status}");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn upstream(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Node's http server; `keep_alive_ms` sets `server.keepAliveTimeout`.
+/// Returns it with the seconds it really keeps an idle connection open:
+/// recent Node adds a 1 s buffer to what it advertises, older Node (such as
+/// Debian 12's) does not, so the script reads its own http server source.
+fn node(keep_alive_ms: Option<u32>) -> (Server, f64) {
+    let dir = TempDir::new("node");
+    let script = dir.0.join("server.js");
+    let buffer_file = dir.0.join("buffer_ms");
+    std::fs::write(
+        &script,
+        r#"const http = require('http');
+const fs = require('fs');
+const [port, bufferFile, keepAlive] = process.argv.slice(2);
+const s = http.createServer((req, res) => res.end('ok\n'));
+if (keepAlive) s.keepAliveTimeout = Number(keepAlive);
+let buffer = 0;
+if (typeof s.keepAliveTimeoutBuffer === 'number') {
+  buffer = s.keepAliveTimeoutBuffer;
+} else {
+  const src = process.binding('natives')._http_server;
+  if (/HTTP_SERVER_KEEP_ALIVE_TIMEOUT_BUFFER/.test(src)) buffer = 1000;
+}
+fs.writeFileSync(bufferFile, String(s.keepAliveTimeout + buffer));
+s.listen(Number(port), '127.0.0.1');
+"#,
+    )
+    .unwrap();
+    let port = free_port();
+    let mut cmd = Command::new("node");
+    cmd.arg(&script).arg(port.to_string()).arg(&buffer_file);
+    if let Some(ms) = keep_alive_ms {
+        cmd.arg(ms.to_string());
+    }
+    let server = Server::start(dir, port, &mut cmd);
+    let wire_ms: f64 = std::fs::read_to_string(&buffer_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (server, wire_ms / 1000.0)
+}
+
+/// nginx (Debian's) with `keepalive_timeout 3s`.
+fn nginx_3s() -> Server {
+    let dir = TempDir::new("nginx");
+    let port = free_port();
+    let d = dir.0.display();
+    std::fs::write(
+        dir.0.join("nginx.conf"),
+        format!(
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+               keepalive_timeout 3s;\n\
+               server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-p")
+        .arg(&dir.0)
+        .arg("-e")
+        .arg(dir.0.join("error.log"))
+        .arg("-c")
+        .arg(dir.0.join("nginx.conf"));
+    Server::start(dir, port, &mut cmd)
+}
+
+/// uvicorn from PyPI (in the test venv scripts/setup makes), with a minimal
+/// ASGI app; `keep_alive_s` sets `--timeout-keep-alive`.
+fn uvicorn(keep_alive_s: Option<u32>) -> Server {
+    let dir = TempDir::new("uvicorn");
+    std::fs::write(
+        dir.0.join("app.py"),
+        "async def app(scope, receive, send):\n\
+         \x20   await send({'type': 'http.response.start', 'status': 200, 'headers': [(b'content-type', b'text/plain')]})\n\
+         \x20   await send({'type': 'http.response.body', 'body': b'ok\\n'})\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut cmd = Command::new(format!("{TESTENV}/bin/uvicorn"));
+    cmd.arg("--app-dir")
+        .arg(&dir.0)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--lifespan", "off", "--log-level", "warning"]);
+    if let Some(s) = keep_alive_s {
+        cmd.args(["--timeout-keep-alive", &s.to_string()]);
+    }
+    cmd.arg("app:app");
+    Server::start(dir, port, &mut cmd)
+}
+
+/// Python's http.server: HTTP/1.0, closes after every response.
+fn python_http_server() -> Server {
+    let dir = TempDir::new("python");
+    let port = free_port();
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ])
+    .current_dir(&dir.0);
+    Server::start(dir, port, &mut cmd)
+}
+
+/// A stand-in for Envoy's admin API: a real HTTP/1.1 server on loopback
+/// that serves fixed bodies by path (and query).
+fn admin_double(routes: Vec<(&'static str, &'static str, String)>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let routes = routes.clone();
+            thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head);
+                let target = head.split(' ').nth(1).unwrap_or("/").to_string();
+                let path = target.split('?').next().unwrap_or("/");
+                let found = routes
+                    .iter()
+                    .find(|(p, _, _)| *p == target)
+                    .or_else(|| routes.iter().find(|(p, _, _)| *p == path));
+                let (status, ctype, body) = match found {
+                    Some((_, ctype, body)) => ("200 OK", *ctype, body.as_str()),
+                    None => ("404 Not Found", "text/plain", "invalid path\n"),
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    url
+}
+
+/// The DeathStarBench sidecar dump with its inbound cluster moved to
+/// `port`, optionally with an idle_timeout on it (where Istio puts it).
+fn sidecar_dump(port: u16, idle_timeout: Option<&str>) -> String {
+    let mut dump: Value =
+        serde_json::from_str(&fixture("istio-1.18-deathstarbench-config_dump.json")).unwrap();
+    let mut moved = false;
+    for config in dump["configs"].as_array_mut().unwrap() {
+        let Some(list) = config.get_mut("dynamic_active_clusters") else {
+            continue;
+        };
+        for entry in list.as_array_mut().unwrap() {
+            let cluster = &mut entry["cluster"];
+            if cluster["name"] == "inbound|8083||" {
+                cluster["name"] = format!("inbound|{port}||").into();
+                if let Some(t) = idle_timeout {
+                    cluster["typed_extension_protocol_options"]
+                        ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+                        ["common_http_protocol_options"] = serde_json::json!({ "idle_timeout": t });
+                }
+                moved = true;
+            }
+        }
+    }
+    assert!(moved, "the inbound cluster moved");
+    serde_json::to_string_pretty(&dump).unwrap()
+}
+
+struct Run {
+    code: i32,
+    json: Value,
+    stderr: String,
+    took: Duration,
+}
+
+impl Run {
+    fn check(&self) -> &Value {
+        &self.json["checks"][0]
+    }
+
+    fn evidence(&self, key: &str) -> &Value {
+        &self.check()["evidence"][key]
+    }
+
+    fn status(&self) -> &str {
+        self.check()["status"].as_str().unwrap_or("")
+    }
+}
+
+fn podprobe(args: &[&str]) -> Run {
+    let start = Instant::now();
+    let out = support::podprobe()
+        .args(args)
+        .args(["-o", "json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    if !json.is_null() {
+        support::assert_valid_report(&json);
+    }
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        json,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        took: start.elapsed(),
+    }
+}
+
+fn keepalive(upstream: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["keepalive", upstream];
+    args.extend_from_slice(extra);
+    podprobe(&args)
+}
+
+fn assert_near(value: &Value, expected: f64, run: &Run) {
+    let got = value
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number: {:#}\n{}", run.json, run.stderr));
+    assert!(
+        (got - expected).abs() <= 0.3,
+        "measured {got} s, expected {expected} ± 0.3 s: {:#}",
+        run.check()
+    );
+}
+
+fn assert_samples_near(run: &Run, expected: f64) {
+    let samples = run.evidence("samples_s").as_array().unwrap();
+    assert_eq!(samples.len(), 3, "{:#}", run.check());
+    for s in samples {
+        assert_near(s, expected, run);
+    }
+}
+
+// ---- the app's idle timeout, measured on the wire ----
+
+#[test]
+fn node_default_keepalive_timeout() {
+    let (server, wire_s) = node(None);
+    let admin = closed_admin();
+    let run = keepalive(
+        &server.upstream(),
+        &["--max-wait", "10s", "--envoy-admin", &admin],
+    );
+    // Recent Node advertises keepAliveTimeout (5 s) and closes 1 s later.
+    assert_near(run.evidence("app_idle_timeout_s"), wire_s, &run);
+    assert_samples_near(&run, wire_s);
+    assert_eq!(run.evidence("advertised_keepalive_s"), 5.0);
+    assert_eq!(run.evidence("closed_by"), "fin");
+    assert_eq!(run.evidence("http_version"), "HTTP/1.1");
+    assert_eq!(run.evidence("upstream"), server.upstream().as_str());
+}
+
+#[test]
+fn node_explicit_keepalive_timeout() {
+    let (server, wire_s) = node(Some(2000));
+    let run = keepalive(
+        &server.upstream(),
+        &["--max-wait", "10s", "--envoy-admin", &closed_admin()],
+    );
+    assert_near(run.evidence("app_idle_timeout_s"), wire_s, &run);
+    assert_samples_near(&run, wire_s);
+    assert_eq!(run.evidence("advertised_keepalive_s"), 2.0);
+}
+
+#[test]
+fn nginx_3s_without_admin_warns_with_the_assumed_default() {
+    let server = nginx_3s();
+    let run = keepalive(
+        &server.upstream(),
+        &["--max-wait", "10s", "--envoy-admin", &closed_admin()],
+    );
+    assert_near(run.evidence("app_idle_timeout_s"), 3.0, &run);
+    assert_samples_near(&run, 3.0);
+    // nginx says nothing about its timeout unless told to.
+    assert_eq!(run.evidence("advertised_keepalive_s"), &Value::Null);
+    assert_eq!(run.status(), "warn", "{:#}", run.check());
+    assert_eq!(run.code, 0);
+    assert_eq!(run.evidence("proxy"), "none");
+    assert_eq!(run.evidence("proxy_source"), "default");
+    assert_eq!(run.evidence("proxy_idle_timeout_s"), 3600.0);
+    let summary = run.check()["summary"].as_str().unwrap();
+    assert!(summary.contains("assumption"), "{summary}");
+    let remedy = run.check()["remedy"].to_string();
+    assert!(remedy.contains("idleTimeout: 2s"), "{remedy}");
+    assert!(remedy.contains("keepalive_timeout"), "{remedy}");
+    assert!(
+        run.stderr.contains("waiting"),
+        "progress on stderr: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn nginx_3s_behind_a_sidecar_without_idle_timeout_fails() {
+    let server = nginx_3s();
+    let dump = sidecar_dump(server.port, None);
+    let admin = admin_double(vec![
+        ("/config_dump", "application/json", dump),
+        (
+            "/stats",
+            "text/plain",
+            fixture("kuma-envoy-stats-prometheus.txt"),
+        ),
+    ]);
+    let run = keepalive(
+        &server.upstream(),
+        &["--max-wait", "10s", "--envoy-admin", &admin],
+    );
+    assert_eq!(run.status(), "fail", "{:#}", run.check());
+    assert_eq!(run.code, 1);
+    assert_eq!(run.evidence("proxy"), "envoy");
+    assert_eq!(
+        run.evidence("cluster"),
+        format!("inbound|{}||", server.port).as_str()
+    );
+    assert_eq!(run.evidence("proxy_source"), "config_dump");
+    assert_eq!(run.evidence("proxy_idle_timeout_s"), 3600.0);
+    // The stats have no series for this cluster: said, not invented.
+    assert_eq!(run.evidence("counters"), &serde_json::json!({}));
+    assert!(run
+        .evidence("notes")
+        .to_string()
+        .contains("proxyStatsMatcher"));
+    assert!(run.check()["remedy"]
+        .to_string()
+        .contains("host: geo.hr2.svc.cluster.local"));
+}
+
+#[test]
+fn uvicorn_default_against_a_saved_dump_saying_2s_passes() {
+    let server = uvicorn(None);
+    let dir = TempDir::new("dump");
+    let file = dir.0.join("config_dump.json");
+    std::fs::write(&file, sidecar_dump(server.port, Some("2s"))).unwrap();
+    let run = keepalive(
+        &server.upstream(),
+        &["--max-wait", "10s", "--config-dump", file.to_str().unwrap()],
+    );
+    assert_near(run.evidence("app_idle_timeout_s"), 5.0, &run);
+    assert_samples_near(&run, 5.0);
+    assert_eq!(run.status(), "pass", "{:#}", run.check());
+    assert_eq!(run.code, 0);
+    assert_eq!(run.evidence("proxy_idle_timeout_s"), 2.0);
+    assert_eq!(run.evidence("proxy_source"), "config_dump");
+    assert_eq!(run.evidence("config_from"), file.to_str().unwrap());
+}
+
+#[test]
+fn uvicorn_timeout_keep_alive_2() {
+    let server = uvicorn(Some(2));
+    let run = keepalive(
+        &server.upstream(),
+        &["--max-wait", "10s", "--envoy-admin", &closed_admin()],
+    );
+    assert_near(run.evidence("app_idle_timeout_s"), 2.0, &run);
+    assert_samples_near(&run, 2.0);
+    assert_eq!(run.evidence("server"), "uvicorn");
+    assert!(run.check()["remedy"]
+        .to_string()
+        .contains("uvicorn --timeout-keep-alive"));
+}
+
+#[test]
+fn counters_fail_even_when_the_timeouts_look_right() {
+    let (server, wire_s) = node(None);
+    let cluster = format!("inbound|{}||", server.port);
+    let stats = fixture("kuma-envoy-stats-prometheus.txt").replace(
+        "envoy_cluster_name=\"example\"",
+        &format!("envoy_cluster_name=\"{cluster}\""),
+    );
+    let admin = admin_double(vec![
+        (
+            "/config_dump",
+            "application/json",
+            sidecar_dump(server.port, Some("2s")),
+        ),
+        (
+            "/stats?format=prometheus",
+            "text/plain; version=0.0.4",
+            stats,
+        ),
+    ]);
+    let run = keepalive(
+        &server.upstream(),
+        &["--max-wait", "10s", "--envoy-admin", &admin],
+    );
+    assert_near(run.evidence("app_idle_timeout_s"), wire_s, &run);
+    assert_eq!(run.evidence("proxy_idle_timeout_s"), 2.0);
+    assert_eq!(
+        run.evidence("counters")["upstream_cx_destroy_remote_with_active_rq"],
+        1
+    );
+    assert_eq!(run.status(), "fail", "{:#}", run.check());
+    assert!(run.check()["summary"]
+        .as_str()
+        .unwrap()
+        .contains("it is happening"));
+}
+
+#[test]
+fn python_http_server_closes_immediately_and_passes() {
+    let server = python_http_server();
+    let admin = admin_double(vec![(
+        "/config_dump",
+        "application/json",
+        sidecar_dump(server.port, None),
+    )]);
+    let run = keepalive(&server.upstream(), &["--envoy-admin", &admin]);
+    assert_eq!(run.evidence("closed_by"), "immediate", "{:#}", run.check());
+    assert_eq!(run.evidence("http_version"), "HTTP/1.0");
+    assert_eq!(run.status(), "pass", "{:#}", run.check());
+    assert!(run.took < Duration::from_secs(5), "took {:?}", run.took);
+}
+
+#[test]
+fn doctor_runs_the_check_for_upstream() {
+    let server = python_http_server();
+    let admin = closed_admin();
+    let run = podprobe(&[
+        "doctor",
+        "--upstream",
+        &server.upstream(),
+        "--envoy-admin",
+        &admin,
+        "--max-wait",
+        "5s",
+    ]);
+    let check = support::check(&run.json, "http.keepalive-mismatch");
+    assert_eq!(check["status"], "pass", "{check:#}");
+    assert_eq!(check["evidence"]["closed_by"], "immediate");
+}
+
+// ---- bad servers and bad input: clear errors, bounded waits ----
+
+/// A TCP server that accepts and then does `behave` with each connection.
+fn raw_server(behave: fn(TcpStream)) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            thread::spawn(move || behave(conn));
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_server_that_never_answers_is_an_error_within_the_timeout() {
+    let upstream = raw_server(|conn| {
+        thread::sleep(Duration::from_secs(30));
+        drop(conn);
+    });
+    let run = keepalive(
+        &upstream,
+        &["--timeout", "1s", "--envoy-admin", &closed_admin()],
+    );
+    assert_eq!(run.status(), "error", "{:#}", run.json);
+    assert_eq!(run.code, 3);
+    assert!(
+        run.check()["summary"].as_str().unwrap().contains("in time"),
+        "{:#}",
+        run.check()
+    );
+    assert!(run.took < Duration::from_secs(5), "took {:?}", run.took);
+}
+
+#[test]
+fn a_garbage_response_is_an_error() {
+    let upstream = raw_server(|mut conn| {
+        let _ = conn.write_all(b"SSH-2.0-OpenSSH_9.2p1\r\n");
+        thread::sleep(Duration::from_secs(30));
+    });
+    let run = keepalive(&upstream, &["--envoy-admin", &closed_admin()]);
+    assert_eq!(run.status(), "error", "{:#}", run.json);
+    let summary = run.check()["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("did not answer with HTTP/1.x") && summary.contains("SSH-2.0"),
+        "{summary}"
+    );
+    assert!(run.took < Duration::from_secs(2), "took {:?}", run.took);
+}
+
+#[test]
+fn an_admin_endpoint_returning_html_is_no_envoy() {
+    let server = python_http_server();
+    let admin = admin_double(vec![(
+        "/config_dump",
+        "text/html",
+        "<!DOCTYPE html><html><body>Not Envoy</body></html>".to_string(),
+    )]);
+    let run = keepalive(&server.upstream(), &["--envoy-admin", &admin]);
+    assert_eq!(run.evidence("proxy"), "none");
+    assert_eq!(run.evidence("proxy_source"), "default");
+    assert!(
+        run.evidence("notes")
+            .to_string()
+            .contains("did not return an Envoy config dump"),
+        "{:#}",
+        run.check()
+    );
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line() {
+    for args in [
+        vec!["keepalive", "no-port"],
+        vec!["keepalive", "127.0.0.1:1", "--max-wait", "soon"],
+        vec!["keepalive", "127.0.0.1:1", "--path", "no-slash"],
+        vec![
+            "keepalive",
+            "127.0.0.1:1",
+            "--config-dump",
+            "/nonexistent/dump.json",
+        ],
+        vec![
+            "keepalive",
+            "127.0.0.1:1",
+            "--config-dump",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/envoy/kuma-envoy-stats-prometheus.txt"
+            ),
+        ],
+    ] {
+        let out = support::podprobe().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("podprobe: "), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_reset_is_reported_as_rst() {
+    let upstream = raw_server(|mut conn| {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+        thread::sleep(Duration::from_secs(1));
+        // Linger 0: close with a RST, as servers under load sometimes do.
+        let _ = socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO));
+    });
+    let run = keepalive(
+        &upstream,
+        &["--max-wait", "5s", "--envoy-admin", &closed_admin()],
+    );
+    assert_eq!(run.evidence("closed_by"), "rst", "{:#}", run.check());
+    assert_near(run.evidence("app_idle_timeout_s"), 1.0, &run);
+}
+
+#[test]
+fn an_app_outliving_max_wait_warns_when_envoy_waits_longer() {
+    let (server, _) = node(None);
+    let admin = admin_double(vec![(
+        "/config_dump",
+        "application/json",
+        sidecar_dump(server.port, None),
+    )]);
+    let run = keepalive(
+        &server.upstream(),
+        &["--max-wait", "1s", "--envoy-admin", &admin],
+    );
+    assert_eq!(run.status(), "warn", "{:#}", run.check());
+    assert_eq!(run.evidence("closed_by"), "none");
+    assert_eq!(run.evidence("app_idle_timeout_s"), &Value::Null);
+    assert_eq!(
+        run.evidence("samples_s"),
+        &serde_json::json!([null, null, null])
+    );
+    assert!(run.check()["remedy"].to_string().contains("--max-wait"));
+    assert!(run.took < Duration::from_secs(4), "took {:?}", run.took);
+}
+
+#[test]
+fn an_app_outliving_max_wait_passes_when_envoy_idles_out_first() {
+    let (server, _) = node(None);
+    let admin = admin_double(vec![(
+        "/config_dump",
+        "application/json",
+        sidecar_dump(server.port, Some("1s")),
+    )]);
+    let run = keepalive(
+        &server.upstream(),
+        &["--max-wait", "2.5s", "--envoy-admin", &admin],
+    );
+    assert_eq!(run.status(), "pass", "{:#}", run.check());
+    assert_eq!(run.evidence("closed_by"), "none");
+    assert_eq!(run.evidence("proxy_idle_timeout_s"), 1.0);
+}
+
+#[test]
+fn a_silent_admin_endpoint_is_no_envoy_within_the_timeout() {
+    let server = python_http_server();
+    let admin = format!(
+        "http://{}",
+        raw_server(|conn| {
+            thread::sleep(Duration::from_secs(30));
+            drop(conn);
+        })
+    );
+    let run = keepalive(
+        &server.upstream(),
+        &["--timeout", "1s", "--envoy-admin", &admin],
+    );
+    assert_eq!(run.evidence("proxy"), "none", "{:#}", run.check());
+    assert!(
+        run.evidence("notes")
+            .to_string()
+            .contains("no answer in time"),
+        "{:#}",
+        run.check()
+    );
+    assert!(run.took < Duration::from_secs(4), "took {:?}", run.took);
+}
+
+#[test]
+fn podprobe_serve_http_idle_timeout() {
+    let dir = TempDir::new("serve");
+    let port = free_port();
+    let mut cmd = support::podprobe();
+    cmd.args(["serve", "--grpc", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http", &format!("127.0.0.1:{port}")])
+        .args(["--http-idle-timeout", "2s"]);
+    let server = Server::start(dir, port, &mut cmd);
+    let run = keepalive(
+        &server.upstream(),
+        &["--max-wait", "10s", "--envoy-admin", &closed_admin()],
+    );
+    assert_near(run.evidence("app_idle_timeout_s"), 2.0, &run);
+    assert_samples_near(&run, 2.0);
+    assert_eq!(run.evidence("advertised_keepalive_s"), 2.0);
+    assert_eq!(run.evidence("closed_by"), "fin");
+}
