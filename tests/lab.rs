@@ -404,6 +404,12 @@ fn demo_shows_podprobe_finding_each_fault() {
     };
     assert!(failing("dns.timeout-race"), "{stdout}");
     assert!(failing("grpc.distribution"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("WARN") && l.contains("http.keepalive-mismatch")),
+        "{stdout}"
+    );
     assert!(failing("dns.search-expansion"), "{stdout}");
     assert!(stdout.contains("web.default:80 timed out"), "{stdout}");
     assert!(stdout.contains("web.default:80 refused"), "{stdout}");

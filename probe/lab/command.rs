@@ -114,6 +114,11 @@ fn demo_steps() -> Vec<Step> {
             &["grpc", &grpc, "--headless", HEADLESS_NAME, "--rpcs", "300"],
         ),
         step(
+            None,
+            "keep-alive: the backends close idle connections after 5 s, an Envoy sidecar keeps them 1 h",
+            &["keepalive", &web, "--max-wait", "10s"],
+        ),
+        step(
             Some(Scenario::DnsRace),
             Scenario::DnsRace.describe(),
             &[
@@ -174,7 +179,7 @@ fn demo(global: &GlobalArgs) -> Result<i32> {
         summary.push((name, step.args.join(" "), code));
         lab.down()?;
     }
-    say("=== summary: scenario, command, exit code (1: podprobe found a failure)\n");
+    say("=== summary: scenario, command, exit code (0: pass or warn, 1: a failure found)\n");
     let width = summary
         .iter()
         .map(|(_, args, _)| args.len())
