@@ -45,6 +45,9 @@ pub enum OutputFormat {
 pub enum Command {
     /// Run every applicable check against this pod's network.
     Doctor(DoctorArgs),
+    /// Capture packets in this pod's network namespace: to a pcap file, as a
+    /// live pcap stream on stdout (`-w -`), and/or judged with --analyze.
+    Capture(CaptureArgs),
     /// Show how gRPC calls spread over a Service's replicas.
     Grpc(GrpcArgs),
     /// Answer this replica's identity over gRPC and HTTP: the backend for replica tests.
@@ -133,6 +136,67 @@ pub struct KeepaliveArgs {
     /// Judge a saved /config_dump instead of asking the admin API.
     #[arg(long, value_name = "FILE")]
     pub config_dump: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CaptureArgs {
+    /// Interface to capture on [default: eth0 when it exists, else any].
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    pub interface: Option<String>,
+    /// BPF filter, as tcpdump takes it (e.g. 'udp port 53').
+    #[arg(short = 'f', long, value_name = "FILTER")]
+    pub filter: Option<String>,
+    /// Write packets as pcap to FILE, or to stdout with '-' (for `| wireshark -k -i -`).
+    #[arg(short = 'w', long, value_name = "FILE|-")]
+    pub write: Option<PathBuf>,
+    /// Read packets from a pcap or pcapng file instead of capturing.
+    #[arg(short = 'r', long, value_name = "FILE", conflicts_with = "interface")]
+    pub read: Option<PathBuf>,
+    /// Stop after N packets.
+    #[arg(short = 'c', long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after this long (e.g. 30s, 5m).
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub duration: Option<Duration>,
+    /// Bytes kept of each packet.
+    #[arg(long, value_name = "N", default_value_t = 262_144,
+          value_parser = clap::value_parser!(u32).range(64..=262_144))]
+    pub snaplen: u32,
+    /// Stop before the pcap output would grow past SIZE (e.g. 100M, 1Gi).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub max_size: Option<u64>,
+    /// Decode DNS and TCP and judge them (checks capture.dns and capture.tcp).
+    #[arg(long)]
+    pub analyze: bool,
+}
+
+/// Parses a byte size the way Kubernetes quantities read: `500k`, `100M`,
+/// `1G` are powers of 1000, `64Ki`, `100Mi`, `1Gi` powers of 1024; a
+/// trailing `B` is allowed.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let lower = trimmed.to_ascii_lowercase();
+    let lower = lower.strip_suffix('b').unwrap_or(&lower);
+    let split = lower
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(split);
+    let scale: f64 = match unit {
+        "" => 1.0,
+        "k" => 1e3,
+        "m" => 1e6,
+        "g" => 1e9,
+        "ki" => 1024.0,
+        "mi" => 1024.0 * 1024.0,
+        "gi" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("'{trimmed}' is not a size; try 100M, 64Ki or 1Gi")),
+    };
+    match number.parse::<f64>() {
+        Ok(n) if n > 0.0 && (n * scale) < u64::MAX as f64 => Ok((n * scale) as u64),
+        _ => Err(format!(
+            "'{trimmed}' is not a size of more than zero bytes; try 100M, 64Ki or 1Gi"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -280,5 +344,17 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_timeout("0").is_err());
         assert_eq!(parse_timeout("1ms"), Ok(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn sizes_parse_like_kubernetes_quantities() {
+        assert_eq!(parse_size("1500"), Ok(1500));
+        assert_eq!(parse_size("100M"), Ok(100_000_000));
+        assert_eq!(parse_size("64Ki"), Ok(65_536));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("1.5k"), Ok(1500));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("-1M").is_err());
+        assert!(parse_size("10 apples").is_err());
     }
 }

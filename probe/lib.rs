@@ -3,6 +3,7 @@
 //! (pure, in `judge*`) are kept apart so judges can be tested on recorded
 //! evidence and fed from live probes and captures alike.
 
+pub mod capture;
 pub mod cli;
 pub mod dns;
 pub mod docs;

@@ -47,6 +47,12 @@ fn main() -> ExitCode {
         Command::Keepalive(args) => podprobe::keepalive::run(&args, &global)
             .map(|r| Outcome::Report(Box::new(r)))
             .map_err(anyhow::Error::from),
+        Command::Capture(args) => podprobe::capture::run(&args, &global)
+            .map(|done| match done {
+                podprobe::capture::Done::Report(report) => Outcome::Report(report),
+                podprobe::capture::Done::Exit(code) => Outcome::Exit(code),
+            })
+            .map_err(anyhow::Error::from),
     };
     match outcome {
         Ok(Outcome::Report(report)) => {

@@ -7,8 +7,9 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use podprobe::lab::{Lab, LabSpec, Pod};
 use support::{podprobe, run};
@@ -78,11 +79,17 @@ impl ImageRoot {
     /// podprobe as the image runs it: chrooted, as UID/GID 65532, in `pod`,
     /// with the /proc a container runtime mounts (and no /dev at all).
     fn podprobe(&self, lab: &Lab, pod: Pod) -> Command {
+        self.podprobe_as(lab, pod, "65532:65532")
+    }
+
+    /// The same as another user: root stands for `--profile=netadmin` with
+    /// manifests/debug/capture.json.
+    fn podprobe_as(&self, lab: &Lab, pod: Pod, user: &str) -> Command {
         let mut cmd = lab.command(pod, "unshare");
         cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
-            .arg(
-                r#"mount -t proc proc "$0/proc" && exec chroot --userspec=65532:65532 "$0" /usr/local/bin/podprobe "$@""#,
-            )
+            .arg(format!(
+                r#"mount -t proc proc "$0/proc" && exec chroot --userspec={user} "$0" /usr/local/bin/podprobe "$@""#
+            ))
             .arg(&self.dir);
         cmd
     }
@@ -136,6 +143,46 @@ fn static_binary_runs_from_an_empty_root_as_non_root_in_a_pod_namespace() {
         expansion["evidence"]["lookups"][0]["resolved_as"], "kubernetes.default.svc.cluster.local.",
         "{expansion:#}"
     );
+
+    // Capture streamed to stdout, as `kubectl debug -i ... | wireshark` reads it.
+    let capture = root
+        .podprobe_as(&lab, Pod::Client, "0:0")
+        .args([
+            "capture",
+            "-c",
+            "2",
+            "--duration",
+            "10s",
+            "-f",
+            "udp port 53",
+            "-w",
+            "-",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let query = run(root.podprobe(&lab, Pod::Client).args([
+        "dns",
+        "--race",
+        "0",
+        "--count",
+        "1",
+        "kubernetes.default.svc.cluster.local.",
+    ]));
+    assert!(query.status.success(), "{query:?}");
+    let captured = capture.wait_with_output().unwrap();
+    assert!(captured.status.success(), "{captured:?}");
+    // pcap's magic, then records.
+    assert_eq!(
+        &captured.stdout[..4],
+        &[0xd4, 0xc3, 0xb2, 0xa1],
+        "{captured:?}"
+    );
+    assert!(captured.stdout.len() > 24 + 2 * 16, "{captured:?}");
+    let stderr = String::from_utf8_lossy(&captured.stderr);
+    assert!(stderr.contains("2 packets captured"), "{stderr}");
 }
 
 /// `net:[INODE]` of the client pod's namespace, as /proc/self/ns/net reads.
