@@ -290,14 +290,6 @@ pub enum LabCommand {
     /// Bring up each scenario in turn, run the matching podprobe command in
     /// the client pod and print its report.
     Demo,
-    /// HTTP backend naming itself (run by the lab in backend pods).
-    #[command(hide = true)]
-    Backend {
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        http: std::net::SocketAddr,
-    },
     /// DNS forwarder slow for one domain (run by the slow-dns scenario).
     #[command(hide = true)]
     DnsDelay {

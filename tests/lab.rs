@@ -302,7 +302,9 @@ fn cli_lab_up_exec_status_down_leaves_nothing_behind() {
     let out = podprobe(&["lab", "status", "--name", &name]);
     let status = String::from_utf8_lossy(&out.stdout);
     assert!(
-        status.contains(&format!("{name}-client")) && status.contains("netpol-reject"),
+        status.contains(&format!("{name}-client"))
+            && status.contains("netpol-reject")
+            && status.contains("dnsmasq"),
         "{status}"
     );
     let out = podprobe(&["lab", "up", "--name", &name]);
@@ -377,6 +379,63 @@ fn missing_tools_are_named_with_their_packages() {
     }
     assert!(!std::path::Path::new("/run/podprobe/lab/ppnotools").exists());
     std::fs::remove_dir(&empty).unwrap();
+}
+
+#[test]
+fn demo_shows_podprobe_finding_each_fault() {
+    let child = Command::new(PODPROBE)
+        .args(["lab", "demo"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let failing = |check: &str| {
+        stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains(check))
+    };
+    assert!(failing("dns.timeout-race"), "{stdout}");
+    assert!(failing("grpc.distribution"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("WARN") && l.contains("http.keepalive-mismatch")),
+        "{stdout}"
+    );
+    assert!(failing("dns.search-expansion"), "{stdout}");
+    assert!(stdout.contains("web.default:80 timed out"), "{stdout}");
+    assert!(stdout.contains("web.default:80 refused"), "{stdout}");
+    for scenario in Scenario::ALL {
+        assert!(
+            stdout.contains(&format!("=== scenario {scenario}:")),
+            "{stdout}"
+        );
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("  {scenario} ")) && l.ends_with(" 1")),
+            "{scenario} not found failing in the summary: {stdout}"
+        );
+    }
+    // Every lab the demo built (named after its pid) is gone.
+    let prefix = format!("pp{pid}-");
+    let netns = String::from_utf8(
+        Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(!netns.contains(&prefix), "{netns}");
 }
 
 fn one_line_exit_2(out: &Output) {

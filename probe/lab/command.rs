@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use super::servers;
-use super::{list_labs, Lab, LabSpec, Pod, Scenario, Service, HEADLESS_NAME};
+use super::{list_labs, Lab, LabSpec, Pod, Scenario, Service, EXTERNAL_NAME, HEADLESS_NAME};
 use crate::cli::{GlobalArgs, LabArgs, LabCommand};
 use crate::{Error, Result};
 
@@ -14,7 +14,6 @@ pub const DEFAULT_NAME: &str = "podprobe";
 /// Runs a `lab` subcommand; the result is the process's exit code.
 pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
     match &args.command {
-        LabCommand::Backend { name, http } => servers::serve_backend(name, *http).map(|()| 0),
         LabCommand::DnsDelay {
             listen,
             upstream,
@@ -25,14 +24,16 @@ pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
             let mut spec = LabSpec::new(own_exe()?).name(name);
             spec.scenarios = scenarios.clone();
             let lab = Lab::up(&spec)?;
-            print!("{}", describe(&lab));
+            say(&describe(&lab));
             let flag = if name == DEFAULT_NAME {
                 String::new()
             } else {
                 format!(" --name {name}")
             };
-            println!("try:    podprobe lab exec{flag} -- getent ahosts web.default");
-            println!("remove: podprobe lab down{flag}");
+            say(&format!(
+                "try:    podprobe lab exec{flag} -- getent ahosts web.default\n"
+            ));
+            say(&format!("remove: podprobe lab down{flag}\n"));
             lab.keep();
             Ok(0)
         }
@@ -50,7 +51,7 @@ pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
             for name in names {
                 // A half-built or stateless lab is still removed by its name.
                 super::teardown(&name)?;
-                println!("lab '{name}' removed");
+                say(&format!("lab '{name}' removed\n"));
             }
             Ok(0)
         }
@@ -60,10 +61,10 @@ pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
                 None => list_labs(),
             };
             if names.is_empty() {
-                println!("no labs running (start one with: podprobe lab up)");
+                say("no labs running (start one with: podprobe lab up)\n");
             }
             for name in names {
-                print!("{}", describe(&Lab::open(&name)?));
+                say(&describe(&Lab::open(&name)?));
             }
             Ok(0)
         }
@@ -85,41 +86,67 @@ pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
     }
 }
 
-/// One demo step: a fault, and the podprobe command that should find it.
+/// One demo step: a fault (or none, with what the step shows), and the
+/// podprobe command that should find it.
 struct Step {
     scenario: Option<Scenario>,
+    about: &'static str,
     args: Vec<String>,
 }
 
 fn demo_steps() -> Vec<Step> {
     let web = Service::Web.target();
-    let step = |scenario, args: &[&str]| Step {
+    let grpc = Service::Grpc.target();
+    let step = |scenario, about, args: &[&str]| Step {
         scenario,
+        about,
         args: args.iter().map(|s| s.to_string()).collect(),
     };
     vec![
         step(
             None,
-            &[
-                "doctor",
-                "--name",
-                "kubernetes.default",
-                "--name",
-                "api.example.com",
-                "--tcp",
-                &web,
-            ],
+            "a healthy node, where ndots:5 still costs every external name 10 queries",
+            &["doctor", "--name", EXTERNAL_NAME, "--tcp", &web],
+        ),
+        step(
+            None,
+            "gRPC through a ClusterIP: kube-proxy balances connections, not RPCs",
+            &["grpc", &grpc, "--headless", HEADLESS_NAME, "--rpcs", "300"],
+        ),
+        step(
+            None,
+            "keep-alive: the backends close idle connections after 5 s, an Envoy sidecar keeps them 1 h",
+            &["keepalive", &web, "--max-wait", "10s"],
         ),
         step(
             Some(Scenario::DnsRace),
-            &["doctor", "--name", "kubernetes.default"],
+            Scenario::DnsRace.describe(),
+            &[
+                "dns",
+                "kubernetes.default",
+                "--race",
+                "5",
+                "--count",
+                "3",
+                "--timeout",
+                "1s",
+            ],
         ),
         step(
             Some(Scenario::SlowDns),
-            &["doctor", "--name", "api.example.com"],
+            Scenario::SlowDns.describe(),
+            &["dns", EXTERNAL_NAME, "--race", "0", "--count", "3"],
         ),
-        step(Some(Scenario::NetpolDrop), &["doctor", "--tcp", &web]),
-        step(Some(Scenario::NetpolReject), &["doctor", "--tcp", &web]),
+        step(
+            Some(Scenario::NetpolDrop),
+            Scenario::NetpolDrop.describe(),
+            &["doctor", "--tcp", &web, "--timeout", "1s"],
+        ),
+        step(
+            Some(Scenario::NetpolReject),
+            Scenario::NetpolReject.describe(),
+            &["doctor", "--tcp", &web],
+        ),
     ]
 }
 
@@ -131,27 +158,35 @@ fn demo(global: &GlobalArgs) -> Result<i32> {
         crate::cli::OutputFormat::Text => "text",
         crate::cli::OutputFormat::Json => "json",
     };
+    let mut summary = Vec::new();
     for step in demo_steps() {
-        let mut spec = LabSpec::new(&exe).name("podprobe-demo");
-        let title = match step.scenario {
-            Some(s) => {
-                spec.scenarios.push(s);
-                format!("scenario {s}: {}", s.describe())
-            }
-            None => "a healthy node".to_string(),
-        };
-        println!("=== {title}");
-        eprintln!("podprobe: building the lab...");
+        let mut spec = LabSpec::new(&exe);
+        spec.scenarios.extend(step.scenario);
+        let name = step.scenario.map_or("none", Scenario::name);
+        let title = format!("scenario {name}: {}", step.about);
+        say(&format!("=== {title}\n"));
+        eprintln!("building a lab with scenario {name}...");
         let lab = Lab::up(&spec)?;
-        println!("$ podprobe {}", step.args.join(" "));
+        say(&format!("$ podprobe {}\n", step.args.join(" ")));
         let status = lab
             .podprobe(Pod::Client)
             .args(&step.args)
             .args(["-o", output])
             .status()
             .map_err(|e| Error::io("running podprobe in the client pod", e))?;
-        println!("(exit code {})\n", status.code().unwrap_or(1));
+        let code = status.code().unwrap_or(1);
+        say(&format!("(exit code {code})\n\n"));
+        summary.push((name, step.args.join(" "), code));
         lab.down()?;
+    }
+    say("=== summary: scenario, command, exit code (0: pass or warn, 1: a failure found)\n");
+    let width = summary
+        .iter()
+        .map(|(_, args, _)| args.len())
+        .max()
+        .unwrap_or(0);
+    for (name, args, code) in summary {
+        say(&format!("  {name:<14} podprobe {args:<width$}  {code}\n"));
     }
     Ok(0)
 }
@@ -160,14 +195,19 @@ fn demo(global: &GlobalArgs) -> Result<i32> {
 fn describe(lab: &Lab) -> String {
     let mut text = String::new();
     let _ = writeln!(text, "lab '{}'", lab.name());
-    let _ = writeln!(text, "  {:<10} {:<28} address", "pod", "netns");
+    let _ = writeln!(
+        text,
+        "  {:<10} {:<28} {:<14} processes",
+        "pod", "netns", "address"
+    );
     for pod in std::iter::once(Pod::Node).chain(Pod::PODS) {
         let _ = writeln!(
             text,
-            "  {:<10} {:<28} {}",
+            "  {:<10} {:<28} {:<14} {}",
             pod.name(),
             lab.netns(pod),
-            lab.pod_ip(pod)
+            lab.pod_ip(pod).to_string(),
+            processes(&lab.netns(pod))
         );
     }
     let _ = writeln!(text, "  {:<40} {:<18} endpoints", "service", "cluster ip");
@@ -196,6 +236,32 @@ fn describe(lab: &Lab) -> String {
         }
     );
     text
+}
+
+/// Writes to stdout; a reader that went away (`| head`) must not turn into
+/// a panic, which would tear down a lab `up` has just built.
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
+/// What runs in a namespace (`dnsmasq`, `podprobe`, ...), or that it is gone.
+fn processes(netns: &str) -> String {
+    if !std::path::Path::new("/run/netns").join(netns).exists() {
+        return "(namespace missing)".to_string();
+    }
+    let pids = super::sys::run(super::sys::tool("ip").args(["netns", "pids", netns]), None)
+        .unwrap_or_default();
+    let names: Vec<String> = pids
+        .split_whitespace()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
+        .map(|comm| comm.trim().to_string())
+        .collect();
+    if names.is_empty() {
+        "-".to_string()
+    } else {
+        names.join(", ")
+    }
 }
 
 fn own_exe() -> Result<PathBuf> {

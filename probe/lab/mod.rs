@@ -390,6 +390,7 @@ impl Lab {
         self.wait_tcp(SocketAddr::from((Pod::Dns.ip(), 53)))?;
         for pod in Pod::BACKENDS {
             self.wait_tcp(SocketAddr::from((pod.ip(), BACKEND_HTTP_PORT)))?;
+            self.wait_tcp(SocketAddr::from((pod.ip(), BACKEND_GRPC_PORT)))?;
         }
         Ok(())
     }
@@ -397,7 +398,7 @@ impl Lab {
     /// Starts a long-running process in `pod`, its output to a log file in
     /// the state directory, in its own process group so a terminal's Ctrl-C
     /// after `lab up` does not reach it.
-    fn start(&mut self, pod: Pod, log: &str, program: &Path, args: &[String]) -> Result<()> {
+    fn start(&mut self, mut cmd: Command, log: &str) -> Result<()> {
         use std::os::unix::process::CommandExt;
         let path = self.state_dir().join(log);
         let file =
@@ -405,9 +406,7 @@ impl Lab {
         let err = file
             .try_clone()
             .map_err(|e| Error::io(path.display().to_string(), e))?;
-        let mut cmd = self.command(pod, program);
-        cmd.args(args)
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(file)
             .stderr(err)
             .process_group(0);
@@ -432,22 +431,30 @@ impl Lab {
         ];
         args.extend(topology::dnsmasq_records());
         let dnsmasq = sys::find_tool("dnsmasq").unwrap_or_else(|| PathBuf::from("dnsmasq"));
-        self.start(Pod::Dns, "dnsmasq.out", &dnsmasq, &args)
+        let mut cmd = self.command(Pod::Dns, dnsmasq);
+        cmd.args(args);
+        self.start(cmd, "dnsmasq.out")
     }
 
+    /// `podprobe serve` in a backend pod: HTTP and gRPC answering with the
+    /// pod's name, as the replicas of a Deployment would.
     fn start_backend(&mut self, pod: Pod) -> Result<()> {
-        let exe = self.state.podprobe.clone();
-        let args = servers::backend_args(pod);
-        self.start(pod, &format!("{}.log", pod.name()), &exe, &args)
+        let mut cmd = self.podprobe(pod);
+        cmd.args(["serve", "--name", pod.name()])
+            .arg("--http")
+            .arg(format!("0.0.0.0:{BACKEND_HTTP_PORT}"))
+            .arg("--grpc")
+            .arg(format!("0.0.0.0:{BACKEND_GRPC_PORT}"));
+        self.start(cmd, &format!("{}.log", pod.name()))
     }
 
     /// Puts a delaying forwarder in front of dnsmasq and re-points the
     /// kube-dns endpoint at it, then forgets UDP/53 flows so no old
     /// conntrack entry keeps a client on the direct path.
     fn start_slow_dns(&mut self) -> Result<()> {
-        let exe = self.state.podprobe.clone();
-        let args = servers::dns_delay_args();
-        self.start(Pod::Dns, "dns-delay.log", &exe, &args)?;
+        let mut cmd = self.podprobe(Pod::Dns);
+        cmd.args(servers::dns_delay_args());
+        self.start(cmd, "dns-delay.log")?;
         self.wait_dns(SocketAddr::from((Pod::Dns.ip(), scenario::SLOW_DNS_PORT)))?;
         let (chain, number, rule) = topology::kube_dns_udp_dnat(scenario::SLOW_DNS_PORT);
         sys::run(

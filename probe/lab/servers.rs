@@ -1,36 +1,18 @@
-//! The small servers the lab runs as podprobe processes inside its pods: an
-//! HTTP backend that names itself, and the slow-dns scenario's delaying DNS
-//! forwarder.
+//! The slow-dns scenario's delaying DNS forwarder, run as a podprobe process
+//! in the DNS pod, and a DNS readiness probe.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 
 use super::scenario::{SLOW_DNS_DELAY, SLOW_DNS_PORT};
-use super::topology::{Pod, BACKEND_HTTP_PORT, HOST_DOMAIN};
+use super::topology::{Pod, HOST_DOMAIN};
 use crate::{Error, Result};
 
-/// How long a kept-alive connection may idle before the backend closes it.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the forwarder waits for dnsmasq.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// `podprobe lab backend ...` for a backend pod.
-pub(crate) fn backend_args(pod: Pod) -> Vec<String> {
-    [
-        "lab",
-        "backend",
-        "--name",
-        pod.name(),
-        "--http",
-        &format!("0.0.0.0:{BACKEND_HTTP_PORT}"),
-    ]
-    .map(String::from)
-    .to_vec()
-}
 
 /// `podprobe lab dns-delay ...` in front of the DNS pod's dnsmasq.
 pub(crate) fn dns_delay_args() -> Vec<String> {
@@ -48,54 +30,6 @@ pub(crate) fn dns_delay_args() -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
-}
-
-/// Serves HTTP/1.1 with keep-alive; every response's body is the backend's
-/// name, so a client can tell which endpoint a Service picked.
-pub fn serve_backend(name: &str, http: SocketAddr) -> Result<()> {
-    let listener = TcpListener::bind(http).map_err(|e| Error::io(format!("binding {http}"), e))?;
-    for stream in listener.incoming().flatten() {
-        let name = name.to_string();
-        std::thread::spawn(move || serve_connection(&name, stream));
-    }
-    Ok(())
-}
-
-fn serve_connection(name: &str, stream: TcpStream) {
-    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
-    let Ok(mut writer) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(stream);
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut close = request_line.trim_end().ends_with("HTTP/1.0");
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                return;
-            }
-            let header = header.trim_end().to_ascii_lowercase();
-            if header.is_empty() {
-                break;
-            }
-            if header == "connection: close" {
-                close = true;
-            }
-        }
-        let body = format!("{name}\n");
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Backend: {name}\r\nConnection: {}\r\n\r\n{body}",
-            body.len(),
-            if close { "close" } else { "keep-alive" }
-        );
-        if writer.write_all(response.as_bytes()).is_err() || close {
-            return;
-        }
-    }
 }
 
 /// Forwards DNS over UDP to `upstream`, holding answers for names under
