@@ -342,58 +342,31 @@ class Bench:
 
     # -------------------------------------------------------------------- gRPC
 
-    def serve_backends(self):
-        """`podprobe serve` in each backend pod, once each says it listens."""
-        servers = []
-        try:
-            for i in (1, 2, 3):
-                p = subprocess.Popen(self.in_pod(f"backend-{i}", [
-                    self.pp, "serve", "--grpc", "0.0.0.0:50051", "--http", "127.0.0.1:0",
-                    "--name", f"backend-{i}"]), stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE, text=True)
-                servers.append(p)
-                deadline = time.monotonic() + 15
-                while "gRPC listening" not in p.stderr.readline():
-                    if p.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"podprobe serve did not start in backend-{i}")
-        except BaseException:
-            for p in servers:
-                p.kill()
-                p.wait()
-            raise
-        return servers
-
     def grpc(self):
         rpcs = 200 if self.quick else 5000
         conc = 16
         repeats = 1 if self.quick else 5
         log(f"gRPC: {repeats} x {rpcs} RPCs, one channel (the Service) vs one channel per endpoint")
-        servers = self.serve_backends()
         took = {"single": [], "headless": []}
         p50 = {"single-channel": [], "per-endpoint": []}
-        try:
-            for r in range(repeats):
-                order = ["single", "headless"] if r % 2 == 0 else ["headless", "single"]
-                for kind in order:
-                    argv = [self.pp, "-o", "json", "grpc", GRPC_SERVICE, "--rpcs", str(rpcs),
-                            "--concurrency", str(conc)]
-                    if kind == "headless":
-                        argv += ["--headless", HEADLESS]
-                    p = subprocess.run(self.in_pod("client", argv), capture_output=True, text=True)
-                    if p.returncode not in (0, 1):
-                        raise RuntimeError(f"podprobe grpc failed: {p.stderr.strip()}")
-                    check = json.loads(p.stdout)["checks"][0]
-                    for run in check["evidence"]["runs"]:
-                        if run["ok"] != rpcs:
-                            raise RuntimeError(f"podprobe grpc: {run['ok']} of {rpcs} RPCs answered")
-                        if kind == "headless" or run["mode"] == "single-channel":
-                            p50[run["mode"]].append(run["p50_ms"])
-                    took[kind].append(check["duration_ms"])
-                    log(f"  {kind}: {check['duration_ms']:.0f} ms")
-        finally:
-            for p in servers:
-                p.kill()
-                p.wait()
+        for r in range(repeats):
+            order = ["single", "headless"] if r % 2 == 0 else ["headless", "single"]
+            for kind in order:
+                argv = [self.pp, "-o", "json", "grpc", GRPC_SERVICE, "--rpcs", str(rpcs),
+                        "--concurrency", str(conc)]
+                if kind == "headless":
+                    argv += ["--headless", HEADLESS]
+                p = subprocess.run(self.in_pod("client", argv), capture_output=True, text=True)
+                if p.returncode not in (0, 1):
+                    raise RuntimeError(f"podprobe grpc failed: {p.stderr.strip()}")
+                check = json.loads(p.stdout)["checks"][0]
+                for run in check["evidence"]["runs"]:
+                    if run["ok"] != rpcs:
+                        raise RuntimeError(f"podprobe grpc: {run['ok']} of {rpcs} RPCs answered")
+                    if kind == "headless" or run["mode"] == "single-channel":
+                        p50[run["mode"]].append(run["p50_ms"])
+                took[kind].append(check["duration_ms"])
+                log(f"  {kind}: {check['duration_ms']:.0f} ms")
         # The check runs one channel, then (with --headless) one channel per
         # endpoint: the second run's time is the difference of the medians.
         single_ms = statistics.median(took["single"])
@@ -404,7 +377,7 @@ class Bench:
                  f"{single:.0f}", "-", None)
         self.row("gRPC RPC/s, one channel per endpoint (`--headless`), vs one channel",
                  f"{per:.0f}", f"{single:.0f}", per / single)
-        self.note(f"- gRPC: `podprobe serve` in the 3 backends; `podprobe grpc {GRPC_SERVICE}` "
+        self.note(f"- gRPC: against the lab's 3 backends (`podprobe serve`); `podprobe grpc {GRPC_SERVICE}` "
                   f"(one channel) and `... --headless {HEADLESS}` (one channel, then one per "
                   f"endpoint), alternating, {repeats} each. RPC/s = RPCs / the check's duration "
                   f"(connects included); the per-endpoint run's duration is the difference of the "
@@ -457,7 +430,10 @@ def stop(proc):
         proc.send_signal(signal.SIGINT)
     deadline = time.monotonic() + 10
     while True:
-        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+        try:
+            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            raise RuntimeError("a capture was reaped elsewhere (interrupted?)") from None
         if pid:
             break
         if time.monotonic() > deadline:
