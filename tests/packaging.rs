@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use podprobe::lab::{Lab, LabSpec, Pod};
+use podprobe::lab::{Lab, LabSpec, Pod, Service};
 use support::{podprobe, run};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -114,10 +114,21 @@ fn static_binary_runs_from_an_empty_root_as_non_root_in_a_pod_namespace() {
         format!("podprobe {}", env!("CARGO_PKG_VERSION"))
     );
 
-    let doctor = run(root
-        .podprobe(&lab, Pod::Client)
-        .args(["doctor", "-o", "json"]));
+    // A Service name resolved through the pod's resolv.conf, with no /dev in
+    // the root: the resolver's randomness must come from the system call.
+    let doctor = run(root.podprobe(&lab, Pod::Client).args([
+        "doctor",
+        "-o",
+        "json",
+        "--tcp",
+        &Service::Web.target(),
+    ]));
     let report = support::report(&doctor);
+    assert_eq!(
+        support::check(&report, "tcp.reachability")["status"],
+        "pass",
+        "{report:#}"
+    );
     let context = support::check(&report, "net.context");
     let addresses = context["evidence"]["interfaces"].to_string();
     assert!(
