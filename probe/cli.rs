@@ -302,6 +302,15 @@ pub enum LabCommand {
         #[arg(long, value_parser = parse_duration)]
         delay: Duration,
     },
+    /// Sends one out-of-window copy of each connection's first data segment
+    /// from PORT (run in the backends by the invalid-reset scenario).
+    #[command(hide = true)]
+    OutOfWindow {
+        #[arg(long)]
+        interface: String,
+        #[arg(long)]
+        port: u16,
+    },
 }
 
 /// Parses `2s`, `500ms`, `1m30s`, or a bare number of seconds (`2`, `0.5`),

@@ -20,6 +20,9 @@ pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
             suffix,
             delay,
         } => servers::serve_dns_delay(*listen, *upstream, suffix, *delay).map(|()| 0),
+        LabCommand::OutOfWindow { interface, port } => {
+            super::invalid::serve_out_of_window(interface, *port).map(|()| 0)
+        }
         LabCommand::Up { name, scenarios } => {
             let mut spec = LabSpec::new(own_exe()?).name(name);
             spec.scenarios = scenarios.clone();

@@ -20,6 +20,7 @@
 //! `podprobe lab down` removes it by name.
 
 pub mod command;
+pub mod invalid;
 mod scenario;
 mod servers;
 mod sys;
@@ -303,6 +304,9 @@ impl Lab {
         if scenario == Scenario::SlowDns {
             self.start_slow_dns()?;
         }
+        if scenario == Scenario::InvalidReset {
+            self.start_invalid_reset()?;
+        }
         self.state.scenarios.push(scenario);
         self.save()
     }
@@ -468,6 +472,58 @@ impl Lab {
                 .args(["-D", "-p", "udp", "--orig-port-dst", "53"]),
             None,
         );
+        Ok(())
+    }
+
+    /// Takes away what keeps an INVALID reply from escaping DNAT (any rule
+    /// dropping INVALID packets, conntrack's liberal mode) and starts a
+    /// watcher in each backend that sends one out-of-window segment per
+    /// connection to the HTTP port.
+    fn start_invalid_reset(&mut self) -> Result<()> {
+        let rules = sys::run(
+            self.command(Pod::Node, "iptables-save")
+                .args(["-t", "filter"]),
+            None,
+        )?;
+        for rule in rules.lines().filter(|l| {
+            l.starts_with("-A ") && l.contains("--ctstate INVALID") && l.contains("-j DROP")
+        }) {
+            // iptables-restore takes the rule back in iptables-save's quoting.
+            sys::run(
+                self.command(Pod::Node, "iptables-restore")
+                    .args(["-w", "--noflush"]),
+                Some(&format!("*filter\n-D {}\nCOMMIT\n", &rule[3..])),
+            )?;
+        }
+        sys::in_netns(&self.netns(Pod::Node), || {
+            std::fs::write("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal", "0")
+                .map_err(|e| Error::io("setting nf_conntrack_tcp_be_liberal in the node", e))
+        })??;
+        for pod in Pod::BACKENDS {
+            let mut cmd = self.podprobe(pod);
+            cmd.args(invalid::out_of_window_args(BACKEND_HTTP_PORT));
+            let log = format!("out-of-window-{}.log", pod.name());
+            self.start(cmd, &log)?;
+            self.wait_log(&log, "watching")?;
+        }
+        Ok(())
+    }
+
+    /// Waits until a server's log says it is ready.
+    fn wait_log(&self, log: &str, ready: &str) -> Result<()> {
+        let path = self.state_dir().join(log);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !std::fs::read_to_string(&path).is_ok_and(|t| t.contains(ready)) {
+            if Instant::now() > deadline {
+                return Err(Error::unavailable(format!(
+                    "lab '{}': {log} did not say '{ready}' after {}s; {}",
+                    self.state.name,
+                    READY_TIMEOUT.as_secs(),
+                    self.server_output()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Ok(())
     }
 

@@ -26,14 +26,20 @@ pub enum Scenario {
     NetpolReject,
     /// The DNS answers for the host search domain come 300 ms late.
     SlowDns,
+    /// A backend's segment outside the TCP window is marked INVALID by the
+    /// node's conntrack and, with no rule dropping INVALID packets, escapes
+    /// the Service's reverse NAT: the client resets it, which kills the
+    /// backend's side of the connection (kubernetes#74839).
+    InvalidReset,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::DnsRace,
         Scenario::NetpolDrop,
         Scenario::NetpolReject,
         Scenario::SlowDns,
+        Scenario::InvalidReset,
     ];
 
     /// The name the CLI takes (`--scenario dns-race`).
@@ -43,6 +49,7 @@ impl Scenario {
             Scenario::NetpolDrop => "netpol-drop",
             Scenario::NetpolReject => "netpol-reject",
             Scenario::SlowDns => "slow-dns",
+            Scenario::InvalidReset => "invalid-reset",
         }
     }
 
@@ -57,6 +64,9 @@ impl Scenario {
                 "network policy REJECTs the backends' HTTP port 8080 with a TCP reset"
             }
             Scenario::SlowDns => "DNS answers for the host search domain come 300 ms late",
+            Scenario::InvalidReset => {
+                "backends send a segment outside the TCP window; conntrack marks it INVALID and nothing drops it, so it escapes the Service's DNAT"
+            }
         }
     }
 
@@ -120,7 +130,7 @@ impl Scenario {
             .to_vec()],
             Scenario::NetpolDrop => policy(&["DROP"]),
             Scenario::NetpolReject => policy(&["REJECT", "--reject-with", "tcp-reset"]),
-            Scenario::SlowDns => Vec::new(),
+            Scenario::SlowDns | Scenario::InvalidReset => Vec::new(),
         }
     }
 }
