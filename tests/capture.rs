@@ -300,7 +300,8 @@ fn captured(stderr: &str) -> u64 {
         .find(|l| l.contains("packets captured"))
         .unwrap_or_else(|| panic!("no stats line in: {stderr}"));
     assert!(
-        line.ends_with("dropped by kernel") || line.contains("dropped by kernel (the reader went away after"),
+        line.ends_with("dropped by kernel")
+            || line.contains("dropped by kernel (the reader went away after"),
         "{line}"
     );
     line.split_whitespace().next().unwrap().parse().unwrap()
@@ -495,7 +496,10 @@ fn a_reader_that_leaves_ends_the_capture_quietly() {
         whole += 1;
     }
     assert_eq!(captured(&stderr), whole, "{stderr}");
-    assert!(stderr.contains("(the reader went away after 1000 bytes)"), "{stderr}");
+    assert!(
+        stderr.contains("(the reader went away after 1000 bytes)"),
+        "{stderr}"
+    );
 
     // The reader leaves while nothing arrives: noticed without a packet.
     let idle = pair
@@ -748,7 +752,10 @@ fn any_interface_gives_cooked_capture_that_analyzes_the_same() {
         text(&encap.stdout)
     );
     let ifindex = tshark_fields(&file, "dns", "sll.ifindex");
-    assert!(!ifindex.is_empty() && ifindex.iter().all(|i| i != "0"), "{ifindex:?}");
+    assert!(
+        !ifindex.is_empty() && ifindex.iter().all(|i| i != "0"),
+        "{ifindex:?}"
+    );
     let report = report_of(&text(&out.stdout));
     let dns = check(&report, "capture.dns");
     assert_eq!(dns["status"], "pass", "{dns}");
@@ -939,12 +946,18 @@ fn a_frozen_dns_server_is_a_stall_not_the_race() {
     // SAFETY: as above.
     unsafe { libc::kill(dnsmasq, libc::SIGCONT) };
     let out = finish(lookup, Duration::from_secs(15));
-    assert!(text(&out.stdout).contains("10.1.2.3"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("10.1.2.3"),
+        "{}",
+        text(&out.stdout)
+    );
     let report = stop_capture(child);
     let dns = check(&report, "capture.dns");
     assert_eq!(dns["status"], "fail", "{dns:#}");
     assert!(
-        summary(dns).starts_with(&format!("server stall: {SERVER_IP}:53 answered nothing for")),
+        summary(dns).starts_with(&format!(
+            "server stall: {SERVER_IP}:53 answered nothing for"
+        )),
         "{dns:#}"
     );
     assert!(!summary(dns).contains("race"), "{dns:#}");
@@ -958,7 +971,10 @@ fn a_frozen_dns_server_is_a_stall_not_the_race() {
         !dns["remedy"].to_string().contains("single-request-reopen"),
         "{dns:#}"
     );
-    assert_eq!(dns["evidence"]["queries"], tshark_count(&file, "dns.flags.response==0"));
+    assert_eq!(
+        dns["evidence"]["queries"],
+        tshark_count(&file, "dns.flags.response==0")
+    );
 }
 
 /// IPv6 DNS answers of 3 kB arrive in fragments: reassembled, they are
@@ -974,12 +990,18 @@ fn ipv6_dns_with_large_answers_reassembles_and_names_a_lost_fragment() {
     ));
     // Twelve 250-byte strings: a TXT answer of about 3 kB.
     let chunk = "x".repeat(250);
-    let txt = format!("--txt-record=big.example.com{}", format!(",{chunk}").repeat(12));
+    let txt = format!(
+        "--txt-record=big.example.com{}",
+        format!(",{chunk}").repeat(12)
+    );
     pair.start_dns_with(&["--listen-address=fd77::2", "--edns-packet-max=4096", &txt]);
     let tmp = TempDir::new();
     let file = tmp.path().join("v6.pcap");
     // No port filter: BPF's `port 53` does not match IPv6 fragments.
-    let child = pair.capture_to_file(&file, &["--analyze", "-o", "json", "-f", "ip6 and not icmp6"]);
+    let child = pair.capture_to_file(
+        &file,
+        &["--analyze", "-o", "json", "-f", "ip6 and not icmp6"],
+    );
     for i in 0..3 {
         if i == 1 {
             // The first query then lies more than a second before the end.
@@ -995,7 +1017,11 @@ fn ipv6_dns_with_large_answers_reassembles_and_names_a_lost_fragment() {
             "TXT",
             "big.example.com",
         ]));
-        assert!(text(&out.stdout).contains("MSG SIZE  rcvd: 3"), "{}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains("MSG SIZE  rcvd: 3"),
+            "{}",
+            text(&out.stdout)
+        );
     }
     let report = stop_capture(child);
     let dns = check(&report, "capture.dns");
@@ -1015,21 +1041,30 @@ fn ipv6_dns_with_large_answers_reassembles_and_names_a_lost_fragment() {
     // The last fragment of the first answer, removed.
     let frames = tshark_fields(&file, "ipv6.fragment.count", "frame.number");
     let lost = tmp.path().join("lost.pcap");
-    let out = run(Command::new("editcap").arg(&file).arg(&lost).arg(&frames[0]));
+    let out = run(Command::new("editcap")
+        .arg(&file)
+        .arg(&lost)
+        .arg(&frames[0]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report = capture_support::analyze_file(&lost);
     let dns = check(&report, "capture.dns");
     assert_eq!(dns["status"], "fail", "{dns:#}");
     assert_eq!(dns["evidence"]["causes"]["fragments_lost"], 1, "{dns:#}");
     assert_eq!(dns["evidence"]["causes"]["conntrack_race"], 0, "{dns:#}");
-    assert!(summary(dns).contains("1 answer lost in IP fragments"), "{dns:#}");
+    assert!(
+        summary(dns).contains("1 answer lost in IP fragments"),
+        "{dns:#}"
+    );
     assert_eq!(
         dns["evidence"]["unanswered"],
         tshark_count(&lost, "dns.flags.response==0 && !dns.response_in")
     );
     let decode = check(&report, "capture.decode");
     assert_eq!(decode["status"], "warn", "{decode:#}");
-    assert!(summary(decode).contains("1 fragmented datagram never completed"), "{decode:#}");
+    assert!(
+        summary(decode).contains("1 fragmented datagram never completed"),
+        "{decode:#}"
+    );
 }
 
 /// One connection from `a` to `b`:`port` where `b`'s server accepts and
@@ -1041,7 +1076,8 @@ fn tcp_session(
     client: impl FnOnce(std::net::TcpStream) + Send + 'static,
 ) {
     let listener = in_netns(&pair.b.name, move || {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         // A small receive buffer fills (and closes the window) quickly.
         socket.set_recv_buffer_size(4096).unwrap();
         socket.set_reuse_address(true).unwrap();
@@ -1083,7 +1119,8 @@ fn a_receiver_that_stops_reading_is_a_zero_window_stall() {
             while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
         },
         |mut conn| {
-            conn.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+            conn.set_write_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             conn.write_all(&vec![7u8; 1 << 20]).unwrap();
         },
     );
@@ -1091,7 +1128,9 @@ fn a_receiver_that_stops_reading_is_a_zero_window_stall() {
     let tcp = check(&report, "capture.tcp");
     assert_eq!(tcp["status"], "warn", "{tcp:#}");
     assert!(
-        summary(tcp).starts_with(&format!("{SERVER_IP}:9000 stopped reading: zero window for")),
+        summary(tcp).starts_with(&format!(
+            "{SERVER_IP}:9000 stopped reading: zero window for"
+        )),
         "{tcp:#}"
     );
     let stall = &tcp["evidence"]["zero_window_stalls"][0];
@@ -1121,7 +1160,8 @@ fn a_peer_that_vanishes_mid_transfer_is_an_unacknowledged_run() {
             use std::io::Read;
             // Read for a while, then vanish without a word.
             let until = Instant::now() + Duration::from_millis(300);
-            conn.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            conn.set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
             let mut buf = vec![0u8; 65536];
             while Instant::now() < until {
                 let _ = conn.read(&mut buf);
@@ -1132,7 +1172,8 @@ fn a_peer_that_vanishes_mid_transfer_is_an_unacknowledged_run() {
             std::thread::sleep(Duration::from_secs(5));
         },
         |mut conn| {
-            conn.set_write_timeout(Some(Duration::from_secs(6))).unwrap();
+            conn.set_write_timeout(Some(Duration::from_secs(6)))
+                .unwrap();
             for _ in 0..60 {
                 if conn.write_all(&[1u8; 1000]).is_err() {
                     break;
@@ -1183,7 +1224,10 @@ fn capture_lab_tcp(lab: &Lab, traffic: impl FnOnce() + Send) -> (Value, PathBuf,
 fn lab_dropped_and_rejected_ports_are_unanswered_and_refused() {
     let dropped = lab(&[Scenario::NetpolDrop]);
     let (report, file, _tmp) = capture_lab_tcp(&dropped, || {
-        let err = std::net::TcpStream::connect_timeout(&Service::Web.addr().into(), Duration::from_millis(3500));
+        let err = std::net::TcpStream::connect_timeout(
+            &Service::Web.addr().into(),
+            Duration::from_millis(3500),
+        );
         assert!(err.is_err());
         std::thread::sleep(Duration::from_millis(1200));
     });
@@ -1203,21 +1247,30 @@ fn lab_dropped_and_rejected_ports_are_unanswered_and_refused() {
         syn["syns"].as_u64().unwrap(),
         tshark_count(&file, "tcp.flags.syn==1 && tcp.flags.ack==0")
     );
-    assert!(tcp["remedy"][0].as_str().unwrap().contains("NetworkPolicies"));
+    assert!(tcp["remedy"][0]
+        .as_str()
+        .unwrap()
+        .contains("NetworkPolicies"));
     drop(dropped);
 
     let rejected = lab(&[Scenario::NetpolReject]);
     let (report, file, _tmp) = capture_lab_tcp(&rejected, || {
         for _ in 0..3 {
-            let err = std::net::TcpStream::connect_timeout(&Service::Web.addr().into(), Duration::from_secs(2))
-                .unwrap_err();
+            let err = std::net::TcpStream::connect_timeout(
+                &Service::Web.addr().into(),
+                Duration::from_secs(2),
+            )
+            .unwrap_err();
             assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
         }
     });
     let tcp = check(&report, "capture.tcp");
     assert_eq!(tcp["status"], "fail", "{tcp:#}");
     assert!(summary(tcp).starts_with("3 connects refused"), "{tcp:#}");
-    assert_eq!(tcp["evidence"]["refused"][0]["server"], Service::Web.addr().to_string());
+    assert_eq!(
+        tcp["evidence"]["refused"][0]["server"],
+        Service::Web.addr().to_string()
+    );
     assert_eq!(
         tcp["evidence"]["refused_total"],
         tshark_count(&file, "tcp.flags.reset==1")
@@ -1229,13 +1282,18 @@ fn lab_dropped_and_rejected_ports_are_unanswered_and_refused() {
 /// how the second one ended.
 fn two_requests() -> std::io::Result<()> {
     use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect_timeout(&Service::Web.addr().into(), Duration::from_secs(2))?;
+    let mut conn =
+        std::net::TcpStream::connect_timeout(&Service::Web.addr().into(), Duration::from_secs(2))?;
     conn.set_read_timeout(Some(Duration::from_secs(3)))?;
     let request = b"GET / HTTP/1.1\r\nHost: web.default\r\n\r\n";
     let mut buf = [0u8; 4096];
     conn.write_all(request)?;
     let n = conn.read(&mut buf)?;
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     std::thread::sleep(Duration::from_millis(500));
     conn.write_all(request)?;
     match conn.read(&mut buf)? {
@@ -1257,15 +1315,23 @@ fn lab_invalid_reset_is_the_escaped_dnat_reset_and_the_drop_rule_fixes_it() {
         let err = two_requests().unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
     });
-    assert!(conntrack_invalid(&lab) > invalid_before, "the node's conntrack saw no INVALID packet");
+    assert!(
+        conntrack_invalid(&lab) > invalid_before,
+        "the node's conntrack saw no INVALID packet"
+    );
     let invalid = check(&report, "capture.conntrack-invalid");
     assert_eq!(invalid["status"], "fail", "{invalid:#}");
     let escape = &invalid["evidence"]["escaped"][0];
     let client = escape["client"].as_str().unwrap();
     let backend = escape["stray_from"].as_str().unwrap();
-    assert!(client.starts_with(&format!("{}:", Pod::Client.ip())), "{escape}");
     assert!(
-        Pod::BACKENDS.iter().any(|p| backend == format!("{}:{BACKEND_HTTP_PORT}", p.ip())),
+        client.starts_with(&format!("{}:", Pod::Client.ip())),
+        "{escape}"
+    );
+    assert!(
+        Pod::BACKENDS
+            .iter()
+            .any(|p| backend == format!("{}:{BACKEND_HTTP_PORT}", p.ip())),
         "{escape}"
     );
     assert_eq!(escape["service"], Service::Web.addr().to_string());
@@ -1280,24 +1346,48 @@ fn lab_invalid_reset_is_the_escaped_dnat_reset_and_the_drop_rule_fixes_it() {
         )
     );
     let details = invalid["remedy"].to_string() + &invalid["refs"].to_string();
-    for needle in ["--ctstate INVALID -j DROP", "nf_conntrack_tcp_be_liberal", "issues/74839", "kube-proxy-subtleties"] {
+    for needle in [
+        "--ctstate INVALID -j DROP",
+        "nf_conntrack_tcp_be_liberal",
+        "issues/74839",
+        "kube-proxy-subtleties",
+    ] {
         assert!(details.contains(needle), "{needle}: {invalid:#}");
     }
     // tshark sees the same: a RST from the client to the backend's own
     // address, which the client never sent a SYN to.
     let host = backend.split(':').next().unwrap();
-    assert_eq!(tshark_count(&file, &format!("tcp.flags.reset==1 && ip.dst=={host}")), 1);
-    assert_eq!(tshark_count(&file, &format!("tcp.flags.syn==1 && ip.dst=={host}")), 0);
+    assert_eq!(
+        tshark_count(&file, &format!("tcp.flags.reset==1 && ip.dst=={host}")),
+        1
+    );
+    assert_eq!(
+        tshark_count(&file, &format!("tcp.flags.syn==1 && ip.dst=={host}")),
+        0
+    );
 
     // The fix: drop INVALID on the node, as kube-proxy does.
     let out = run(lab.command(Pod::Node, "iptables").args([
-        "-w", "-I", "FORWARD", "1", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP",
+        "-w",
+        "-I",
+        "FORWARD",
+        "1",
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "INVALID",
+        "-j",
+        "DROP",
     ]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let (report, _file, _tmp) = capture_lab_tcp(&lab, || two_requests().unwrap());
     let invalid = check(&report, "capture.conntrack-invalid");
     assert_eq!(invalid["status"], "pass", "{invalid:#}");
-    assert_eq!(check(&report, "capture.tcp")["status"], "pass", "{report:#}");
+    assert_eq!(
+        check(&report, "capture.tcp")["status"],
+        "pass",
+        "{report:#}"
+    );
 }
 
 /// The node's conntrack `invalid` counter, summed over CPUs.

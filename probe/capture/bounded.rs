@@ -3,9 +3,19 @@
 //! quarter least recently active goes, in one O(n) pass, so a flood costs
 //! amortised O(1) per packet and memory stays under the documented bound.
 //! Callers finalise what they evict (its findings count) and count it.
+//!
+//! Each table is made with room for twice its cap: a hash table whose
+//! removed entries leave tombstones rehashes in place only while it is at
+//! most half full, and would otherwise double its memory.
 
 use std::collections::HashMap;
 use std::hash::Hash;
+
+/// A table for at most `cap` entries that never grows past its first
+/// allocation.
+pub fn table<K, V>(cap: usize) -> HashMap<K, V> {
+    HashMap::with_capacity(2 * cap)
+}
 
 /// The keys of the `len / 4` (at least one) entries whose `last_active` is
 /// oldest.

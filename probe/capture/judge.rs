@@ -78,13 +78,8 @@ pub fn judge_decode(ev: &DecodeEvidence) -> Check {
     }
     if f.incomplete > 0 {
         problems.push(format!(
-            "{} fragmented {} never completed",
-            f.incomplete,
-            if f.incomplete == 1 {
-                "datagram"
-            } else {
-                "datagrams"
-            }
+            "{} never completed",
+            plural(f.incomplete, "fragmented datagram", "fragmented datagrams")
         ));
     }
     if ev.dns_malformed > 0 {
@@ -95,13 +90,8 @@ pub fn judge_decode(ev: &DecodeEvidence) -> Check {
     }
     if ev.dns_tcp_gaps > 0 {
         problems.push(format!(
-            "{} DNS-over-TCP {} missed segments",
-            ev.dns_tcp_gaps,
-            if ev.dns_tcp_gaps == 1 {
-                "stream"
-            } else {
-                "streams"
-            }
+            "{} missed segments",
+            plural(ev.dns_tcp_gaps, "DNS-over-TCP stream", "DNS-over-TCP streams")
         ));
     }
     if ev.evicted.total() > 0 {

@@ -279,11 +279,11 @@ pub fn judge_conntrack_invalid(ev: &EscapeEvidence) -> Check {
         .take(10)
         .map(|e| {
             format!(
-                "{} -> {} at {:.3} s ({} packets), {:.0} ms into {} <-> {}{}; then {}",
+                "{} -> {} at {:.3} s ({}), {:.0} ms into {} <-> {}{}; then {}",
                 e.stray_from,
                 e.client,
                 e.at_s,
-                e.stray_packets,
+                plural(e.stray_packets, "packet", "packets"),
                 e.connection_age_ms,
                 e.client,
                 e.service,
@@ -320,6 +320,7 @@ fn phase_name(phase: Phase) -> &'static str {
         Phase::Established => "established,",
         Phase::Closing => "while closing,",
         Phase::Unknown => "on a connection begun before the capture,",
+        Phase::NoConnection => "answering segments of a connection it did not have,",
     }
 }
 

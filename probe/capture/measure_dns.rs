@@ -43,8 +43,8 @@ pub const LATE_US: i64 = 900_000;
 pub const RACE_RESEND_US: std::ops::RangeInclusive<i64> = 900_000..=11_000_000;
 /// A and AAAA of one lookup leave the socket this close together.
 const TWIN_WINDOW_US: i64 = 50_000;
-/// Open queries held at once (see the README's memory budget).
-pub const MAX_QUERIES: usize = 65_536;
+/// Queries held at once (see the README's memory budget).
+pub const MAX_QUERIES: usize = 14_336;
 /// Distinct (client, name) pairs counted for search chains and top names.
 const MAX_NAMES: usize = 16_384;
 /// Servers graded one by one.
@@ -175,7 +175,7 @@ struct NameStat {
 }
 
 /// Feeds DNS messages in capture order; `finish` gives the evidence.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DnsTracker {
     ev: DnsEvidence,
     txs: HashMap<TxKey, Tx>,
@@ -188,6 +188,22 @@ pub struct DnsTracker {
     unreachable: HashMap<(SocketAddr, SocketAddr), &'static str>,
     first_us: Option<i64>,
     rng: u64,
+}
+
+impl Default for DnsTracker {
+    fn default() -> Self {
+        DnsTracker {
+            ev: DnsEvidence::default(),
+            txs: bounded::table(MAX_QUERIES),
+            last_ask: bounded::table(MAX_QUERIES / 2),
+            servers: HashMap::new(),
+            names: HashMap::new(),
+            incomplete: HashMap::new(),
+            unreachable: HashMap::new(),
+            first_us: None,
+            rng: 0,
+        }
+    }
 }
 
 impl DnsTracker {
@@ -287,10 +303,11 @@ impl DnsTracker {
                     name: key.name.clone(),
                 },
             );
-            if self.last_ask.len() > MAX_QUERIES {
-                // Twins more than a window old are of no use any more.
-                self.last_ask
-                    .retain(|_, last| ts_us - last.first_us <= TWIN_WINDOW_US);
+            if self.last_ask.len() > MAX_QUERIES / 2 {
+                // Twins are sent together: the least recent sockets go.
+                for old in bounded::oldest_quarter(&self.last_ask, |last| last.first_us) {
+                    self.last_ask.remove(&old);
+                }
             }
         }
         self.txs.insert(key, tx);
@@ -352,10 +369,11 @@ impl DnsTracker {
     /// A fragmented datagram that never completed: if it came from a DNS
     /// server, the query it answered was not lost but its answer was.
     pub fn incomplete(&mut self, datagram: Incomplete) {
-        let list = self
-            .incomplete
-            .entry((datagram.src, datagram.dst))
-            .or_default();
+        let key = (datagram.src, datagram.dst);
+        if !self.incomplete.contains_key(&key) && self.incomplete.len() >= MAX_SERVERS * 16 {
+            return;
+        }
+        let list = self.incomplete.entry(key).or_default();
         if list.len() < MAX_LISTED {
             list.push(datagram);
         }

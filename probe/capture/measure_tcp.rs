@@ -17,7 +17,7 @@ use super::decode::flags::{ACK, FIN, RST, SYN};
 use super::decode::IcmpError;
 
 /// Connections followed at once (see the README's memory budget).
-pub const MAX_CONNECTIONS: usize = 65_536;
+pub const MAX_CONNECTIONS: usize = 14_336;
 /// A connect begun this close to the end of the capture may be cut off.
 const IN_FLIGHT_US: i64 = 1_000_000;
 /// Retransmission runs and zero-window stalls shorter than this are the
@@ -131,6 +131,8 @@ impl Conn {
     fn phase(&self, sender: usize) -> Phase {
         if self.packets == [0, 0] {
             Phase::Unknown
+        } else if !self.syn_seen && self.packets[sender] == 0 {
+            Phase::NoConnection
         } else if self.syn_seen && !self.syn_ack && sender == 1 {
             Phase::Refused
         } else if self.fin[0] || self.fin[1] {
@@ -157,7 +159,7 @@ impl Conn {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TcpTracker {
     conns: HashMap<Key, Conn>,
     /// A client's endpoint (it sent a SYN) -> its connection.
@@ -165,6 +167,18 @@ pub struct TcpTracker {
     ev: TcpEvidence,
     escapes: EscapeEvidence,
     first_us: Option<i64>,
+}
+
+impl Default for TcpTracker {
+    fn default() -> Self {
+        TcpTracker {
+            conns: bounded::table(MAX_CONNECTIONS),
+            clients: bounded::table(MAX_CONNECTIONS),
+            ev: TcpEvidence::default(),
+            escapes: EscapeEvidence::default(),
+            first_us: None,
+        }
+    }
 }
 
 impl TcpTracker {
@@ -670,6 +684,9 @@ pub enum Phase {
     Closing,
     /// The connection's first packet seen (it began before the capture).
     Unknown,
+    /// The answer to the peer's segments by an end that had sent nothing:
+    /// it had no such connection (or it began before the capture).
+    NoConnection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

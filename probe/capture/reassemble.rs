@@ -95,7 +95,7 @@ pub struct FragmentEvidence {
     pub evicted: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Reassembler {
     table: HashMap<Key, Partial>,
     bytes: usize,
@@ -103,6 +103,18 @@ pub struct Reassembler {
     /// Incomplete datagrams not yet taken by the DNS analysis.
     fresh_incomplete: Vec<Incomplete>,
     last_expire_us: i64,
+}
+
+impl Default for Reassembler {
+    fn default() -> Self {
+        Reassembler {
+            table: bounded::table(MAX_DATAGRAMS),
+            bytes: 0,
+            evidence: FragmentEvidence::default(),
+            fresh_incomplete: Vec::new(),
+            last_expire_us: 0,
+        }
+    }
 }
 
 impl Reassembler {

@@ -35,12 +35,22 @@ pub struct StreamCounts {
     pub evicted: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DnsStreams {
     streams: HashMap<(SocketAddr, SocketAddr), Stream>,
     /// Bytes held by all streams.
     held: usize,
     pub counts: StreamCounts,
+}
+
+impl Default for DnsStreams {
+    fn default() -> Self {
+        DnsStreams {
+            streams: bounded::table(MAX_STREAMS),
+            held: 0,
+            counts: StreamCounts::default(),
+        }
+    }
 }
 
 impl DnsStreams {
