@@ -2,9 +2,12 @@
 //! Envoy sidecar's upstream idle timeout, the cause of sporadic 503 UC.
 
 pub mod admin;
+pub mod dump;
 pub mod envoy;
 pub mod judge;
 pub mod measure;
+pub mod route;
+pub mod servers;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -41,6 +44,9 @@ pub fn run(args: &KeepaliveArgs, global: &GlobalArgs) -> crate::Result<Report> {
             args.path
         )));
     }
+    if let Some(url) = args.envoy_admin.as_deref() {
+        admin::check_admin_url(url)?;
+    }
     let saved = args
         .config_dump
         .as_deref()
@@ -65,6 +71,9 @@ pub fn run(args: &KeepaliveArgs, global: &GlobalArgs) -> crate::Result<Report> {
 /// The check for `doctor --upstream` (none without it): every failure
 /// becomes an errored check, so the other checks still report.
 pub fn doctor_check(args: &DoctorArgs, global: &GlobalArgs) -> Option<Check> {
+    if let Some(Err(e)) = args.envoy_admin.as_deref().map(admin::check_admin_url) {
+        return Some(Check::errored(judge::ID, judge::TITLE, &e));
+    }
     let plan = Plan {
         upstream: args.upstream.as_deref()?,
         path: "/",
@@ -86,6 +95,20 @@ fn measure_and_judge(plan: Plan<'_>, addrs: &[SocketAddr]) -> crate::Result<Chec
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting the async runtime", e))?;
+    let user_agent = measure::user_agent();
+    let headers = [
+        ("user-agent", user_agent.as_str()),
+        ("accept", "*/*"),
+        ("connection", "keep-alive"),
+    ];
+    let request = route::Request {
+        host: &host,
+        port,
+        destinations: addrs,
+        authority: plan.upstream,
+        path: plan.path,
+        headers: &headers,
+    };
     let (app, proxy) = runtime.block_on(async {
         tokio::join!(
             measure::measure_app(
@@ -95,7 +118,7 @@ fn measure_and_judge(plan: Plan<'_>, addrs: &[SocketAddr]) -> crate::Result<Chec
                 plan.io_timeout,
                 plan.max_wait
             ),
-            admin::read_proxy(&host, port, plan.saved, plan.admin, plan.io_timeout),
+            admin::read_proxy(&request, plan.saved, plan.admin, plan.io_timeout),
         )
     });
     Ok(judge::judge(&app?, &proxy))
@@ -107,11 +130,11 @@ fn read_saved_dump(path: &Path) -> crate::Result<SavedDump> {
         path: path.display().to_string(),
         cause,
     };
-    let text = std::fs::read_to_string(path).map_err(input)?;
-    let clusters = envoy::parse_config_dump(&text)
+    let bytes = std::fs::read(path).map_err(input)?;
+    dump::parse(&bytes)
         .map_err(|why| input(std::io::Error::new(std::io::ErrorKind::InvalidData, why)))?;
     Ok(SavedDump {
         from: path.display().to_string(),
-        clusters,
+        bytes,
     })
 }
