@@ -10,8 +10,9 @@ use crate::Error;
 
 /// Istio's sidecar admin listener.
 pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:15000";
-/// Dumps of large meshes run to tens of megabytes; more is not an admin API.
-const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Dumps of large meshes run to tens of megabytes, 100 MB and more without
+/// Sidecar scoping; past this it is not an admin API.
+const MAX_BODY: usize = 256 * 1024 * 1024;
 /// One admin answer may take at most this many `--timeout`s in all (each
 /// read is bounded by `--timeout` itself), so a server that drips bytes
 /// cannot hold the check.

@@ -182,11 +182,11 @@ fn details(app: &AppSide, proxy: &ProxySide, summary: &str) -> Vec<String> {
         .collect();
     let mut lines = vec![
         format!(
-            "app:   {} {} server={} ({:?}: {}) advertised Keep-Alive timeout={} measured={} closed_by={} samples=[{}]",
+            "app:   {} {} server={} ({}: {}) advertised Keep-Alive timeout={} measured={} closed_by={} samples=[{}]",
             app.http_version,
             app.status_code,
             app.server.as_deref().unwrap_or("-"),
-            app.server_kind,
+            app.server_kind.name(),
             app.server_identified_by,
             opt(app.advertised_keepalive_s),
             opt(app.app_idle_timeout_s),

@@ -588,8 +588,13 @@ fn http_route(
         )
     })?;
     steps.push(format!(
-        "virtual host {} (domain {domain:?} matches Host {host})",
-        vhost.name.as_deref().unwrap_or("(unnamed)")
+        "virtual host {} (domain {domain:?} matches Host {host}{})",
+        vhost.name.as_deref().unwrap_or("(unnamed)"),
+        if strip_port && host != req.authority {
+            ", its port stripped as the connection manager says"
+        } else {
+            ""
+        }
     ));
     let mut skipped = Vec::new();
     let (index, route) = vhost

@@ -28,6 +28,16 @@ pub enum ServerKind {
     Unknown,
 }
 
+impl ServerKind {
+    /// The name in the evidence (`tomcat`, `go_net_http`).
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
 /// Identifies the server: its kind and what showed it.
 pub fn identify(head: &ResponseHead, body: &[u8], measured_s: Option<f64>) -> (ServerKind, String) {
     let server = head.header("server").unwrap_or("");
