@@ -1257,4 +1257,63 @@ mod tests {
         assert!(contains("::", 0, "::1".parse().unwrap()));
         assert!(!contains("10.0.0.0", 8, "11.0.0.1".parse().unwrap()));
     }
+
+    /// Routes through an inline dump of clusters only.
+    fn fallback(clusters: &str, host: &str, port: u16, ip: &str) -> Routed {
+        let text = format!(
+            r#"{{"configs": [{{"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "static_clusters": [{clusters}]}}]}}"#
+        );
+        let dump = dump::parse(text.as_bytes()).unwrap();
+        let destinations = [SocketAddr::new(ip.parse().unwrap(), port)];
+        let authority = format!("{host}:{port}");
+        route(
+            &dump,
+            &Request {
+                host,
+                port,
+                destinations: &destinations,
+                authority: &authority,
+                path: "/",
+                headers: &[],
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn fallbacks_prefer_the_default_subset_and_read_localhost() {
+        // Istio's subsets come before the default one in a dump; a route
+        // without a subset names the default.
+        let r = fallback(
+            r#"{"cluster": {"name": "outbound|9080|v1|details.default.svc.cluster.local"}},
+               {"cluster": {"name": "outbound|9080||details.default.svc.cluster.local"}}"#,
+            "details",
+            9080,
+            "10.96.0.9",
+        );
+        assert_eq!(
+            clusters(&r),
+            ["outbound|9080||details.default.svc.cluster.local"]
+        );
+        // A static endpoint written as a name matches loopback.
+        let r = fallback(
+            r#"{"cluster": {"name": "local_app", "load_assignment": {"endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "localhost", "port_value": 8090}}}}]}]}}}"#,
+            "127.0.0.1",
+            8090,
+            "127.0.0.1",
+        );
+        assert_eq!(
+            (r.found_by, clusters(&r)),
+            (FoundBy::Endpoint, vec!["local_app".to_string()])
+        );
+        // v2's hosts: by the name the app uses.
+        let r = fallback(
+            r#"{"cluster": {"name": "pilot", "hosts": [{"socketAddress": {"address": "istio-pilot.istio-system", "portValue": 15010}}]}}"#,
+            "istio-pilot.istio-system",
+            15010,
+            "10.0.0.1",
+        );
+        assert_eq!(clusters(&r), ["pilot"]);
+    }
 }

@@ -177,3 +177,98 @@ pub fn setting(kind: ServerKind, keep_s: f64) -> String {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A response head as recorded from the real server (bare CRLF lines).
+    fn head(text: &str) -> ResponseHead {
+        let mut lines = text.split("\r\n");
+        let mut status = lines.next().unwrap().splitn(3, ' ');
+        ResponseHead {
+            version: status.next().unwrap().to_string(),
+            status: status.next().unwrap().parse().unwrap(),
+            reason: status.next().unwrap_or("").to_string(),
+            headers: lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect(),
+        }
+    }
+
+    fn kind(text: &str, body: &str, measured: Option<f64>) -> ServerKind {
+        identify(&head(text), body.as_bytes(), measured).0
+    }
+
+    #[test]
+    fn servers_by_header_and_behaviour() {
+        // Recorded from Debian 12's servers and PyPI's aiohttp.
+        let tomcat = "HTTP/1.1 200 \r\nAccept-Ranges: bytes\r\nETag: W/\"3-1796076281699\"\r\nContent-Type: text/html\r\nContent-Length: 3\r\nDate: Mon, 30 Nov 2026 22:04:49 GMT\r\nKeep-Alive: timeout=4\r\nConnection: keep-alive";
+        assert_eq!(kind(tomcat, "ok\n", Some(4.0)), ServerKind::Tomcat);
+        let node = "HTTP/1.1 200 OK\r\nDate: Mon, 30 Nov 2026 22:04:49 GMT\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 3";
+        assert_eq!(kind(node, "ok\n", Some(6.0)), ServerKind::Node);
+        assert!(identify(&head(node), b"", Some(6.0))
+            .1
+            .contains("1 s after"));
+        let express = "HTTP/1.1 200 OK\r\nX-Powered-By: Express\r\nContent-Type: text/html; charset=utf-8\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5";
+        assert_eq!(kind(express, "ok", None), ServerKind::Express);
+        let haproxy = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain";
+        assert_eq!(kind(haproxy, "ok", None), ServerKind::Haproxy);
+        let go = "HTTP/1.1 200 OK\r\nDate: Mon, 30 Nov 2026 22:55:21 GMT\r\nContent-Length: 3\r\nContent-Type: text/plain; charset=utf-8";
+        assert_eq!(kind(go, "ok\n", Some(2.0)), ServerKind::GoNetHttp);
+        for (server, expected) in [
+            ("Caddy", ServerKind::Caddy),
+            ("Python/3.11 aiohttp/3.14.5", ServerKind::Aiohttp),
+            ("lighttpd/1.4.69", ServerKind::Lighttpd),
+            ("Apache/2.4.71 (Debian)", ServerKind::Apache),
+            ("Apache-Coyote/1.1", ServerKind::Tomcat),
+            ("nginx/1.22.1", ServerKind::Nginx),
+            ("gunicorn", ServerKind::Gunicorn),
+            ("uvicorn", ServerKind::Uvicorn),
+            ("Jetty(10.0.20)", ServerKind::Jetty),
+            ("istio-envoy", ServerKind::Envoy),
+            ("Kestrel", ServerKind::Unknown),
+        ] {
+            let text = format!("HTTP/1.1 200 OK\r\nServer: {server}\r\nContent-Length: 2");
+            assert_eq!(kind(&text, "ok", None), expected, "{server}");
+        }
+        // Spring Boot's error answer, whatever server embeds it.
+        let spring = r#"{"timestamp":"2026-11-30T22:00:00.000+00:00","status":404,"error":"Not Found","path":"/"}"#;
+        assert_eq!(
+            kind("HTTP/1.1 404 \r\nContent-Type: application/json\r\nKeep-Alive: timeout=60\r\nConnection: keep-alive", spring, None),
+            ServerKind::SpringBoot
+        );
+        let through_envoy = "HTTP/1.1 200 OK\r\nserver: nginx\r\nx-envoy-upstream-service-time: 3";
+        assert_eq!(kind(through_envoy, "ok", None), ServerKind::Envoy);
+    }
+
+    #[test]
+    fn every_server_gets_its_own_setting() {
+        for (kind, text) in [
+            (
+                ServerKind::Tomcat,
+                "keepAliveTimeout=\"65000\" on the <Connector>",
+            ),
+            (ServerKind::Lighttpd, "server.max-keep-alive-idle = 65"),
+            (ServerKind::Haproxy, "timeout http-keep-alive 65s"),
+            (ServerKind::Caddy, "servers { timeouts { idle 65s } }"),
+            (ServerKind::Aiohttp, "keepalive_timeout=65"),
+            (ServerKind::GoNetHttp, "IdleTimeout: 65 * time.Second"),
+            (ServerKind::Apache, "KeepAliveTimeout 65"),
+            (
+                ServerKind::SpringBoot,
+                "server.tomcat.keep-alive-timeout=65s",
+            ),
+            (ServerKind::Jetty, "setIdleTimeout(65000)"),
+            (ServerKind::Express, "server.keepAliveTimeout = 65000"),
+            (ServerKind::Node, "keepAliveTimeout: 65000"),
+        ] {
+            assert!(
+                setting(kind, 65.0).contains(text),
+                "{kind:?}: {}",
+                setting(kind, 65.0)
+            );
+        }
+    }
+}
