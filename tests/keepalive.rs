@@ -229,12 +229,7 @@ fn admin_double(routes: Vec<(&'static str, &'static str, String)>) -> String {
             let Ok(mut conn) = conn else { continue };
             let routes = routes.clone();
             thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8_lossy(&head);
+                let head = read_head(&mut conn);
                 let target = head.split(' ').nth(1).unwrap_or("/").to_string();
                 let path = target.split('?').next().unwrap_or("/");
                 let found = routes
@@ -550,6 +545,16 @@ fn doctor_runs_the_check_for_upstream() {
 
 // ---- bad servers and bad input: clear errors, bounded waits ----
 
+/// Reads a request head, byte by byte, up to its blank line.
+fn read_head(conn: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
 /// A TCP server that accepts and then does `behave` with each connection.
 fn raw_server(behave: fn(TcpStream)) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -651,11 +656,7 @@ fn bad_input_exits_2_with_one_line() {
 #[test]
 fn a_reset_is_reported_as_rst() {
     let upstream = raw_server(|mut conn| {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
-            head.push(byte[0]);
-        }
+        read_head(&mut conn);
         let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
         thread::sleep(Duration::from_secs(1));
         // Linger 0: close with a RST, as servers under load sometimes do.
@@ -1068,11 +1069,7 @@ fn a_tls_alert_is_an_error() {
 #[test]
 fn bare_lf_responses_are_read() {
     let upstream = raw_server(|mut conn| {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
-            head.push(byte[0]);
-        }
+        read_head(&mut conn);
         let _ =
             conn.write_all(b"HTTP/1.1 200 OK\nContent-Length: 3\nKeep-Alive: timeout=1\n\nok\n");
         thread::sleep(Duration::from_secs(1));
@@ -1093,11 +1090,7 @@ fn bare_lf_responses_are_read() {
 #[test]
 fn an_answer_through_envoy_is_not_the_apps() {
     let upstream = raw_server(|mut conn| {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
-            head.push(byte[0]);
-        }
+        read_head(&mut conn);
         let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-envoy-upstream-service-time: 1\r\nserver: envoy\r\n\r\nok\n");
         thread::sleep(Duration::from_secs(1));
     });

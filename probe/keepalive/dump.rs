@@ -895,13 +895,7 @@ fn lenient_str<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Str<'a>
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/fixtures/envoy/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use crate::keepalive::testdata::fixture;
 
     fn cluster(file: &str, name: &str) -> Cluster {
         let bytes = fixture(file);
@@ -1053,32 +1047,10 @@ mod tests {
             .contains("not an Envoy config dump"));
     }
 
-    /// Random and mutated inputs never panic (xorshift, fixed seed).
+    /// Random and mutated inputs never panic.
     #[test]
     fn random_bytes_never_panic() {
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let seed = include_bytes!("../../tests/fixtures/envoy/consul-k8s-test_config_dump.json");
-        for round in 0..2000 {
-            let len = (next() % 600) as usize;
-            let bytes: Vec<u8> = if round % 2 == 0 {
-                (0..len).map(|_| next() as u8).collect()
-            } else {
-                // A real dump cut and with bytes flipped.
-                let mut b = seed[..len.min(seed.len())].to_vec();
-                for _ in 0..4 {
-                    if !b.is_empty() {
-                        let i = (next() as usize) % b.len();
-                        b[i] = next() as u8;
-                    }
-                }
-                b
-            };
+        for bytes in crate::keepalive::testdata::mutated_inputs() {
             let _ = parse(&bytes);
         }
     }

@@ -139,3 +139,41 @@ fn read_saved_dump(path: &Path) -> crate::Result<SavedDump> {
         bytes,
     })
 }
+
+/// Test data shared by the area's unit tests.
+#[cfg(test)]
+pub(crate) mod testdata {
+    /// A fixture from tests/fixtures/envoy.
+    pub fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/tests/fixtures/envoy/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// Inputs for "never panics" tests: random bytes and a real dump cut
+    /// short with bytes flipped, from a fixed xorshift seed.
+    pub fn mutated_inputs() -> impl Iterator<Item = Vec<u8>> {
+        let seed = fixture("consul-k8s-test_config_dump.json");
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        (0..2000).map(move |round| {
+            let len = (next() % 600) as usize;
+            if round % 2 == 0 {
+                (0..len).map(|_| next() as u8).collect()
+            } else {
+                let mut b = seed[..len.min(seed.len())].to_vec();
+                for _ in 0..4 {
+                    if !b.is_empty() {
+                        let i = (next() as usize) % b.len();
+                        b[i] = next() as u8;
+                    }
+                }
+                b
+            }
+        })
+    }
+}

@@ -693,31 +693,22 @@ fn virtual_host<'c, 'a>(
     if let Some(hit) = domains().find(|(_, d)| d.eq_ignore_ascii_case(&host)) {
         return Some(hit);
     }
-    let suffix = domains()
-        .filter_map(|(v, d)| {
-            let s = d.strip_prefix('*').filter(|s| !s.is_empty())?;
-            (host.len() > s.len() && host.ends_with(&s.to_ascii_lowercase())).then_some((
-                v,
-                d,
-                s.len(),
-            ))
-        })
-        .max_by_key(|(_, _, len)| *len);
-    if let Some((v, d, _)) = suffix {
-        return Some((v, d));
-    }
-    let prefix = domains()
-        .filter_map(|(v, d)| {
-            let p = d.strip_suffix('*').filter(|p| !p.is_empty())?;
-            (host.len() > p.len() && host.starts_with(&p.to_ascii_lowercase())).then_some((
-                v,
-                d,
-                p.len(),
-            ))
-        })
-        .max_by_key(|(_, _, len)| *len);
-    if let Some((v, d, _)) = prefix {
-        return Some((v, d));
+    // The longest wildcard of one kind that fits the host.
+    let longest =
+        |part: fn(&str) -> Option<&str>, fits: fn(&str, &str) -> bool| {
+            domains()
+                .filter_map(|(v, d)| {
+                    let fixed = part(d).filter(|p| !p.is_empty())?;
+                    (host.len() > fixed.len() && fits(&host, &fixed.to_ascii_lowercase()))
+                        .then_some((v, d, fixed.len()))
+                })
+                .max_by_key(|(_, _, len)| *len)
+                .map(|(v, d, _)| (v, d))
+        };
+    if let Some(hit) = longest(|d| d.strip_prefix('*'), |h, s| h.ends_with(s))
+        .or_else(|| longest(|d| d.strip_suffix('*'), |h, p| h.starts_with(p)))
+    {
+        return Some(hit);
     }
     domains().find(|(_, d)| *d == "*")
 }
@@ -966,19 +957,10 @@ mod tests {
     use super::*;
     use crate::keepalive::dump;
 
-    fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/fixtures/envoy/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use crate::keepalive::testdata::fixture;
 
-    /// Routes HOST:PORT (connecting to `ip`) through a fixture: the found-by,
-    /// the clusters and the steps.
-    fn routed(file: &str, host: &str, port: u16, ip: &str) -> Result<Routed, Vec<String>> {
-        let bytes = fixture(file);
-        let dump = dump::parse(&bytes).unwrap();
+    /// Routes HOST:PORT (connecting to `ip`) through a dump.
+    fn route_in(dump: &Dump, host: &str, port: u16, ip: &str) -> Result<Routed, Vec<String>> {
         let destinations = [SocketAddr::new(ip.parse().unwrap(), port)];
         let authority = format!("{host}:{port}");
         let req = Request {
@@ -989,7 +971,13 @@ mod tests {
             path: "/",
             headers: &[("user-agent", "podprobe/0.1.0"), ("accept", "*/*")],
         };
-        route(&dump, &req)
+        route(dump, &req)
+    }
+
+    /// Routes through a fixture.
+    fn routed(file: &str, host: &str, port: u16, ip: &str) -> Result<Routed, Vec<String>> {
+        let bytes = fixture(file);
+        route_in(&dump::parse(&bytes).unwrap(), host, port, ip)
     }
 
     /// The clusters a route ends at, and how it was found.
@@ -1263,21 +1251,7 @@ mod tests {
         let text = format!(
             r#"{{"configs": [{{"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "static_clusters": [{clusters}]}}]}}"#
         );
-        let dump = dump::parse(text.as_bytes()).unwrap();
-        let destinations = [SocketAddr::new(ip.parse().unwrap(), port)];
-        let authority = format!("{host}:{port}");
-        route(
-            &dump,
-            &Request {
-                host,
-                port,
-                destinations: &destinations,
-                authority: &authority,
-                path: "/",
-                headers: &[],
-            },
-        )
-        .unwrap()
+        route_in(&dump::parse(text.as_bytes()).unwrap(), host, port, ip).unwrap()
     }
 
     #[test]
