@@ -9,6 +9,7 @@
 //! without being built, so a dump costs little more than its own bytes.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -29,17 +30,19 @@ pub struct Dump<'a> {
     pub clusters: Vec<Cluster>,
     pub listeners: Vec<Listener<'a>>,
     pub route_configs: Vec<RouteConfig<'a>>,
+    /// Positions by name (the first of a name, as listed), for lookups in
+    /// dumps of thousands.
+    cluster_index: HashMap<String, usize>,
+    route_index: HashMap<String, usize>,
 }
 
 impl<'a> Dump<'a> {
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
-        self.clusters.iter().find(|c| c.name == name)
+        self.cluster_index.get(name).map(|&i| &self.clusters[i])
     }
 
     pub fn route_config(&self, name: &str) -> Option<&RouteConfig<'a>> {
-        self.route_configs
-            .iter()
-            .find(|r| r.name.as_deref() == Some(name))
+        self.route_index.get(name).map(|&i| &self.route_configs[i])
     }
 }
 
@@ -95,6 +98,14 @@ pub fn parse(bytes: &[u8]) -> Result<Dump<'_>, String> {
             .chain(section.dynamic_route_configs)
             .filter_map(|e| e.route_config);
         dump.route_configs.extend(routes);
+    }
+    for (i, c) in dump.clusters.iter().enumerate().rev() {
+        dump.cluster_index.insert(c.name.clone(), i);
+    }
+    for (i, r) in dump.route_configs.iter().enumerate().rev() {
+        if let Some(name) = &r.name {
+            dump.route_index.insert(name.to_string(), i);
+        }
     }
     Ok(dump)
 }
