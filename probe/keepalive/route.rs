@@ -184,12 +184,14 @@ fn route_remote(dump: &Dump, req: &Request, dst: SocketAddr) -> Result<Option<Ro
 }
 
 fn route_loopback(dump: &Dump, req: &Request, dst: SocketAddr) -> Result<Option<Routed>, String> {
-    // An upstream listener of the proxy itself (Consul, Kuma, plain Envoy).
-    if let Some(l) = dump
-        .listeners
-        .iter()
-        .find(|l| l.binds() && listens_on(l, dst, false))
-    {
+    // An upstream listener of the proxy itself (Consul, Kuma), or a plain
+    // Envoy bound to every address.
+    let bound = |wildcard| {
+        dump.listeners
+            .iter()
+            .find(|l| l.binds() && listens_on(l, dst, wildcard))
+    };
+    if let Some(l) = bound(false).or_else(|| bound(true)) {
         let conn = Conn {
             ip: Some(dst.ip()),
             port: dst.port(),
@@ -1151,6 +1153,22 @@ mod tests {
             r.steps[0].contains("is bound to 127.0.0.1:10006"),
             "{:?}",
             r.steps
+        );
+        // The gateway's own listener, bound to 0.0.0.0: routed by Host.
+        let err = routed("envoy-gateway-in.all.json", "127.0.0.1", 10080, "127.0.0.1").unwrap_err();
+        assert!(err[0].contains("no virtual host"), "{err:?}");
+        // Host keeps its port unless the connection manager strips it: as
+        // Envoy, no domain matches.
+        let err = routed(
+            "envoy-gateway-in.all.json",
+            "www.example.com",
+            10080,
+            "127.0.0.1",
+        )
+        .unwrap_err();
+        assert!(
+            err[0].contains("www.example.com:10080 (Envoy answers 404)"),
+            "{err:?}"
         );
         expect(
             "envoy-gateway-in.all.json",
