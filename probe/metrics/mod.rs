@@ -394,7 +394,13 @@ impl Metrics {
             };
             stores.push((family, store));
         }
-        Metrics { registry, stores }
+        let metrics = Metrics { registry, stores };
+        // The process's own counters exist from the start, so that rate()
+        // and increase() see their first events.
+        for family in [Family::Cycles, Family::CycleOverruns] {
+            metrics.apply(&Sample::new(family, &[], 0.0));
+        }
+        metrics
     }
 
     fn store(&self, family: Family) -> &Store {

@@ -82,22 +82,18 @@ pub async fn run(options: &Options) -> crate::Result<()> {
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("the /metrics listener", e))?;
-    // Scripts read the bound address (port 0 picks a free one).
-    eprintln!(
-        "podprobe watch: serving /metrics, /healthz and /report on http://{local}, a cycle every {}",
-        humantime::format_duration(options.interval)
-    );
     let state = Arc::new(State::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Serving from the start: /healthz answers during a long first cycle.
     let server = tokio::spawn(server::serve(listener, state.clone(), stop_rx));
-    let result = cycles(options, &state).await;
+    let result = cycles(options, local, &state).await;
     let _ = stop_tx.send(true);
     let _ = server.await;
     result
 }
 
 /// Runs cycles until a signal; returns at once from a cycle or a wait.
-async fn cycles(options: &Options, state: &State) -> crate::Result<()> {
+async fn cycles(options: &Options, local: SocketAddr, state: &State) -> crate::Result<()> {
     let stop = crate::serve::shutdown_signal();
     tokio::pin!(stop);
     let schedule = Schedule::jittered(Instant::now(), options.interval);
@@ -109,6 +105,14 @@ async fn cycles(options: &Options, state: &State) -> crate::Result<()> {
             report = cycle(&options.plan, &mut last, count == 0) => report?,
             signal = &mut stop => return stopped(signal, count),
         };
+        if count == 0 {
+            // Said once the flags proved good, so bad input stays one line.
+            // Scripts read the bound address (port 0 picks a free one).
+            eprintln!(
+                "podprobe watch: serving /metrics, /healthz and /report on http://{local}, a cycle every {}",
+                humantime::format_duration(options.interval)
+            );
+        }
         count += 1;
         state.record(&report);
         eprintln!("podprobe watch: cycle {count}: {}", summary(&report));
