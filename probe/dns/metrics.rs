@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::metrics::{evidence, Family, Sample};
+use crate::metrics::{evidence, seconds, Family, Sample};
 use crate::report::Check;
 
 #[derive(Deserialize)]
@@ -108,7 +108,7 @@ fn query(answer: &Answer, qtype: &str, candidate: &str) -> Vec<Sample> {
         samples.push(Sample::new(
             Family::DnsLookupDuration,
             &[&answer.server, qtype, candidate],
-            ms / 1e3,
+            seconds(ms),
         ));
     }
     samples

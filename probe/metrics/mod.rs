@@ -225,6 +225,12 @@ impl Sample {
     }
 }
 
+/// Milliseconds (the report's `*_ms`) as the seconds metrics are in,
+/// rounded to the microsecond the report keeps.
+pub fn seconds(ms: f64) -> f64 {
+    (ms * 1e3).round() / 1e6
+}
+
 /// A check's evidence as the area's own typed view of it (the documented
 /// keys it needs); `None` for a check that has none (skipped, in error).
 pub fn evidence<'a, T: serde::Deserialize<'a>>(check: &'a Check) -> Option<T> {
@@ -257,8 +263,8 @@ pub fn check_samples(checks: &[Check]) -> Vec<Sample> {
                 current,
             ));
         }
-        let seconds = same.iter().map(|c| c.duration_ms).sum::<f64>() / 1e3;
-        samples.push(Sample::new(Family::CheckDuration, &[id], seconds));
+        let ms = same.iter().map(|c| c.duration_ms).sum::<f64>();
+        samples.push(Sample::new(Family::CheckDuration, &[id], seconds(ms)));
     }
     samples
 }

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::metrics::{evidence, Family, Sample};
+use crate::metrics::{evidence, seconds, Family, Sample};
 use crate::report::Check;
 
 #[derive(Deserialize)]
@@ -52,7 +52,7 @@ fn connect(target: &Target) -> Vec<Sample> {
         samples.push(Sample::new(
             Family::TcpConnectDuration,
             &[&target.target],
-            ms / 1e3,
+            seconds(ms),
         ));
     }
     samples
