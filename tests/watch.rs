@@ -11,12 +11,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use podprobe::lab::{Background, Lab, LabSpec, Pod, Scenario, Service};
 use serde_json::Value;
-use support::{podprobe, run};
+use support::{podprobe, run, TempDir};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// watch's port in a pod (its default) and on the node (the DaemonSet's).
@@ -31,35 +30,6 @@ fn lab(scenarios: &[Scenario]) -> Lab {
     let mut spec = LabSpec::new(env!("CARGO_BIN_EXE_podprobe"));
     spec.scenarios = scenarios.to_vec();
     Lab::up(&spec).expect("lab up")
-}
-
-/// A directory under /tmp with the area's prefix, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "podprobe-watch-{tag}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// One HTTP/1.1 exchange from inside `pod`: (status, headers, body).
@@ -126,7 +96,7 @@ struct Prometheus<'a> {
 
 impl<'a> Prometheus<'a> {
     fn start(lab: &'a Lab, scrape_configs: &str) -> Prometheus<'a> {
-        let dir = TempDir::new("prometheus");
+        let dir = TempDir::new("watch-prometheus");
         let rules = dir.file("rules.yml", &rules_file());
         let config = dir.file(
             "prometheus.yml",
@@ -191,11 +161,7 @@ fn scrape_job(name: &str, target: &str, pod: &str, node: &str) -> String {
 }
 
 fn manifest_documents(file: &str) -> Vec<serde_yaml::Value> {
-    use serde::Deserialize;
-    let text = std::fs::read_to_string(Path::new(ROOT).join("manifests/fleet").join(file)).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
-        .collect()
+    support::manifest_documents(&format!("fleet/{file}"))
 }
 
 /// The PrometheusRule's `spec`: a plain Prometheus rules file.
@@ -277,7 +243,7 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> std::process::Output {
 #[test]
 fn prometheus_scrapes_watch_in_a_pod_and_on_the_node_of_a_dns_race_lab() {
     let lab = lab(&[Scenario::DnsRace]);
-    let dir = TempDir::new("race");
+    let dir = TempDir::new("watch-race");
     let node = lab.netns(Pod::Node);
     // The node resolves through the DNS pod, never the host's resolver.
     let node_resolv = dir.file(
@@ -412,7 +378,7 @@ fn prometheus_scrapes_watch_in_a_pod_and_on_the_node_of_a_dns_race_lab() {
 #[test]
 fn doctor_push_reaches_prometheus_through_the_pushgateway() {
     let lab = lab(&[]);
-    let dir = TempDir::new("push");
+    let dir = TempDir::new("watch-push");
     let _pushgateway = lab
         .spawn(
             lab.command(Pod::Node, "prometheus-pushgateway")
@@ -497,7 +463,7 @@ fn doctor_push_reaches_prometheus_through_the_pushgateway() {
 #[test]
 fn a_hanging_target_never_delays_a_cycle_beyond_its_timeout_and_sigterm_stops_cleanly() {
     let lab = lab(&[Scenario::NetpolDrop]);
-    let dir = TempDir::new("hang");
+    let dir = TempDir::new("watch-hang");
     let addr = format!("{}:{POD_PORT}", Pod::Client.ip());
     let mut watch = Watch::start(
         &lab,
@@ -584,7 +550,7 @@ fn bad_input_is_one_line_and_exit_2() {
 
 #[test]
 fn promtool_accepts_the_alerting_rules() {
-    let dir = TempDir::new("rules");
+    let dir = TempDir::new("watch-rules");
     let rules = dir.file("rules.yml", &rules_file());
     let out = promtool(&["check", "rules", rules.to_str().unwrap()], None);
     let text =
@@ -741,13 +707,6 @@ fn fleet_manifests_validate_against_kubernetes_and_prometheus_operator_schemas()
     assert!(problems.iter().any(|p| p.contains("soon")), "{problems:#?}");
 }
 
-fn pod_spec(doc: &serde_yaml::Value) -> &serde_yaml::Value {
-    match doc["kind"].as_str() {
-        Some("CronJob") => &doc["spec"]["jobTemplate"]["spec"]["template"]["spec"],
-        _ => &doc["spec"]["template"]["spec"],
-    }
-}
-
 #[test]
 fn fleet_pods_are_restricted_but_for_the_node_variants_host_network() {
     for (file, host_network) in [
@@ -757,44 +716,23 @@ fn fleet_pods_are_restricted_but_for_the_node_variants_host_network() {
     ] {
         let docs = manifest_documents(file);
         let workload = &docs[0];
-        let spec = pod_spec(workload);
+        let spec = support::pod_spec(workload).unwrap();
         assert_eq!(
             spec["hostNetwork"].as_bool().unwrap_or(false),
             host_network,
             "{file}"
         );
-        let pod_sc = &spec["securityContext"];
-        assert_eq!(pod_sc["runAsNonRoot"].as_bool(), Some(true), "{file}");
-        assert_eq!(pod_sc["runAsUser"].as_u64(), Some(65532), "{file}");
-        assert_eq!(
-            pod_sc["seccompProfile"]["type"].as_str(),
-            Some("RuntimeDefault"),
-            "{file}"
-        );
+        support::assert_locked_down(spec, file);
         let container = &spec["containers"][0];
-        let sc = &container["securityContext"];
-        assert_eq!(
-            sc["allowPrivilegeEscalation"].as_bool(),
-            Some(false),
-            "{file}"
-        );
-        assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true), "{file}");
-        assert_eq!(
-            sc["capabilities"]["drop"][0].as_str(),
-            Some("ALL"),
-            "{file}"
-        );
+        // The Pushgateway's grouping key needs the namespace too.
         assert!(
-            sc["capabilities"]["add"].is_null(),
-            "{file} adds capabilities"
+            container["env"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == "POD_NAMESPACE"),
+            "{file}"
         );
-        let env: Vec<&str> = container["env"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e["name"].as_str())
-            .collect();
-        assert_eq!(env, ["POD_NAME", "POD_NAMESPACE", "NODE_NAME"], "{file}");
 
         // The arguments are real: this podprobe accepts them.
         let args: Vec<String> = container["args"]
