@@ -406,14 +406,15 @@ class Bench:
             scraper = subprocess.Popen(
                 self.in_pod("client", ["python3", "-c", SCRAPER, str(WATCH_PORT), str(duration)]),
                 stdout=subprocess.PIPE, text=True)
-            samples = []  # (seconds since start, RSS KiB, CPU s, cycles)
+            samples = []  # (seconds since start, RSS KiB, CPU s, cycles, open fds)
             start = time.monotonic()
             while time.monotonic() - start < duration:
                 time.sleep(sample_every)
                 if proc.poll() is not None:
                     raise RuntimeError(f"podprobe watch exited: {open(log_path).read().strip()}")
                 samples.append((time.monotonic() - start, *proc_usage(proc.pid),
-                                cycles(open(log_path).read())))
+                                cycles(open(log_path).read()),
+                                len(os.listdir(f"/proc/{proc.pid}/fd"))))
             out, _ = scraper.communicate(timeout=30)
             scrapes = sorted(json.loads(out))
         finally:
@@ -433,7 +434,7 @@ class Bench:
         end = statistics.median(s[1] for s in warm[-window:])
         peak = max(s[1] for s in warm)
         growth = (end - base) / base * 100
-        (t0, _, cpu0, c0), (t1, _, cpu1, c1) = warm[0], warm[-1]
+        (_, _, cpu0, c0, fds0), (_, _, cpu1, c1, fds1) = warm[0], warm[-1]
         per_cycle = (cpu1 - cpu0) / max(c1 - c0, 1) * 1000
         overruns = text.count("longer than the interval")
         self.row(f"`watch --interval 1s` RSS after {warmup} s warm-up, then at the end of {duration} s",
@@ -445,7 +446,8 @@ class Bench:
                  f"{pct(scrapes, 50):.2f} / {pct(scrapes, 99):.2f} / {scrapes[-1]:.2f} ms", "-",
                  None, target_le(pct(scrapes, 99), 10, "ms (p99)"))
         self.note(f"- watch: `podprobe {' '.join(argv[1:])}` in the client pod for {duration} s; "
-                  f"{c1} cycles, {overruns} overruns; RSS sampled every {sample_every} s from "
+                  f"{c1} cycles, {overruns} overruns; open file descriptors {fds0} after "
+                  f"warm-up, {fds1} at the end; RSS sampled every {sample_every} s from "
                   f"/proc/PID/status (peak after warm-up {peak / 1024:.1f} MiB; growth = median of "
                   f"the last tenth of the samples over the first tenth after warm-up), CPU from "
                   f"/proc/PID/stat over the cycles after warm-up; scrapes: a new connection and "
