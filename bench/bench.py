@@ -466,7 +466,7 @@ class Bench:
         doc = [
             "# podprobe benchmarks",
             "",
-            f"`bench/run{' --quick' if self.quick else ''}`, {self.a.started}. Ratio = podprobe / baseline "
+            f"`bench/run{' --quick' if self.quick else ''}{self.a.only_flag}`, {self.a.started}. Ratio = podprobe / baseline "
             "(below 1 is better for times, CPU and sizes).",
             "",
             "## Machine",
@@ -715,8 +715,10 @@ def main():
     ap.add_argument("--tmp", required=True)
     ap.add_argument("--commit", default="?")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="startup,size,dns,capture,streaming,grpc,watch")
+    every = "startup,size,dns,capture,streaming,grpc,watch"
+    ap.add_argument("--only", default=every)
     args = ap.parse_args()
+    args.only_flag = "" if args.only == every else f" --only {args.only}"
     with open("/proc/loadavg") as f:
         args.loadavg = " ".join(f.read().split()[:3])
     args.started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
