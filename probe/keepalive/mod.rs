@@ -6,6 +6,7 @@ pub mod dump;
 pub mod envoy;
 pub mod judge;
 pub mod measure;
+pub mod metrics;
 pub mod route;
 pub mod servers;
 
