@@ -386,6 +386,73 @@ class Bench:
                   f"{statistics.median(p50['single-channel']):.2f} ms, per endpoint "
                   f"{statistics.median(p50['per-endpoint']):.2f} ms.")
 
+    # ------------------------------------------------------------------- watch
+
+    def watch(self):
+        duration = 12 if self.quick else 600
+        warmup = 4 if self.quick else 60
+        sample_every = 1 if self.quick else 5
+        log(f"watch: --interval 1s for {duration} s in the client pod, scraped every second")
+        argv = [self.pp, "watch", "--interval", "1s", "--listen", f"127.0.0.1:{WATCH_PORT}",
+                "--timeout", "1s", "--name", "web.default.svc.cluster.local.",
+                "--tcp", "web.default:80", "--grpc", GRPC_SERVICE]
+        log_path = os.path.join(self.tmp, "watch.log")
+        with open(log_path, "w") as err:
+            proc = subprocess.Popen(self.in_pod("client", argv), stdout=subprocess.DEVNULL,
+                                    stderr=err)
+        scraper = None
+        try:
+            # Prometheus's part: a scrape a second, from inside the pod.
+            scraper = subprocess.Popen(
+                self.in_pod("client", ["python3", "-c", SCRAPER, str(WATCH_PORT), str(duration)]),
+                stdout=subprocess.PIPE, text=True)
+            samples = []  # (seconds since start, RSS KiB, CPU s, cycles, open fds)
+            start = time.monotonic()
+            while time.monotonic() - start < duration:
+                time.sleep(sample_every)
+                if proc.poll() is not None:
+                    raise RuntimeError(f"podprobe watch exited: {open(log_path).read().strip()}")
+                samples.append((time.monotonic() - start, *proc_usage(proc.pid),
+                                cycles(open(log_path).read()),
+                                len(os.listdir(f"/proc/{proc.pid}/fd"))))
+            out, _ = scraper.communicate(timeout=30)
+            scrapes = sorted(json.loads(out))
+        finally:
+            if scraper and scraper.poll() is None:
+                scraper.kill()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        text = open(log_path).read()
+        if proc.returncode != 0 or "stopping after" not in text:
+            raise RuntimeError(f"podprobe watch did not stop cleanly ({proc.returncode}): {text[-500:]}")
+        warm = [s for s in samples if s[0] >= warmup]
+        window = max(1, len(warm) // 10)
+        base = statistics.median(s[1] for s in warm[:window])
+        end = statistics.median(s[1] for s in warm[-window:])
+        peak = max(s[1] for s in warm)
+        growth = (end - base) / base * 100
+        (_, _, cpu0, c0, fds0), (_, _, cpu1, c1, fds1) = warm[0], warm[-1]
+        per_cycle = (cpu1 - cpu0) / max(c1 - c0, 1) * 1000
+        overruns = text.count("longer than the interval")
+        self.row(f"`watch --interval 1s` RSS after {warmup} s warm-up, then at the end of {duration} s",
+                 f"{base / 1024:.1f} -> {end / 1024:.1f} MiB ({growth:+.1f} %)", "-", None,
+                 target_le(growth, 10, "% growth"))
+        self.row("`watch` CPU (user+sys) per cycle: resolv.conf, 1 name, 1 TCP target, 300 gRPC RPCs",
+                 f"{per_cycle:.1f} ms", "-", None)
+        self.row(f"`/metrics` scrape latency p50 / p99 / max ({len(scrapes)} scrapes)",
+                 f"{pct(scrapes, 50):.2f} / {pct(scrapes, 99):.2f} / {scrapes[-1]:.2f} ms", "-",
+                 None, target_le(pct(scrapes, 99), 10, "ms (p99)"))
+        self.note(f"- watch: `podprobe {' '.join(argv[1:])}` in the client pod for {duration} s; "
+                  f"{c1} cycles, {overruns} overruns; open file descriptors {fds0} after "
+                  f"warm-up, {fds1} at the end; RSS sampled every {sample_every} s from "
+                  f"/proc/PID/status (peak after warm-up {peak / 1024:.1f} MiB; growth = median of "
+                  f"the last tenth of the samples over the first tenth after warm-up), CPU from "
+                  f"/proc/PID/stat over the cycles after warm-up; scrapes: a new connection and "
+                  f"`GET /metrics` each second from inside the pod, timed to the last byte.")
+
     # ------------------------------------------------------------------ output
 
     # ----------------------------------------------------------------- analyze
@@ -423,7 +490,55 @@ class Bench:
             self.note(f"- analyze, {label}: a pcap of {count:,} packets ({os.path.getsize(path) / 2**20:.0f} MiB) "
                       f"written by bench.py; `podprobe capture -r FILE --analyze -o json` (verdict {verdict}) vs "
                       f"`tshark -n -q -z expert -r FILE`, {repeats} runs each, alternating, median CPU "
-                      f"(user+sys from `wait4`), largest peak RSS.")
+                      f"(user+sys) and largest peak RSS from GNU time.")
+    # ------------------------------------------------------- Envoy config dump
+
+    def envoy_dump(self):
+        """Peak RSS of `podprobe keepalive` reading a large /config_dump from
+        an admin API on loopback, against python3's json.load of the same
+        bytes (what a script reading the dump does)."""
+        size_mb = 8 if self.quick else 100
+        log(f"envoy dump: a {size_mb} MB config dump read from an admin API")
+        path = os.path.join(self.tmp, "admin", "config_dump")
+        os.makedirs(os.path.dirname(path))
+        size = write_large_dump(ISTIO_DUMP, path, size_mb * 10**6)
+        if size < 10**7 and not self.quick:
+            raise RuntimeError(f"the generated dump has only {size} bytes")
+        admin = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
+                                  "--directory", os.path.dirname(path)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        app = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
+                                "--directory", self.tmp],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            admin_port, app_port = serving_port(admin), serving_port(app)
+            rounds = 1 if self.quick else 3
+            pp, base, found = [], [], None
+            for _ in range(rounds):
+                # podprobe and the baseline alternate.
+                rss, out = peak_rss([self.pp, "-o", "json", "keepalive", f"127.0.0.1:{app_port}",
+                                     "--envoy-admin", f"http://127.0.0.1:{admin_port}"])
+                pp.append(rss)
+                found = json.loads(out)["checks"][0]["evidence"].get("cluster")
+                rss, _ = peak_rss([sys.executable, "-c",
+                                   "import json,sys; json.load(open(sys.argv[1], 'rb'))", path])
+                base.append(rss)
+        finally:
+            for proc in (admin, app):
+                proc.kill()
+                proc.wait()
+        if not found:
+            raise RuntimeError("podprobe found no cluster in the generated dump")
+        pp_rss, base_rss = statistics.median(pp), statistics.median(base)
+        self.row(f"peak RSS reading a {size / 1e6:.0f} MB Envoy config dump from the admin API",
+                 f"{mib(pp_rss)} ({pp_rss / size:.2f}x the dump)",
+                 f"{mib(base_rss)} (python3 json.load)", pp_rss / base_rss,
+                 # A small dump measures the binary's own few MiB, not the parser.
+                 "" if self.quick else target_le(pp_rss / size, 2, "x the dump"))
+        self.note(f"- Envoy dump: the Istio 1.18 sidecar fixture's clusters, listeners, routes and "
+                  f"endpoints repeated under renamed hosts to {size / 1e6:.1f} MB, served by "
+                  f"`python3 -m http.server` as /config_dump; `podprobe keepalive` reads it (and "
+                  f"routes through it: cluster {found}); peak RSS from GNU time, median of {rounds}, alternating with the baseline.")
 
     def render(self, missing):
         lines = ["| figure | podprobe | baseline | ratio | target |", "|---|---|---|---|---|"]
@@ -436,7 +551,7 @@ class Bench:
         doc = [
             "# podprobe benchmarks",
             "",
-            f"`bench/run{' --quick' if self.quick else ''}`, {self.a.started}. Ratio = podprobe / baseline "
+            f"`bench/run{' --quick' if self.quick else ''}{self.a.only_flag}`, {self.a.started}. Ratio = podprobe / baseline "
             "(below 1 is better for times, CPU and sizes).",
             "",
             "## Machine",
@@ -459,6 +574,47 @@ class Bench:
 
 
 # ------------------------------------------------------------------- helpers
+
+WATCH_PORT = 9090
+
+# Scrapes http://127.0.0.1:PORT/metrics once a second for DURATION seconds;
+# prints the latencies (ms) as JSON.
+SCRAPER = """
+import http.client, json, sys, time
+port, duration = int(sys.argv[1]), float(sys.argv[2])
+end, times = time.monotonic() + duration, []
+while time.monotonic() < end:
+    t = time.monotonic()
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        r.read()
+        if r.status == 200:
+            times.append((time.monotonic() - t) * 1000)
+        c.close()
+    except OSError:
+        pass
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - t)))
+print(json.dumps(times))
+"""
+
+
+def proc_usage(pid):
+    """(RSS KiB, user+sys CPU seconds) of a running process."""
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return rss, (int(fields[11]) + int(fields[12])) / ticks
+
+
+def cycles(log_text):
+    """Cycles `podprobe watch` has logged so far."""
+    found = re.findall(r"cycle (\d+): ", log_text)
+    return int(found[-1]) if found else 0
+
 
 def stop(proc):
     """Stops a capture with SIGINT as a person would; returns its rusage
@@ -498,18 +654,18 @@ ANALYZE_RSS_CAP_MIB = 64
 
 
 def run_rusage(argv):
-    """Runs a command to its end; its CPU seconds (user+sys), peak RSS (KiB)
-    and, for podprobe's JSON report, the verdict."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    out = proc.stdout.read()
-    _, status, ru = os.wait4(proc.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    res = {"cpu_s": ru.ru_utime + ru.ru_stime, "rss_kib": ru.ru_maxrss}
+    """Runs a command to its end under GNU time (wait4 on a child of this
+    process would count this process's pages in its peak); its CPU seconds
+    (user+sys), peak RSS (KiB) and, for podprobe's JSON report, the verdict."""
+    r = subprocess.run(["/usr/bin/time", "-f", "%x %U %S %M", *argv], capture_output=True)
+    last = r.stderr.decode(errors="replace").strip().splitlines()[-1]
+    code, user, system, rss = last.split()
+    res = {"cpu_s": float(user) + float(system), "rss_kib": int(rss)}
     if argv[1:2] == ["capture"]:
-        if code not in (0, 1):
+        if code not in ("0", "1"):
             raise RuntimeError(f"{' '.join(argv)} exited {code}")
-        res["verdict"] = json.loads(out)["verdict"]
-    elif code != 0:
+        res["verdict"] = json.loads(r.stdout)["verdict"]
+    elif code != "0":
         raise RuntimeError(f"{' '.join(argv)} exited {code}")
     return res
 
@@ -664,6 +820,53 @@ def dns_pairs(path):
     return pairs
 
 
+ISTIO_DUMP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures",
+                          "envoy", "istio-1.18-deathstarbench-config_dump.json")
+
+
+def write_large_dump(fixture, path, target):
+    """A config dump of about `target` bytes: the fixture's dynamic lists
+    repeated with the service hosts renamed per copy. Returns its size."""
+    with open(fixture) as f:
+        doc = json.load(f)
+    lists = []
+    for section in doc["configs"]:
+        for key, value in section.items():
+            if key.startswith("dynamic_") and isinstance(value, list) and value:
+                lists.append((section, key, ",".join(json.dumps(e) for e in value)))
+    one = sum(len(text) for _, _, text in lists)
+    copies = max(1, target // max(one, 1))
+    for n, (section, key, text) in enumerate(lists):
+        section[key] = f"@@LIST{n}@@"
+    out = json.dumps(doc)
+    for n, (_, key, text) in enumerate(lists):
+        body = ",".join(text.replace(".svc.cluster.local", f".svc{i}.cluster.local") if i else text
+                        for i in range(copies))
+        out = out.replace(f'"@@LIST{n}@@"', f"[{body}]")
+    with open(path, "w") as f:
+        f.write(out)
+    return len(out)
+
+
+def peak_rss(argv):
+    """Peak RSS (bytes) and stdout of a command, from GNU time: wait4 on a
+    child forked from this process would count this process's own pages."""
+    r = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], capture_output=True, text=True)
+    last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
+    if not last.isdigit():
+        raise RuntimeError(f"{argv[0]} failed: {r.stderr.strip()[-300:]}")
+    return int(last) * 1024, r.stdout
+
+
+def serving_port(proc):
+    """The port `python3 -m http.server 0` chose, from its first line."""
+    line = proc.stdout.readline()
+    m = re.search(r"port (\d+)", line)
+    if not m:
+        raise RuntimeError(f"http.server did not start: {line!r}")
+    return int(m.group(1))
+
+
 def machine(loadavg):
     cpu = "?"
     with open("/proc/cpuinfo") as f:
@@ -710,8 +913,10 @@ def main():
     ap.add_argument("--tmp", required=True)
     ap.add_argument("--commit", default="?")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="startup,size,dns,capture,streaming,grpc,analyze")
+    every = "startup,size,dns,capture,streaming,grpc,watch,envoy,analyze"
+    ap.add_argument("--only", default=every)
     args = ap.parse_args()
+    args.only_flag = "" if args.only == every else f" --only {args.only}"
     with open("/proc/loadavg") as f:
         args.loadavg = " ".join(f.read().split()[:3])
     args.started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -720,7 +925,8 @@ def main():
     missing = []
     sections = [("startup", b.startup, None), ("size", b.sizes, None), ("dns", b.dns_accuracy, "dns"),
                 ("capture", b.capture, "capture"), ("streaming", b.streaming, "capture"),
-                ("grpc", b.grpc, "grpc"), ("analyze", b.analyze, "capture")]
+                ("grpc", b.grpc, "grpc"), ("watch", b.watch, "watch"),
+                ("envoy", b.envoy_dump, "keepalive"), ("analyze", b.analyze, "capture")]
     for name, run, command in sections:
         if name not in only:
             continue

@@ -62,6 +62,7 @@ fn bench_quick_run_writes_a_table() {
         "gRPC",
         "`--analyze` CPU",
         "`--analyze` peak RSS",
+        "Envoy config dump",
     ] {
         assert!(
             rows.iter().any(|r| r[0].contains(figure)),
