@@ -91,7 +91,11 @@ pub fn judge_decode(ev: &DecodeEvidence) -> Check {
     if ev.dns_tcp_gaps > 0 {
         problems.push(format!(
             "{} missed segments",
-            plural(ev.dns_tcp_gaps, "DNS-over-TCP stream", "DNS-over-TCP streams")
+            plural(
+                ev.dns_tcp_gaps,
+                "DNS-over-TCP stream",
+                "DNS-over-TCP streams"
+            )
         ));
     }
     if ev.evicted.total() > 0 {
