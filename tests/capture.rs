@@ -21,6 +21,7 @@ use capture_support::{
     expert_count, report_of, text, tshark_count, tshark_expert, tshark_fields, TempDir, PODPROBE,
 };
 
+use podprobe::lab::invalid::two_requests;
 use podprobe::lab::{Lab, LabSpec, Pod, Scenario, Service, BACKEND_HTTP_PORT, EXTERNAL_NAME};
 
 const CLIENT_IP: &str = "10.77.0.1";
@@ -1278,30 +1279,6 @@ fn lab_dropped_and_rejected_ports_are_unanswered_and_refused() {
     assert_eq!(tcp["evidence"]["resets"][0]["phase"], "refused");
 }
 
-/// Two requests on one keep-alive connection to the web Service; returns
-/// how the second one ended.
-fn two_requests() -> std::io::Result<()> {
-    use std::io::{Read, Write};
-    let mut conn =
-        std::net::TcpStream::connect_timeout(&Service::Web.addr().into(), Duration::from_secs(2))?;
-    conn.set_read_timeout(Some(Duration::from_secs(3)))?;
-    let request = b"GET / HTTP/1.1\r\nHost: web.default\r\n\r\n";
-    let mut buf = [0u8; 4096];
-    conn.write_all(request)?;
-    let n = conn.read(&mut buf)?;
-    assert!(
-        buf[..n].starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    conn.write_all(request)?;
-    match conn.read(&mut buf)? {
-        0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
-        _ => Ok(()),
-    }
-}
-
 /// The escaped-DNAT reset, made real: a backend's segment outside the
 /// window is marked INVALID by the node's conntrack, skips the reverse NAT,
 /// and the client resets it; its next request is "connection reset by
@@ -1312,7 +1289,7 @@ fn lab_invalid_reset_is_the_escaped_dnat_reset_and_the_drop_rule_fixes_it() {
     let lab = lab(&[Scenario::InvalidReset]);
     let invalid_before = conntrack_invalid(&lab);
     let (report, file, _tmp) = capture_lab_tcp(&lab, || {
-        let err = two_requests().unwrap_err();
+        let err = two_requests(Service::Web.addr().into()).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
     });
     assert!(
@@ -1380,7 +1357,8 @@ fn lab_invalid_reset_is_the_escaped_dnat_reset_and_the_drop_rule_fixes_it() {
         "DROP",
     ]));
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let (report, _file, _tmp) = capture_lab_tcp(&lab, || two_requests().unwrap());
+    let (report, _file, _tmp) =
+        capture_lab_tcp(&lab, || two_requests(Service::Web.addr().into()).unwrap());
     let invalid = check(&report, "capture.conntrack-invalid");
     assert_eq!(invalid["status"], "pass", "{invalid:#}");
     assert_eq!(

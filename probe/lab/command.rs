@@ -126,6 +126,9 @@ struct Step {
     scenario: Option<Scenario>,
     about: &'static str,
     args: Vec<String>,
+    /// Traffic made in the client pod while the command runs (a capture
+    /// needs something to see).
+    traffic: Option<fn()>,
 }
 
 fn demo_steps() -> Vec<Step> {
@@ -135,6 +138,7 @@ fn demo_steps() -> Vec<Step> {
         scenario,
         about,
         args: args.iter().map(|s| s.to_string()).collect(),
+        traffic: None,
     };
     vec![
         step(
@@ -181,6 +185,17 @@ fn demo_steps() -> Vec<Step> {
             Scenario::NetpolReject.describe(),
             &["doctor", "--tcp", &web],
         ),
+        Step {
+            traffic: Some(|| {
+                // The second request is reset: the failure to explain.
+                let _ = super::invalid::two_requests(Service::Web.addr().into());
+            }),
+            ..step(
+                Some(Scenario::InvalidReset),
+                Scenario::InvalidReset.describe(),
+                &["capture", "--analyze", "-f", "tcp", "--duration", "3s"],
+            )
+        },
     ]
 }
 
@@ -199,11 +214,18 @@ fn demo(json: bool) -> Result<i32> {
         eprintln!("building a lab with scenario {name}...");
         let lab = Lab::up(&spec)?;
         say(&format!("$ podprobe {}\n", step.args.join(" ")));
-        let status = lab
-            .podprobe(Pod::Client)
-            .args(&step.args)
-            .args(["-o", output])
-            .status()
+        let mut command = lab.podprobe(Pod::Client);
+        command.args(&step.args).args(["-o", output]);
+        let mut child = command
+            .spawn()
+            .map_err(|e| Error::io("running podprobe in the client pod", e))?;
+        if let Some(traffic) = step.traffic {
+            // Once the command is under way.
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            lab.in_pod(Pod::Client, traffic)?;
+        }
+        let status = child
+            .wait()
             .map_err(|e| Error::io("running podprobe in the client pod", e))?;
         let code = status.code().unwrap_or(1);
         say(&format!("(exit code {code})\n\n"));

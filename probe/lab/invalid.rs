@@ -126,6 +126,27 @@ pub fn out_of_window(frame: &[u8]) -> Option<((Ipv4Addr, u16), Vec<u8>)> {
     Some(((dst, dst_port), copy))
 }
 
+/// Two HTTP requests on one keep-alive connection to `addr` (the web
+/// Service): with this scenario the second is answered by a reset.
+pub fn two_requests(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    conn.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let request = b"GET / HTTP/1.1\r\nHost: web.default\r\n\r\n";
+    let mut buf = [0u8; 4096];
+    for i in 0..2 {
+        if i == 1 {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        conn.write_all(request)?;
+        if conn.read(&mut buf)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
+}
+
 /// The Internet checksum of `bytes`, starting from `sum`.
 fn checksum(bytes: &[u8], mut sum: u32) -> u16 {
     for pair in bytes.chunks(2) {
