@@ -1377,3 +1377,57 @@ fn conntrack_invalid(lab: &Lab) -> u64 {
         .filter_map(|n| n.parse::<u64>().ok())
         .sum()
 }
+
+/// DNS over TCP as some resolvers send it: the 2-byte length in a segment
+/// of its own, then the message. Reassembled, each query is paired with its
+/// answer (real dnsmasq), as tshark pairs them.
+#[test]
+fn dns_over_tcp_with_the_length_in_its_own_segment_is_reassembled() {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    use std::io::{Read, Write};
+    let mut pair = Pair::new();
+    pair.start_dns();
+    let tmp = TempDir::new();
+    let file = tmp.path().join("dns-tcp.pcap");
+    let child = pair.capture_to_file(&file, &["--analyze", "-o", "json", "-f", "tcp port 53"]);
+    in_netns(&pair.a.name, || {
+        let mut conn = std::net::TcpStream::connect((SERVER_IP, 53)).unwrap();
+        conn.set_nodelay(true).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        for (id, name) in [(1u16, "api.example.com."), (2, "nope.example.com.")] {
+            let mut query = Message::query();
+            query.metadata.id = id;
+            query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+            let bytes = query.to_vec().unwrap();
+            conn.write_all(&(bytes.len() as u16).to_be_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            conn.write_all(&bytes).unwrap();
+            let mut len = [0u8; 2];
+            conn.read_exact(&mut len).unwrap();
+            let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            conn.read_exact(&mut answer).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    let report = stop_capture(child);
+    let dns = check(&report, "capture.dns");
+    assert_eq!(dns["status"], "pass", "{dns:#}");
+    let ev = &dns["evidence"];
+    assert_eq!(
+        (
+            ev["queries"].as_u64(),
+            ev["responses"].as_u64(),
+            ev["answered"].as_u64()
+        ),
+        (Some(2), Some(2), Some(2)),
+        "{dns:#}"
+    );
+    assert_eq!(ev["queries"], tshark_count(&file, "dns.flags.response==0"));
+    assert_eq!(ev["nxdomain"], tshark_count(&file, "dns.flags.rcode==3"));
+    assert_eq!(
+        check(&report, "capture.decode")["evidence"]["dns_tcp_gaps"],
+        0
+    );
+}
