@@ -19,7 +19,7 @@ pub fn run(args: &DoctorArgs, global: &GlobalArgs) -> crate::Result<Report> {
     checks.extend(
         args.grpc
             .iter()
-            .map(|t| crate::grpc::doctor_check(t, global)),
+            .flat_map(|t| crate::grpc::doctor_checks(t, global)),
     );
     checks.push(timed(|| {
         match measure::conntrack(Path::new(measure::CONNTRACK_PROC)) {

@@ -1,23 +1,38 @@
-//! `grpc.distribution`: from the runs' per-replica counts to a verdict.
-//! Pure: evidence in, `Check` out.
+//! From the runs' evidence to two verdicts. Pure: evidence in, checks out.
+//!
+//! - `grpc.distribution`: do one channel's calls reach more than one
+//!   replica? Judged from what each connection carried: a connection goes
+//!   to one replica, so a replica's share is at least its largest
+//!   connection's share, whether or not the server names itself.
+//! - `grpc.endpoints`: does every endpoint answer? Failures are attributed
+//!   to the endpoint (and replica) that gave them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use super::measure::{Evidence, Run, PER_ENDPOINT, SINGLE_CHANNEL};
+use super::measure::{EndpointEvidence, Evidence, Run, PER_ENDPOINT, SINGLE_CHANNEL};
 use crate::report::{Check, Status};
 
 pub const ID: &str = "grpc.distribution";
 pub const TITLE: &str = "gRPC calls spread over replicas";
+pub const ENDPOINTS_ID: &str = "grpc.endpoints";
+pub const ENDPOINTS_TITLE: &str = "gRPC endpoints answer";
 const BAR_WIDTH: usize = 40;
+/// Connections drawn one bar each before the rest are summed up.
+const MAX_BARS: usize = 12;
 
 const REFS: &[&str] = &[
     "https://kubernetes.io/blog/2018/11/07/grpc-load-balancing-on-kubernetes-without-tears/",
     "https://github.com/grpc/grpc/blob/master/doc/load-balancing.md",
     "https://github.com/grpc/proposal/blob/master/A9-server-side-conn-mgt.md",
 ];
+const ENDPOINT_REFS: &[&str] = &[
+    "https://kubernetes.io/docs/tasks/configure-pod-container/configure-liveness-readiness-startup-probes/#define-a-grpc-liveness-probe",
+    "https://github.com/grpc/grpc/blob/master/doc/health-checking.md",
+    "https://github.com/grpc/grpc/blob/master/doc/statuscodes.md",
+];
 
-fn remedy() -> Vec<String> {
+fn balancing_remedy() -> Vec<String> {
     vec![
         "Make the Service headless (clusterIP: None) and balance in the client: dial \
          dns:///NAME.NAMESPACE.svc.cluster.local:PORT with the service config \
@@ -33,7 +48,23 @@ fn remedy() -> Vec<String> {
     ]
 }
 
-fn plural(n: u32, noun: &str) -> String {
+fn failing_pin_remedy() -> Vec<String> {
+    vec![
+        "The client stays on the failing replica until its connection closes, so every \
+         call fails while the other replicas idle: find why it fails (kubectl logs / \
+         describe the pod), and restart or delete that pod to move the connection now"
+            .to_string(),
+        "Give the pods a gRPC readiness probe (readinessProbe.grpc, Kubernetes 1.24+, or \
+         grpc_health_probe) so a replica that cannot serve leaves the endpoints"
+            .to_string(),
+        "Then balance per call, so one bad replica costs 1/N of the calls, not all: a \
+         headless Service with client-side round_robin (dns:///NAME:PORT), or an L7 \
+         proxy or mesh"
+            .to_string(),
+    ]
+}
+
+fn plural(n: u64, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
@@ -41,150 +72,483 @@ fn percent(x: f64) -> String {
     format!("{:.0}%", x * 100.0)
 }
 
-/// The replica names that reached the most RPCs in a run.
-fn busiest(run: &Run) -> Option<(&str, u32)> {
-    run.per_replica
-        .iter()
-        .max_by_key(|(_, n)| **n)
-        .map(|(k, n)| (k.as_str(), *n))
+fn find<'a>(ev: &'a Evidence, mode: &str) -> Option<&'a Run> {
+    ev.runs.iter().find(|r| r.mode == mode)
 }
 
-pub fn judge(evidence: &Evidence) -> Check {
-    let status_and_summary = verdict(evidence);
-    let (status, summary) = status_and_summary;
-    let check = Check::new(ID, TITLE, status, summary, evidence)
-        .with_details(bars(evidence))
+/// Replicas known: the endpoint list, or more if a run saw more.
+fn known_replicas(ev: &Evidence) -> usize {
+    ev.runs
+        .iter()
+        .filter_map(|r| r.replicas_seen)
+        .map(|n| n as usize)
+        .chain([ev.endpoints.len()])
+        .max()
+        .unwrap_or(0)
+}
+
+/// Where a run's calls went, by replica where known, else by connection
+/// (one replica each): name -> calls sent there.
+fn units(ev: &Evidence, run: &Run) -> BTreeMap<String, u64> {
+    let mut units = BTreeMap::new();
+    for c in run.per_connection.iter().filter(|c| c.ok + c.failed > 0) {
+        if c.replicas.len() >= 2 {
+            // An L7 proxy behind this connection balanced its calls.
+            for (name, n) in &c.replicas {
+                *units.entry(name.clone()).or_default() += n;
+            }
+            continue;
+        }
+        let key = match c.replicas.keys().next() {
+            Some(name) => name.clone(),
+            None if ev.endpoints.contains(&c.endpoint) => c.endpoint.clone(),
+            None => format!("connection #{} to {}", c.id, c.endpoint),
+        };
+        *units.entry(key).or_default() += c.ok + c.failed;
+    }
+    units
+}
+
+/// The most common failure cause of a run.
+fn top_cause(run: &Run) -> Option<&str> {
+    run.errors
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(cause, _)| cause.as_str())
+}
+
+/// Both checks for one measurement.
+pub fn judge(evidence: &Evidence) -> Vec<Check> {
+    vec![distribution(evidence), endpoints(evidence)]
+}
+
+pub fn distribution(ev: &Evidence) -> Check {
+    let (status, summary, remedy) = distribution_verdict(ev);
+    let check = Check::new(ID, TITLE, status, summary, ev)
+        .with_details(bars(ev))
         .with_refs(REFS);
     if status == Status::Pass {
         check
     } else {
-        check.with_remedy(remedy())
+        check.with_remedy(remedy)
     }
 }
 
-fn verdict(ev: &Evidence) -> (Status, String) {
-    let single = ev.runs.iter().find(|r| r.mode == SINGLE_CHANNEL);
-    let per = ev.runs.iter().find(|r| r.mode == PER_ENDPOINT);
-    let Some(single) = single else {
-        return (Status::Error, "no single-channel run was made".to_string());
-    };
-    if single.ok == 0 {
-        let cause = single
-            .errors
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map_or("no answer", |(e, _)| e.as_str());
+fn distribution_verdict(ev: &Evidence) -> (Status, String, Vec<String>) {
+    let Some(single) = find(ev, SINGLE_CHANNEL) else {
         return (
             Status::Error,
-            format!(
-                "none of {} RPCs to {} succeeded ({cause})",
-                single.rpcs, ev.target
-            ),
+            "no single-channel run was made".to_string(),
+            Vec::new(),
+        );
+    };
+    let per = find(ev, PER_ENDPOINT);
+    let known = known_replicas(ev);
+    let target = &ev.target;
+    let sent = single.ok + single.failed;
+    if sent == 0 {
+        let why = single
+            .not_sent_reasons
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map_or("nothing answered", |(w, _)| w.as_str());
+        if let Some(p) = per.filter(|p| p.ok > 0) {
+            return (
+                Status::Fail,
+                format!(
+                    "no RPC over one channel to {target} reached a server ({why}), while \
+                     one channel per endpoint had {} of {} answered",
+                    p.ok, p.rpcs
+                ),
+                vec![
+                    "The target itself does not lead to the replicas: check the Service's \
+                     selector, port and targetPort (kubectl get svc,endpointslices), and \
+                     any NetworkPolicy between this pod and the Service"
+                        .to_string(),
+                ],
+            );
+        }
+        return (
+            Status::Error,
+            format!("no RPC over one channel to {target} reached a server ({why})"),
+            Vec::new(),
         );
     }
-    let endpoints = ev.endpoints.len();
-    let per_seen = per.and_then(|r| r.replicas_seen).unwrap_or(0) as usize;
-    let known = endpoints.max(per_seen);
-    let failures: Vec<String> = ev
-        .runs
-        .iter()
-        .filter(|r| r.failed > 0)
-        .map(|r| format!("{} of {} RPCs failed ({})", r.failed, r.rpcs, r.mode))
-        .collect();
-    let failure_note = if failures.is_empty() {
-        String::new()
-    } else {
-        format!("; {}", failures.join(", "))
+    let units = units(ev, single);
+    let elsewhere = match per {
+        Some(p) if p.replicas_seen.unwrap_or(0) >= 2 => format!(
+            "one channel per endpoint reached {} of {}",
+            p.replicas_seen.unwrap_or(0),
+            ev.endpoints.len()
+        ),
+        _ => format!("{known} endpoints exist"),
     };
-
-    if single.replicas_seen == Some(1) && per_seen.max(endpoints) >= 2 {
-        let (replica, n) = busiest(single).unwrap_or(("?", 0));
-        let elsewhere = match per {
-            Some(p) if per_seen >= 2 => format!(
-                "one channel per endpoint reached {per_seen} of {endpoints} ({})",
-                p.per_replica.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-            _ => format!("{endpoints} endpoints exist"),
+    if known >= 2 && units.len() == 1 {
+        let (unit, _) = units
+            .iter()
+            .next()
+            .map(|(u, n)| (u.clone(), *n))
+            .unwrap_or_default();
+        let over = plural(u64::from(single.connections), "connection");
+        if single.failed * 2 > sent {
+            return (
+                Status::Fail,
+                format!(
+                    "pinned to a failing replica: every RPC over one channel to {target} \
+                     went to one replica ({unit}, over {over}) and {} of {sent} failed \
+                     ({}), while {elsewhere}",
+                    single.failed,
+                    top_cause(single).unwrap_or("failed")
+                ),
+                failing_pin_remedy(),
+            );
+        }
+        let failures = if single.failed > 0 {
+            format!("; {} of them failed", single.failed)
+        } else {
+            String::new()
         };
         return (
             Status::Fail,
             format!(
-                "all {n} RPCs over one channel to {} reached one replica ({replica}) \
-                 over {}, while {elsewhere}{failure_note}",
-                ev.target,
-                plural(single.connections, "connection")
+                "all {sent} RPCs over one channel to {target} reached one replica ({unit}) \
+                 over {over}, while {elsewhere}{failures}"
             ),
+            balancing_remedy(),
         );
     }
-    if single.replicas_seen.is_none() && single.connections == 1 && endpoints >= 2 {
-        return (
-            Status::Warn,
-            format!(
-                "one connection carried all {} RPCs to {} while {endpoints} endpoints exist; \
-                 which replicas answered is unknown ({} has no podprobe.v1.Identity, \
-                 health checks were used){failure_note}",
-                single.ok, ev.target, ev.target
-            ),
-        );
-    }
-    for run in &ev.runs {
-        if let (Some(max), Some(fair)) = (run.max_share, run.fair_share) {
-            if max > 2.0 * fair {
-                let (replica, _) = busiest(run).unwrap_or(("?", 0));
-                return (
-                    Status::Warn,
-                    format!(
-                        "{replica} took {} of the RPCs over the {} run, more than twice \
-                         its fair share of {}{failure_note}",
-                        percent(max),
-                        run.mode,
-                        percent(fair)
-                    ),
-                );
-            }
+    let busiest = units.iter().max_by_key(|(_, n)| **n);
+    let share = busiest.map_or(0.0, |(_, n)| *n as f64 / sent as f64);
+    let by_connection = single.identity == "unknown";
+    if known >= 2 {
+        let fair = 1.0 / known as f64;
+        if share > 2.0 * fair {
+            let (unit, n) = busiest.map(|(u, n)| (u.as_str(), *n)).unwrap_or(("?", 0));
+            let idle = if by_connection {
+                String::new()
+            } else {
+                let reached = units.len().min(known);
+                format!("; {} of {known} replicas got none", known - reached)
+            };
+            let who = if by_connection {
+                format!("one connection ({unit}) carried {} ({n} of {sent}), so its replica took at least that", percent(share))
+            } else {
+                format!("{unit} took {} ({n} of {sent})", percent(share))
+            };
+            return (
+                Status::Warn,
+                format!(
+                    "{who} of the RPCs over one channel to {target}, more than twice the \
+                     fair share of {} over {known} replicas{idle}",
+                    percent(fair)
+                ),
+                balancing_remedy(),
+            );
         }
     }
-    if !failures.is_empty() {
-        return (
-            Status::Warn,
-            format!("{} to {}", failures.join(", "), ev.target),
-        );
-    }
-    let summary = match (single.replicas_seen, known) {
-        (Some(1), k) if k <= 1 => format!(
-            "all {} RPCs to {} reached {}, the only replica known (give --headless NAME \
-             to compare with every ready pod)",
-            single.ok,
-            ev.target,
-            busiest(single).map_or("?", |(r, _)| r)
-        ),
-        (Some(seen), _) => format!(
-            "{} RPCs over one channel to {} spread over {seen} replicas (busiest {})",
-            single.ok,
-            ev.target,
-            single.max_share.map_or("?".to_string(), percent)
-        ),
-        (None, _) => format!(
-            "{} RPCs to {} used {} connections; which replicas answered is unknown \
-             (no podprobe.v1.Identity)",
-            single.ok, ev.target, single.connections
-        ),
+    let summary = if known <= 1 {
+        format!(
+            "all {sent} RPCs to {target} went to {} (the only endpoint known; give \
+             --headless NAME to compare with every ready pod)",
+            busiest.map_or("?", |(u, _)| u.as_str())
+        )
+    } else if by_connection {
+        format!(
+            "{sent} RPCs over one channel to {target} spread over {}, the busiest \
+             carrying {} (replicas unknown: {} has no podprobe.v1.Identity; each \
+             connection goes to one)",
+            plural(u64::from(single.connections), "connection"),
+            percent(share),
+            target
+        )
+    } else {
+        format!(
+            "{sent} RPCs over one channel to {target} spread over {} replicas (busiest {})",
+            units.len(),
+            percent(share)
+        )
     };
-    (Status::Pass, summary)
+    (Status::Pass, summary, Vec::new())
 }
 
-/// A bar per replica for each run, every replica of the same kind listed in
-/// every run, so a pinned channel shows as one full bar and empty ones.
+/// How an endpoint's failures read, worst first.
+fn endpoint_problem(e: &EndpointEvidence) -> String {
+    let name = match &e.replica {
+        Some(replica) => format!("{replica} ({})", e.endpoint),
+        None => e.endpoint.clone(),
+    };
+    let causes: Vec<String> = {
+        let mut causes: Vec<(&String, &u64)> = e.errors.iter().collect();
+        causes.sort_by(|a, b| b.1.cmp(a.1));
+        causes
+            .iter()
+            .take(2)
+            .map(|(cause, n)| format!("{cause} (x{n})"))
+            .collect()
+    };
+    let tried = e.ok + e.failed;
+    let mut text = format!("{name}: ");
+    if tried > 0 {
+        let _ = write!(text, "{} of {tried} RPCs failed", e.failed);
+    } else {
+        text.push_str("no RPC reached it");
+    }
+    if e.connect_failures > 0 {
+        let _ = write!(
+            text,
+            ", {}",
+            plural(e.connect_failures, "failed connection attempt")
+        );
+    }
+    if !causes.is_empty() {
+        let _ = write!(text, ": {}", causes.join("; "));
+    }
+    text
+}
+
+/// Remedies for the kinds of failure seen.
+fn endpoint_remedy(problems: &[&EndpointEvidence]) -> Vec<String> {
+    let causes: String = problems
+        .iter()
+        .flat_map(|e| e.errors.keys())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut remedy = Vec::new();
+    let has = |needle: &str| causes.contains(needle);
+    if has("UNAVAILABLE:") || has("NOT_SERVING") || has("SERVICE_UNKNOWN") {
+        remedy.push(
+            "A replica that answers UNAVAILABLE or NOT_SERVING still gets traffic: give the pods \
+             a gRPC readiness probe (readinessProbe.grpc, Kubernetes 1.24+) so they leave the \
+             endpoints while they cannot serve, and read why in kubectl logs"
+                .to_string(),
+        );
+    }
+    if has("connect to") || has("closed the connection without answering") {
+        remedy.push(
+            "An endpoint that refuses or drops connections is listed but not listening: check \
+             the pod listens on the targetPort (kubectl get endpointslices), whether it is \
+             restarting (kubectl get pods), and NetworkPolicies (podprobe doctor --tcp \
+             ADDR:PORT tells DROP from REJECT)"
+                .to_string(),
+        );
+    }
+    if has("HTTP/1") {
+        remedy.push(
+            "The port answers HTTP/1.x, not gRPC: the Service's targetPort points at an HTTP/1 \
+             port, or a proxy in between speaks only HTTP/1.1; point it at the gRPC port or \
+             enable HTTP/2 (h2c) on the proxy"
+                .to_string(),
+        );
+    }
+    if has("speaks TLS") || has("not TLS") || has("TLS") {
+        remedy.push(
+            "TLS does not match: use --tls for a TLS port and --plaintext for h2c; trust a \
+             private CA with --ca FILE and give the certificate's name with --authority NAME"
+                .to_string(),
+        );
+    }
+    if has("DEADLINE_EXCEEDED") {
+        remedy.push(
+            "Calls hit the deadline (--timeout): that replica is slow or overloaded; compare its \
+             CPU and latency with the others, or raise --timeout if the method is slow by design"
+                .to_string(),
+        );
+    }
+    if has("reset") || has("closed before the answer") || has("closed after GOAWAY") {
+        remedy.push(
+            "Connections cut mid-call: a replica crashing or restarting (kubectl get pods, \
+             RESTARTS), a server closing connections without a grace period, or a middlebox \
+             dropping the flow"
+                .to_string(),
+        );
+    }
+    if remedy.is_empty() {
+        remedy.push(
+            "Read the failing replica's logs (kubectl logs POD) for the status it returns"
+                .to_string(),
+        );
+    }
+    remedy
+}
+
+pub fn endpoints(ev: &Evidence) -> Check {
+    let run = find(ev, PER_ENDPOINT).or_else(|| find(ev, SINGLE_CHANNEL));
+    let Some(run) = run else {
+        return Check::new(
+            ENDPOINTS_ID,
+            ENDPOINTS_TITLE,
+            Status::Error,
+            "no run was made",
+            ev,
+        );
+    };
+    let failing: Vec<&EndpointEvidence> = run.per_endpoint.iter().filter(|e| e.failing()).collect();
+    let flaky: Vec<&EndpointEvidence> = run
+        .per_endpoint
+        .iter()
+        .filter(|e| !e.failing() && (e.failed > 0 || e.connect_failures > 0))
+        .collect();
+    let total = run.per_endpoint.len() as u64;
+    let answered = run.per_endpoint.iter().filter(|e| e.ok > 0).count() as u64;
+    let mut notes = Vec::new();
+    if run.not_sent > 0 {
+        let why = run
+            .not_sent_reasons
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map_or("", |(w, _)| w.as_str());
+        notes.push(format!(
+            "{} of {} RPCs not sent ({why})",
+            run.not_sent, run.rpcs
+        ));
+    }
+    if run.retried > 0 {
+        notes.push(format!(
+            "{} refused unseen by the server and sent again",
+            plural(run.retried, "RPC")
+        ));
+    }
+    let insecure = ev.tls.as_ref().is_some_and(|t| !t.verified);
+    if insecure {
+        notes.push(
+            "TLS certificates were NOT verified (--insecure): anyone on the path could be \
+             answering"
+                .to_string(),
+        );
+    }
+    let note = if notes.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", notes.join("; "))
+    };
+    let over = if run.mode == PER_ENDPOINT {
+        "one channel per endpoint"
+    } else {
+        "one channel"
+    };
+    let (status, summary, remedy) = if !failing.is_empty() {
+        let problems: Vec<String> = failing.iter().map(|e| endpoint_problem(e)).collect();
+        (
+            Status::Fail,
+            format!(
+                "{} of {total} endpoints fail ({over}): {}{note}",
+                failing.len(),
+                problems.join("; ")
+            ),
+            endpoint_remedy(&failing),
+        )
+    } else if !flaky.is_empty() {
+        let problems: Vec<String> = flaky.iter().map(|e| endpoint_problem(e)).collect();
+        (
+            Status::Warn,
+            format!(
+                "{} of {total} endpoints failed some RPCs, then answered again ({over}): {}{note}",
+                flaky.len(),
+                problems.join("; ")
+            ),
+            endpoint_remedy(&flaky),
+        )
+    } else if insecure {
+        (
+            Status::Warn,
+            format!("{answered} of {total} endpoints answered every RPC ({over}){note}"),
+            vec![
+                "Trust the server's CA with --ca FILE (or SSL_CERT_FILE) instead of --insecure, \
+                 and give its certificate's name with --authority NAME"
+                    .to_string(),
+            ],
+        )
+    } else {
+        (
+            Status::Pass,
+            format!(
+                "{} answered every RPC ({over}: {} ok){note}",
+                if total == 1 {
+                    "the endpoint".to_string()
+                } else {
+                    format!("all {total} endpoints")
+                },
+                run.ok
+            ),
+            Vec::new(),
+        )
+    };
+    let details = run
+        .per_endpoint
+        .iter()
+        .map(|e| {
+            let state = if e.failing() {
+                "FAILING"
+            } else if e.failed > 0 || e.connect_failures > 0 {
+                "recovered"
+            } else {
+                "ok"
+            };
+            let mut line = format!(
+                "{:<21} {:<12} {:>7} ok {:>7} failed  {}",
+                e.endpoint,
+                e.replica.as_deref().unwrap_or("-"),
+                e.ok,
+                e.failed,
+                state
+            );
+            if let Some((cause, n)) = e.errors.iter().max_by_key(|(_, n)| **n) {
+                let _ = write!(line, ": {cause} (x{n})");
+            }
+            line
+        })
+        .collect::<Vec<_>>();
+    let check = Check::new(ENDPOINTS_ID, ENDPOINTS_TITLE, status, summary, ev)
+        .with_details(details)
+        .with_refs(ENDPOINT_REFS);
+    if status == Status::Pass {
+        check
+    } else {
+        check.with_remedy(remedy)
+    }
+}
+
+fn bar(name: &str, width: usize, n: u64, total: u64) -> String {
+    let share = if total > 0 {
+        n as f64 / total as f64
+    } else {
+        0.0
+    };
+    let filled = ((share * BAR_WIDTH as f64).round() as usize).min(BAR_WIDTH);
+    format!(
+        "  {name:<width$} {}{} {n:>6} {:>5.1}%",
+        "█".repeat(filled),
+        "·".repeat(BAR_WIDTH - filled),
+        share * 100.0
+    )
+}
+
+/// A bar per replica for each run (every replica of the same kind listed in
+/// every run, so a pinned channel shows as one full bar and empty ones), or
+/// per connection when replicas are unknown.
 fn bars(ev: &Evidence) -> Vec<String> {
     let mut lines = Vec::new();
+    if let Some(tls) = &ev.tls {
+        if !tls.verified {
+            lines.push(
+                "TLS NOT VERIFIED (--insecure): the server's certificate was not checked"
+                    .to_string(),
+            );
+        }
+    }
     for run in &ev.runs {
         let mut head = format!(
-            "{}: {} RPCs, {} ok, {} failed, {}",
-            run.mode,
-            run.rpcs,
-            run.ok,
-            run.failed,
-            plural(run.connections, "connection")
+            "{}: {} RPCs, {} ok, {} failed",
+            run.mode, run.rpcs, run.ok, run.failed
+        );
+        if run.not_sent > 0 {
+            let _ = write!(head, ", {} not sent", run.not_sent);
+        }
+        let _ = write!(
+            head,
+            ", {}",
+            plural(u64::from(run.connections), "connection")
         );
         if let (Some(p50), Some(p99)) = (run.p50_ms, run.p99_ms) {
             let _ = write!(head, ", p50 {p50:.2} ms, p99 {p99:.2} ms");
@@ -194,203 +558,63 @@ fn bars(ev: &Evidence) -> Vec<String> {
         }
         lines.push(head);
         if run.identity == "unknown" {
+            let total: u64 = run.per_connection.iter().map(|c| c.ok + c.failed).sum();
+            let mut conns: Vec<_> = run.per_connection.iter().collect();
+            conns.sort_by(|a, b| {
+                (b.ok + b.failed)
+                    .cmp(&(a.ok + a.failed))
+                    .then(a.id.cmp(&b.id))
+            });
+            let labels: Vec<String> = conns
+                .iter()
+                .map(|c| {
+                    format!(
+                        "#{} {:.1}-{:.1}s",
+                        c.id,
+                        c.opened_ms / 1000.0,
+                        c.closed_ms / 1000.0
+                    )
+                })
+                .collect();
+            let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+            for (c, label) in conns.iter().zip(&labels).take(MAX_BARS) {
+                lines.push(format!(
+                    "{}  {}",
+                    bar(label, width, c.ok + c.failed, total),
+                    c.closed_by
+                ));
+            }
+            if conns.len() > MAX_BARS {
+                let rest: u64 = conns[MAX_BARS..].iter().map(|c| c.ok + c.failed).sum();
+                lines.push(format!(
+                    "  ... {} more connections carried {rest}",
+                    conns.len() - MAX_BARS
+                ));
+            }
             lines.push(format!(
-                "  (replicas unknown: {} RPCs went over {})",
-                run.ok,
-                plural(run.connections, "connection")
+                "  (replicas unknown: {} RPCs went over {}, one replica each)",
+                run.ok + run.failed,
+                plural(u64::from(run.connections), "connection")
             ));
-            continue;
-        }
-        let names: BTreeSet<&str> = ev
-            .runs
-            .iter()
-            .filter(|r| r.identity == run.identity)
-            .flat_map(|r| r.per_replica.keys().map(String::as_str))
-            .collect();
-        let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
-        for name in names {
-            let n = run.per_replica.get(name).copied().unwrap_or(0);
-            let share = if run.ok > 0 {
-                f64::from(n) / f64::from(run.ok)
-            } else {
-                0.0
-            };
-            let filled = (share * BAR_WIDTH as f64).round() as usize;
-            lines.push(format!(
-                "  {name:<width$} {}{} {n:>6} {:>5.1}%",
-                "█".repeat(filled),
-                "·".repeat(BAR_WIDTH - filled),
-                share * 100.0
-            ));
+        } else {
+            let names: BTreeSet<&str> = ev
+                .runs
+                .iter()
+                .filter(|r| r.identity == run.identity)
+                .flat_map(|r| r.per_replica.keys().map(String::as_str))
+                .collect();
+            let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+            for name in names {
+                let n = run.per_replica.get(name).copied().unwrap_or(0);
+                lines.push(bar(name, width, n, run.ok));
+            }
         }
         for (cause, n) in &run.errors {
             lines.push(format!("  failed {n}: {cause}"));
         }
+        for (why, n) in &run.not_sent_reasons {
+            lines.push(format!("  not sent {n}: {why}"));
+        }
     }
     lines
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn evidence(json: serde_json::Value) -> Evidence {
-        serde_json::from_value(json).unwrap()
-    }
-
-    fn run(mode: &str, identity: &str, per: &[(&str, u32)], connections: u32) -> serde_json::Value {
-        // A run without identities has its RPCs in `ok` only.
-        let ok: u32 = if identity == "unknown" {
-            300
-        } else {
-            per.iter().map(|(_, n)| n).sum()
-        };
-        let max = per.iter().map(|(_, n)| *n).max().unwrap_or(0);
-        serde_json::json!({
-            "mode": mode, "identity": identity, "rpcs": 300, "ok": ok, "failed": 300 - ok,
-            "connections": connections,
-            "replicas_seen": if identity == "unknown" { None } else { Some(per.len()) },
-            "per_replica": per.iter().map(|(k, n)| (k.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
-            "max_share": if identity == "unknown" || ok == 0 { None } else { Some(f64::from(max) / f64::from(ok)) },
-            "fair_share": null,
-            "p50_ms": 0.4, "p99_ms": 1.2, "retried": 0,
-            "errors": if ok < 300 { serde_json::json!({"Unavailable: connection refused": 300 - ok}) } else { serde_json::json!({}) },
-        })
-    }
-
-    fn ev(mut runs: Vec<serde_json::Value>, endpoints: usize) -> Evidence {
-        let known = runs
-            .iter()
-            .filter_map(|r| r["replicas_seen"].as_u64())
-            .fold(endpoints as u64, u64::max);
-        for run in &mut runs {
-            run["fair_share"] = serde_json::json!(1.0 / known as f64);
-        }
-        evidence(serde_json::json!({
-            "target": "10.96.0.10:50051",
-            "balancing": "pick_first",
-            "endpoints": (0..endpoints).map(|i| format!("10.0.0.{}:50051", i + 1)).collect::<Vec<_>>(),
-            "rpc": "whoami",
-            "runs": runs,
-        }))
-    }
-
-    const EVEN: &[(&str, u32)] = &[("web-a", 100), ("web-b", 100), ("web-c", 100)];
-
-    #[test]
-    fn pinned_single_channel_fails_and_shows_bars() {
-        let check = judge(&ev(
-            vec![
-                run(SINGLE_CHANNEL, "whoami", &[("web-b", 300)], 1),
-                run(PER_ENDPOINT, "whoami", EVEN, 3),
-            ],
-            3,
-        ));
-        assert_eq!(check.status, Status::Fail, "{}", check.summary);
-        assert!(check.summary.contains("web-b"), "{}", check.summary);
-        assert_eq!(check.remedy.len(), 3);
-        let text = check.details.join("\n");
-        assert!(
-            text.contains(&format!("web-b {}", "█".repeat(BAR_WIDTH))),
-            "{text}"
-        );
-        assert!(
-            text.contains(&format!("web-a {}", "·".repeat(BAR_WIDTH))),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn spread_passes() {
-        let check = judge(&ev(
-            vec![
-                run(SINGLE_CHANNEL, "whoami", EVEN, 3),
-                run(PER_ENDPOINT, "whoami", EVEN, 3),
-            ],
-            3,
-        ));
-        assert_eq!(check.status, Status::Pass, "{}", check.summary);
-        assert!(check.remedy.is_empty());
-    }
-
-    #[test]
-    fn skew_beyond_twice_the_fair_share_warns() {
-        let skewed = &[("web-a", 250), ("web-b", 40), ("web-c", 10)];
-        let check = judge(&ev(
-            vec![
-                run(SINGLE_CHANNEL, "whoami", skewed, 3),
-                run(PER_ENDPOINT, "whoami", EVEN, 3),
-            ],
-            3,
-        ));
-        assert_eq!(check.status, Status::Warn, "{}", check.summary);
-        assert!(
-            check.summary.contains("web-a took 83%"),
-            "{}",
-            check.summary
-        );
-    }
-
-    #[test]
-    fn unknown_identity_on_one_connection_warns() {
-        let by_endpoint = &[
-            ("10.0.0.1:50051", 100),
-            ("10.0.0.2:50051", 100),
-            ("10.0.0.3:50051", 100),
-        ];
-        let check = judge(&ev(
-            vec![
-                run(SINGLE_CHANNEL, "unknown", &[], 1),
-                run(PER_ENDPOINT, "endpoint", by_endpoint, 3),
-            ],
-            3,
-        ));
-        assert_eq!(check.status, Status::Warn, "{}", check.summary);
-        assert!(
-            check.summary.contains("one connection"),
-            "{}",
-            check.summary
-        );
-        assert!(check.details.join("\n").contains("replicas unknown"));
-    }
-
-    #[test]
-    fn nothing_answered_is_an_error() {
-        let check = judge(&ev(vec![run(SINGLE_CHANNEL, "whoami", &[], 1)], 3));
-        assert_eq!(check.status, Status::Error, "{}", check.summary);
-        assert!(
-            check.summary.contains("connection refused"),
-            "{}",
-            check.summary
-        );
-    }
-
-    #[test]
-    fn one_known_replica_passes() {
-        let check = judge(&ev(
-            vec![run(SINGLE_CHANNEL, "whoami", &[("web-a", 300)], 1)],
-            1,
-        ));
-        assert_eq!(check.status, Status::Pass, "{}", check.summary);
-        assert!(check.summary.contains("--headless"), "{}", check.summary);
-    }
-
-    #[test]
-    fn failed_rpcs_warn() {
-        let partial = &[("web-a", 100), ("web-b", 100), ("web-c", 60)];
-        let check = judge(&ev(
-            vec![
-                run(SINGLE_CHANNEL, "whoami", partial, 4),
-                run(PER_ENDPOINT, "whoami", EVEN, 3),
-            ],
-            3,
-        ));
-        assert_eq!(check.status, Status::Warn, "{}", check.summary);
-        assert!(
-            check.summary.contains("40 of 300 RPCs failed"),
-            "{}",
-            check.summary
-        );
-        assert!(check.details.join("\n").contains("failed 40: Unavailable"));
-    }
 }
