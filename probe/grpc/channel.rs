@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
 use super::conn::{self, Connection, DialConfig, DialError};
-use super::wire::Speaks;
 
 /// gRPC's connection back-off parameters.
 const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
@@ -90,8 +89,6 @@ struct Shared {
     next_pick: AtomicUsize,
     next_id: AtomicU32,
     history: Mutex<History>,
-    /// Named already (one sniff per address is enough).
-    named: Mutex<BTreeMap<SocketAddr, Option<Speaks>>>,
     stop: watch::Sender<bool>,
     /// Since when every subchannel has been failing (TRANSIENT_FAILURE).
     all_failing_since: Mutex<Option<Instant>>,
@@ -129,7 +126,6 @@ impl Channel {
             next_pick: AtomicUsize::new(0),
             next_id: AtomicU32::new(first_id),
             history: Mutex::new(History::default()),
-            named: Mutex::new(BTreeMap::new()),
             stop,
             all_failing_since: Mutex::new(None),
         });
@@ -270,13 +266,12 @@ async fn manage(shared: Arc<Shared>, index: usize) {
         let mut ready = None;
         for &addr in &shared.subchannels[index].addrs {
             let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-            match conn::dial(addr, id, &shared.config).await {
+            match conn::dial_named(addr, id, &shared.config).await {
                 Ok(connection) => {
                     ready = Some(Arc::new(connection));
                     break;
                 }
                 Err(error) => {
-                    let error = name_silence(&shared, addr, error).await;
                     let mut history = shared.history.lock().unwrap_or_else(|p| p.into_inner());
                     let entry = history.failures.entry(addr).or_insert(DialFailures {
                         count: 0,
@@ -300,7 +295,7 @@ async fn manage(shared: Arc<Shared>, index: usize) {
                     .push(connection.clone());
                 set_state(&shared, index, State::Ready(connection.clone()));
                 tokio::select! {
-                    _ = connection.wait_closed() => {}
+                    _ = connection.wait_going_away() => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
             }
@@ -313,63 +308,6 @@ async fn manage(shared: Arc<Shared>, index: usize) {
                 }
             }
         }
-    }
-}
-
-/// A dial that ended in silence (or a TLS failure without a telling byte)
-/// is asked again in the other language, once per address, to name what
-/// the server speaks.
-async fn name_silence(shared: &Shared, addr: SocketAddr, error: DialError) -> DialError {
-    let tls = shared.config.tls.is_some();
-    let silent = match &error {
-        DialError::Silent(_) => true,
-        DialError::Tls {
-            certificate: false,
-            speaks: None,
-            ..
-        } => true,
-        _ => false,
-    };
-    if !silent {
-        return error;
-    }
-    let known = shared
-        .named
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&addr)
-        .cloned();
-    let speaks = match known {
-        Some(speaks) => speaks,
-        None => {
-            let hello = if tls {
-                Some(conn::h2_preface())
-            } else {
-                conn::tls_client_hello()
-            };
-            let speaks = match hello {
-                Some(hello) => conn::sniff(addr, &hello, shared.config.timeout).await,
-                None => None,
-            };
-            shared
-                .named
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(addr, speaks.clone());
-            speaks
-        }
-    };
-    match (tls, speaks, error) {
-        (false, Some(Speaks::Tls), _) => DialError::NotHttp2 {
-            speaks: Speaks::Tls,
-            over_tls: false,
-        },
-        (true, Some(speaks @ (Speaks::Http2 | Speaks::Http1 { .. })), error) => DialError::Tls {
-            cause: error.describe(),
-            certificate: false,
-            speaks: Some(speaks),
-        },
-        (_, _, error) => error,
     }
 }
 

@@ -357,6 +357,54 @@ impl Drop for Connection {
     }
 }
 
+/// [`dial`], and when it ends in silence (or in a TLS failure without a
+/// telling byte), asks the server again in the other language on a fresh
+/// connection, to name what it speaks.
+pub async fn dial_named(
+    addr: SocketAddr,
+    id: u32,
+    config: &DialConfig,
+) -> Result<Connection, DialError> {
+    let error = match dial(addr, id, config).await {
+        Ok(connection) => return Ok(connection),
+        Err(error) => error,
+    };
+    let silent = matches!(
+        error,
+        DialError::Silent(_)
+            | DialError::Tls {
+                certificate: false,
+                speaks: None,
+                ..
+            }
+    );
+    if !silent {
+        return Err(error);
+    }
+    let tls = config.tls.is_some();
+    let hello = if tls {
+        Some(h2_preface())
+    } else {
+        tls_client_hello()
+    };
+    let speaks = match hello {
+        Some(hello) => sniff(addr, &hello, config.timeout).await,
+        None => None,
+    };
+    Err(match (tls, speaks) {
+        (false, Some(Speaks::Tls)) => DialError::NotHttp2 {
+            speaks: Speaks::Tls,
+            over_tls: false,
+        },
+        (true, Some(speaks @ (Speaks::Http2 | Speaks::Http1 { .. }))) => DialError::Tls {
+            cause: error.describe(),
+            certificate: false,
+            speaks: Some(speaks),
+        },
+        _ => error,
+    })
+}
+
 /// Connects to `addr` and waits until the server has answered the HTTP/2
 /// preface with its own SETTINGS: gRPC's READY.
 pub async fn dial(addr: SocketAddr, id: u32, config: &DialConfig) -> Result<Connection, DialError> {
@@ -521,24 +569,29 @@ impl Connection {
         self.closed.borrow().clone()
     }
 
-    /// Waits until the connection has closed.
-    pub async fn wait_closed(&self) -> Closed {
+    /// Waits until the server said GOAWAY or the connection closed: from
+    /// then on it takes no new call, and gRPC opens a new one while this
+    /// one drains.
+    pub async fn wait_going_away(&self) {
         let mut closed = self.closed.clone();
         loop {
-            if let Some(c) = closed.borrow_and_update().clone() {
-                return c;
+            let changed = self.seen.changed.notified();
+            if self.going_away() {
+                return;
             }
-            if closed.changed().await.is_err() {
-                return Closed {
-                    at: Instant::now(),
-                    by: "podprobe: closed".to_string(),
-                };
+            tokio::select! {
+                _ = changed => {}
+                result = closed.changed() => if result.is_err() { return },
             }
         }
     }
 
+    fn going_away(&self) -> bool {
+        self.seen.goaway_last.load(Ordering::Acquire) != u32::MAX || self.closed.borrow().is_some()
+    }
+
     pub fn is_usable(&self) -> bool {
-        self.usable.load(Ordering::Relaxed) && self.closed.borrow().is_none()
+        self.usable.load(Ordering::Relaxed) && !self.going_away()
     }
 
     /// One unary call of `uri` with `request` (already framed).

@@ -87,24 +87,50 @@ fn known_replicas(ev: &Evidence) -> usize {
         .unwrap_or(0)
 }
 
-/// Where a run's calls went, by replica where known, else by connection
-/// (one replica each): name -> calls sent there.
-fn units(ev: &Evidence, run: &Run) -> BTreeMap<String, u64> {
-    let mut units = BTreeMap::new();
+/// Where a run's calls went: by replica where the answers name it (or the
+/// connection went straight to an endpoint), else by connection, one
+/// replica each.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Sent {
+    calls: u64,
+    failed: u64,
+}
+
+/// Orders labels as people read them: addresses by address, then names.
+fn label_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let addr = |s: &str| s.parse::<std::net::SocketAddr>().ok();
+    match (addr(a), addr(b)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.cmp(b),
+    }
+}
+
+fn units(ev: &Evidence, run: &Run) -> BTreeMap<String, Sent> {
+    let mut units: BTreeMap<String, Sent> = BTreeMap::new();
     for c in run.per_connection.iter().filter(|c| c.ok + c.failed > 0) {
+        let own = match c.replicas.keys().next() {
+            Some(name) if c.replicas.len() == 1 => name.clone(),
+            _ if ev.endpoints.contains(&c.endpoint) => c.endpoint.clone(),
+            _ => format!("connection #{}", c.id),
+        };
         if c.replicas.len() >= 2 {
-            // An L7 proxy behind this connection balanced its calls.
+            // An L7 proxy behind this connection balanced its calls; its
+            // failures stay with the connection.
             for (name, n) in &c.replicas {
-                *units.entry(name.clone()).or_default() += n;
+                units.entry(name.clone()).or_default().calls += n;
+            }
+            if c.failed > 0 {
+                let unit = units.entry(format!("connection #{}", c.id)).or_default();
+                unit.calls += c.failed;
+                unit.failed += c.failed;
             }
             continue;
         }
-        let key = match c.replicas.keys().next() {
-            Some(name) => name.clone(),
-            None if ev.endpoints.contains(&c.endpoint) => c.endpoint.clone(),
-            None => format!("connection #{} to {}", c.id, c.endpoint),
-        };
-        *units.entry(key).or_default() += c.ok + c.failed;
+        let unit = units.entry(own).or_default();
+        unit.calls += c.ok + c.failed;
+        unit.failed += c.failed;
     }
     units
 }
@@ -146,6 +172,7 @@ fn distribution_verdict(ev: &Evidence) -> (Status, String, Vec<String>) {
     let known = known_replicas(ev);
     let target = &ev.target;
     let sent = single.ok + single.failed;
+    let answering = |p: &Run| p.per_endpoint.iter().filter(|e| e.ok > 0).count();
     if sent == 0 {
         let why = single
             .not_sent_reasons
@@ -157,8 +184,9 @@ fn distribution_verdict(ev: &Evidence) -> (Status, String, Vec<String>) {
                 Status::Fail,
                 format!(
                     "no RPC over one channel to {target} reached a server ({why}), while \
-                     one channel per endpoint had {} of {} answered",
-                    p.ok, p.rpcs
+                     one channel per endpoint got answers from {} of {}",
+                    answering(p),
+                    p.per_endpoint.len()
                 ),
                 vec![
                     "The target itself does not lead to the replicas: check the Service's \
@@ -175,28 +203,32 @@ fn distribution_verdict(ev: &Evidence) -> (Status, String, Vec<String>) {
         );
     }
     let units = units(ev, single);
+    let by_connection = single.identity == "unknown";
     let elsewhere = match per {
-        Some(p) if p.replicas_seen.unwrap_or(0) >= 2 => format!(
-            "one channel per endpoint reached {} of {}",
-            p.replicas_seen.unwrap_or(0),
-            ev.endpoints.len()
+        Some(p) => format!(
+            "one channel per endpoint got answers from {} of {}",
+            answering(p),
+            p.per_endpoint.len()
         ),
-        _ => format!("{known} endpoints exist"),
+        None => format!("{known} endpoints exist"),
     };
+    let over = plural(u64::from(single.connections), "connection");
     if known >= 2 && units.len() == 1 {
-        let (unit, _) = units
-            .iter()
-            .next()
-            .map(|(u, n)| (u.clone(), *n))
-            .unwrap_or_default();
-        let over = plural(u64::from(single.connections), "connection");
+        let unit = units.keys().next().cloned().unwrap_or_default();
+        let went = if by_connection {
+            format!(
+                "went over one connection (to {}), so to one replica",
+                ev_target_addr(single)
+            )
+        } else {
+            format!("reached one replica ({unit}) over {over}")
+        };
         if single.failed * 2 > sent {
             return (
                 Status::Fail,
                 format!(
                     "pinned to a failing replica: every RPC over one channel to {target} \
-                     went to one replica ({unit}, over {over}) and {} of {sent} failed \
-                     ({}), while {elsewhere}",
+                     {went}, and {} of {sent} failed ({}), while {elsewhere}",
                     single.failed,
                     top_cause(single).unwrap_or("failed")
                 ),
@@ -211,35 +243,43 @@ fn distribution_verdict(ev: &Evidence) -> (Status, String, Vec<String>) {
         return (
             Status::Fail,
             format!(
-                "all {sent} RPCs over one channel to {target} reached one replica ({unit}) \
-                 over {over}, while {elsewhere}{failures}"
+                "all {sent} RPCs over one channel to {target} {went}, while {elsewhere}{failures}"
             ),
             balancing_remedy(),
         );
     }
-    let busiest = units.iter().max_by_key(|(_, n)| **n);
-    let share = busiest.map_or(0.0, |(_, n)| *n as f64 / sent as f64);
-    let by_connection = single.identity == "unknown";
+    let busiest = units.iter().max_by_key(|(_, u)| u.calls);
+    let share = busiest.map_or(0.0, |(_, u)| u.calls as f64 / sent as f64);
     if known >= 2 {
         let fair = 1.0 / known as f64;
         if share > 2.0 * fair {
-            let (unit, n) = busiest.map(|(u, n)| (u.as_str(), *n)).unwrap_or(("?", 0));
+            let (unit, n) = busiest
+                .map(|(l, u)| (l.as_str(), u.calls))
+                .unwrap_or(("?", 0));
+            let who = if by_connection {
+                format!(
+                    "one connection ({unit}) carried {} ({n} of {sent}) of the RPCs over one \
+                     channel to {target}, so its replica took at least that",
+                    percent(share)
+                )
+            } else {
+                format!(
+                    "{unit} took {} ({n} of {sent}) of the RPCs over one channel to {target}",
+                    percent(share)
+                )
+            };
             let idle = if by_connection {
                 String::new()
             } else {
-                let reached = units.len().min(known);
-                format!("; {} of {known} replicas got none", known - reached)
-            };
-            let who = if by_connection {
-                format!("one connection ({unit}) carried {} ({n} of {sent}), so its replica took at least that", percent(share))
-            } else {
-                format!("{unit} took {} ({n} of {sent})", percent(share))
+                format!(
+                    "; {} of {known} replicas got none",
+                    known.saturating_sub(units.len())
+                )
             };
             return (
                 Status::Warn,
                 format!(
-                    "{who} of the RPCs over one channel to {target}, more than twice the \
-                     fair share of {} over {known} replicas{idle}",
+                    "{who}: more than twice the fair share of {} over {known} replicas{idle}",
                     percent(fair)
                 ),
                 balancing_remedy(),
@@ -250,16 +290,14 @@ fn distribution_verdict(ev: &Evidence) -> (Status, String, Vec<String>) {
         format!(
             "all {sent} RPCs to {target} went to {} (the only endpoint known; give \
              --headless NAME to compare with every ready pod)",
-            busiest.map_or("?", |(u, _)| u.as_str())
+            busiest.map_or("?", |(l, _)| l.as_str())
         )
     } else if by_connection {
         format!(
-            "{sent} RPCs over one channel to {target} spread over {}, the busiest \
-             carrying {} (replicas unknown: {} has no podprobe.v1.Identity; each \
-             connection goes to one)",
-            plural(u64::from(single.connections), "connection"),
-            percent(share),
-            target
+            "{sent} RPCs over one channel to {target} spread over {over}, the busiest \
+             carrying {} (which replica each connection reached is unknown: the server \
+             does not answer podprobe.v1.Identity)",
+            percent(share)
         )
     } else {
         format!(
@@ -269,6 +307,13 @@ fn distribution_verdict(ev: &Evidence) -> (Status, String, Vec<String>) {
         )
     };
     (Status::Pass, summary, Vec::new())
+}
+
+/// The address a run's connections went to (the Service's virtual IP).
+fn ev_target_addr(run: &Run) -> String {
+    run.per_connection
+        .first()
+        .map_or_else(|| "?".to_string(), |c| c.endpoint.clone())
 }
 
 /// How an endpoint's failures read, worst first.
@@ -524,11 +569,11 @@ fn bar(name: &str, width: usize, n: u64, total: u64) -> String {
     )
 }
 
-/// A bar per replica for each run (every replica of the same kind listed in
-/// every run, so a pinned channel shows as one full bar and empty ones), or
-/// per connection when replicas are unknown.
+/// How each run's calls spread: a bar per replica (every replica of the
+/// same kind listed in every run, so a pinned channel shows as one full bar
+/// and empty ones), or per connection when replicas are unknown.
 fn bars(ev: &Evidence) -> Vec<String> {
-    let mut lines = Vec::new();
+    let mut lines = vec![format!("calls: {} ({})", ev.method, probe_note(&ev.rpc))];
     if let Some(tls) = &ev.tls {
         if !tls.verified {
             lines.push(
@@ -557,8 +602,15 @@ fn bars(ev: &Evidence) -> Vec<String> {
             let _ = write!(head, ", {} sent again", run.retried);
         }
         lines.push(head);
+        let sent = run.ok + run.failed;
+        let failed_note = |u: &Sent| {
+            if u.failed > 0 {
+                format!("  ({} failed)", u.failed)
+            } else {
+                String::new()
+            }
+        };
         if run.identity == "unknown" {
-            let total: u64 = run.per_connection.iter().map(|c| c.ok + c.failed).sum();
             let mut conns: Vec<_> = run.per_connection.iter().collect();
             conns.sort_by(|a, b| {
                 (b.ok + b.failed)
@@ -578,10 +630,15 @@ fn bars(ev: &Evidence) -> Vec<String> {
                 .collect();
             let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
             for (c, label) in conns.iter().zip(&labels).take(MAX_BARS) {
+                let unit = Sent {
+                    calls: c.ok + c.failed,
+                    failed: c.failed,
+                };
                 lines.push(format!(
-                    "{}  {}",
-                    bar(label, width, c.ok + c.failed, total),
-                    c.closed_by
+                    "{}  {}{}",
+                    bar(label, width, unit.calls, sent),
+                    c.closed_by,
+                    failed_note(&unit)
                 ));
             }
             if conns.len() > MAX_BARS {
@@ -592,21 +649,28 @@ fn bars(ev: &Evidence) -> Vec<String> {
                 ));
             }
             lines.push(format!(
-                "  (replicas unknown: {} RPCs went over {}, one replica each)",
-                run.ok + run.failed,
+                "  (replicas unknown: {sent} RPCs went over {}, each to one replica)",
                 plural(u64::from(run.connections), "connection")
             ));
         } else {
-            let names: BTreeSet<&str> = ev
+            let mut names: Vec<String> = ev
                 .runs
                 .iter()
                 .filter(|r| r.identity == run.identity)
-                .flat_map(|r| r.per_replica.keys().map(String::as_str))
+                .flat_map(|r| units(ev, r).into_keys())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
                 .collect();
+            names.sort_by(|a, b| label_order(a, b));
+            let own = units(ev, run);
             let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
-            for name in names {
-                let n = run.per_replica.get(name).copied().unwrap_or(0);
-                lines.push(bar(name, width, n, run.ok));
+            for name in &names {
+                let unit = own.get(name).copied().unwrap_or_default();
+                lines.push(format!(
+                    "{}{}",
+                    bar(name, width, unit.calls, sent),
+                    failed_note(&unit)
+                ));
             }
         }
         for (cause, n) in &run.errors {
@@ -617,4 +681,19 @@ fn bars(ev: &Evidence) -> Vec<String> {
         }
     }
     lines
+}
+
+/// What the probe call tells, for people.
+fn probe_note(rpc: &str) -> &'static str {
+    match rpc {
+        "whoami" => "podprobe.v1.Identity: each answer names its replica",
+        "health" => {
+            "grpc.health.v1: NOT_SERVING counts as failed; a connection goes to one replica"
+        }
+        "method" => "--method, empty request: any answer but an error of availability counts",
+        _ => {
+            "the server has neither podprobe.v1.Identity nor grpc.health.v1.Health: its \
+             UNIMPLEMENTED answer counts as the connection's reply"
+        }
+    }
 }

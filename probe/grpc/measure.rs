@@ -281,7 +281,7 @@ async fn discover(
     let mut errors: Vec<DialError> = Vec::new();
     let mut answered_failure: Option<String> = None;
     for &addr in candidates {
-        let connection = match conn::dial(addr, 0, config).await {
+        let connection = match conn::dial_named(addr, 0, config).await {
             Ok(c) => c,
             Err(e) => {
                 errors.push(e);
@@ -470,7 +470,7 @@ fn build_run(
     });
 
     // Failures by endpoint: the calls' and the connection attempts'.
-    let mut by_endpoint: BTreeMap<String, EndpointEvidence> = BTreeMap::new();
+    let mut by_endpoint: BTreeMap<SocketAddr, EndpointEvidence> = BTreeMap::new();
     let blank = |endpoint: &str| EndpointEvidence {
         endpoint: endpoint.to_string(),
         replica: None,
@@ -485,7 +485,7 @@ fn build_run(
     let us_ms = |us: u64| (us > 0).then(|| crate::report::millis(Duration::from_micros(us)));
     for c in &record.connections {
         let e = by_endpoint
-            .entry(c.peer.to_string())
+            .entry(c.peer)
             .or_insert_with(|| blank(&c.peer.to_string()));
         e.connections += 1;
         e.ok += c.tally.ok.load(Ordering::Relaxed);
@@ -499,11 +499,8 @@ fn build_run(
             us_ms(c.tally.last_failed_us.load(Ordering::Relaxed)),
         );
     }
-    let peer_of: BTreeMap<u32, String> = record
-        .connections
-        .iter()
-        .map(|c| (c.id, c.peer.to_string()))
-        .collect();
+    let peer_of: BTreeMap<u32, SocketAddr> =
+        record.connections.iter().map(|c| (c.id, c.peer)).collect();
     for ((id, cause), n) in &counted.failures {
         if let Some(e) = peer_of.get(id).and_then(|p| by_endpoint.get_mut(p)) {
             *e.errors.entry(cause.clone()).or_default() += n;
@@ -511,7 +508,7 @@ fn build_run(
     }
     for (addr, failures) in &record.failures {
         let e = by_endpoint
-            .entry(addr.to_string())
+            .entry(*addr)
             .or_insert_with(|| blank(&addr.to_string()));
         e.connect_failures += failures.count;
         *e.errors.entry(failures.last.describe()).or_default() += failures.count;

@@ -65,7 +65,11 @@ impl Replicas {
 
     /// The Service's fully qualified name (its A record is the ClusterIP).
     pub fn fqdn(&self) -> String {
-        format!("{}.{POD_NAMESPACE}.svc.{}", self.name, topology::CLUSTER_DOMAIN)
+        format!(
+            "{}.{POD_NAMESPACE}.svc.{}",
+            self.name,
+            topology::CLUSTER_DOMAIN
+        )
     }
 
     /// The headless Service's name: one A record per replica.
@@ -126,7 +130,9 @@ impl Lab {
         }
         let index = self.state.replica_sets;
         if index >= MAX_SETS {
-            return Err(Error::usage(format!("a lab has at most {MAX_SETS} replica sets")));
+            return Err(Error::usage(format!(
+                "a lab has at most {MAX_SETS} replica sets"
+            )));
         }
         let set = Replicas {
             name: name.to_string(),
@@ -296,7 +302,10 @@ mod tests {
         assert_eq!(set.netns(9), "pp1-0-rs2-10");
         assert!(set.veth(199).len() <= 15);
         assert_eq!(set.target(), "greet.default:50051");
-        assert_eq!(set.headless_fqdn(), "greet-headless.default.svc.cluster.local");
+        assert_eq!(
+            set.headless_fqdn(),
+            "greet-headless.default.svc.cluster.local"
+        );
         let hosts = set.hosts_file();
         assert_eq!(hosts.lines().count(), 11);
         assert!(hosts.starts_with("10.96.102.10 greet.default.svc.cluster.local\n"));

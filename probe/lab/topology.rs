@@ -292,7 +292,8 @@ pub(crate) fn service_port_rules(
         let endpoint = format!("{ip}:{target_port}");
         let sep_chain = sep_chain_named(port_name, proto, &endpoint);
         chains.push(sep_chain.clone());
-        let mut rule = format!(r#"-A {svc_chain} -m comment --comment "{port_name} -> {endpoint}""#);
+        let mut rule =
+            format!(r#"-A {svc_chain} -m comment --comment "{port_name} -> {endpoint}""#);
         if i + 1 < n {
             let _ = write!(
                 rule,
