@@ -317,8 +317,8 @@ fn ev_target_addr(run: &Run) -> String {
 }
 
 /// How an endpoint's failures read, worst first.
-fn endpoint_problem(e: &EndpointEvidence) -> String {
-    let name = match &e.replica {
+fn endpoint_problem(e: &EndpointEvidence, names: &BTreeMap<String, String>) -> String {
+    let name = match e.replica.as_ref().or_else(|| names.get(&e.endpoint)) {
         Some(replica) => format!("{replica} ({})", e.endpoint),
         None => e.endpoint.clone(),
     };
@@ -428,6 +428,14 @@ pub fn endpoints(ev: &Evidence) -> Check {
             ev,
         );
     };
+    // Replica names by endpoint, from whichever run's answers gave them (a
+    // replica that died early answered only the first run).
+    let names: BTreeMap<String, String> = ev
+        .runs
+        .iter()
+        .flat_map(|r| &r.per_endpoint)
+        .filter_map(|e| Some((e.endpoint.clone(), e.replica.clone()?)))
+        .collect();
     let failing: Vec<&EndpointEvidence> = run.per_endpoint.iter().filter(|e| e.failing()).collect();
     let flaky: Vec<&EndpointEvidence> = run
         .per_endpoint
@@ -473,7 +481,10 @@ pub fn endpoints(ev: &Evidence) -> Check {
         "one channel"
     };
     let (status, summary, remedy) = if !failing.is_empty() {
-        let problems: Vec<String> = failing.iter().map(|e| endpoint_problem(e)).collect();
+        let problems: Vec<String> = failing
+            .iter()
+            .map(|e| endpoint_problem(e, &names))
+            .collect();
         (
             Status::Fail,
             format!(
@@ -484,7 +495,7 @@ pub fn endpoints(ev: &Evidence) -> Check {
             endpoint_remedy(&failing),
         )
     } else if !flaky.is_empty() {
-        let problems: Vec<String> = flaky.iter().map(|e| endpoint_problem(e)).collect();
+        let problems: Vec<String> = flaky.iter().map(|e| endpoint_problem(e, &names)).collect();
         (
             Status::Warn,
             format!(
@@ -533,7 +544,10 @@ pub fn endpoints(ev: &Evidence) -> Check {
             let mut line = format!(
                 "{:<21} {:<12} {:>7} ok {:>7} failed  {}",
                 e.endpoint,
-                e.replica.as_deref().unwrap_or("-"),
+                e.replica
+                    .as_ref()
+                    .or_else(|| names.get(&e.endpoint))
+                    .map_or("-", String::as_str),
                 e.ok,
                 e.failed,
                 state

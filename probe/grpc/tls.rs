@@ -161,8 +161,20 @@ impl ServerCertVerifier for TrustedOrChained {
                 .any(|t| t.as_ref() == end_entity.as_ref()) =>
             {
                 let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
-                rustls::client::verify_server_name(&parsed, server_name)?;
-                Ok(ServerCertVerified::assertion())
+                match rustls::client::verify_server_name(&parsed, server_name) {
+                    Ok(()) => Ok(ServerCertVerified::assertion()),
+                    // No subjectAltName at all (a bare `openssl req -x509
+                    // -subj /CN=NAME`): OpenSSL and curl then match the
+                    // Common Name, for a certificate trusted this directly.
+                    Err(e) => match (common_name_without_san(end_entity.as_ref()), server_name) {
+                        (Some(cn), ServerName::DnsName(name))
+                            if cn.eq_ignore_ascii_case(name.as_ref()) =>
+                        {
+                            Ok(ServerCertVerified::assertion())
+                        }
+                        _ => Err(e),
+                    },
+                }
             }
             Err(e) => Err(e),
         }
@@ -201,6 +213,72 @@ impl ServerCertVerifier for TrustedOrChained {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// One DER element: its tag, its content and what follows it.
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The elements of a DER SEQUENCE or SET's content.
+fn der_elements(mut input: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || {
+        let (tag, content, rest) = der_element(input)?;
+        input = rest;
+        Some((tag, content))
+    })
+}
+
+/// A certificate's subject Common Name, when it has no subjectAltName
+/// extension at all (then, and only then, name checks fall back to it).
+pub fn common_name_without_san(certificate: &[u8]) -> Option<String> {
+    const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+    const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
+    let (_, cert, _) = der_element(certificate)?;
+    let (_, tbs, _) = der_element(cert)?;
+    let mut fields = der_elements(tbs).peekable();
+    if fields.peek().is_some_and(|(tag, _)| *tag == 0xa0) {
+        fields.next(); // version
+    }
+    // serial, signature algorithm, issuer, validity, subject
+    let (_, subject) = fields.nth(4)?;
+    let rest: Vec<(u8, &[u8])> = fields.collect();
+    let has_san = rest
+        .iter()
+        .filter(|(tag, _)| *tag == 0xa3)
+        .filter_map(|(_, explicit)| der_element(explicit))
+        .flat_map(|(_, extensions, _)| der_elements(extensions))
+        .any(|(_, extension)| {
+            der_elements(extension)
+                .next()
+                .is_some_and(|(tag, oid)| tag == 0x06 && oid == SUBJECT_ALT_NAME)
+        });
+    if has_san {
+        return None;
+    }
+    der_elements(subject)
+        .flat_map(|(_, set)| der_elements(set))
+        .find_map(|(_, attribute)| {
+            let mut parts = der_elements(attribute);
+            let (tag, oid) = parts.next()?;
+            let (kind, value) = parts.next()?;
+            (tag == 0x06 && oid == COMMON_NAME && matches!(kind, 0x0c | 0x13 | 0x16))
+                .then(|| String::from_utf8_lossy(value).into_owned())
+        })
 }
 
 /// `--insecure`: any certificate, any name. The handshake's own signatures
@@ -284,4 +362,48 @@ pub fn is_certificate_error(err: &std::io::Error) -> bool {
             .and_then(|e| e.downcast_ref::<rustls::Error>()),
         Some(rustls::Error::InvalidCertificate(_))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pem_file(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tls")
+            .join(name);
+        let certs = read_pem_certificates(&path).unwrap();
+        certs[0].as_ref().to_vec()
+    }
+
+    #[test]
+    fn common_name_is_read_only_from_certificates_without_san() {
+        assert_eq!(
+            common_name_without_san(&pem_file("cn-only.pem")),
+            Some("localhost".to_string())
+        );
+        assert_eq!(common_name_without_san(&pem_file("with-san.pem")), None);
+    }
+
+    #[test]
+    fn random_bytes_never_panic_the_der_walker() {
+        let mut state: u64 = 0x853c_49e6_748f_ea9b;
+        let base = pem_file("cn-only.pem");
+        for i in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut bytes = base.clone();
+            // Corrupt a few bytes of a real certificate, or take random ones.
+            if i % 2 == 0 {
+                for k in 0..4 {
+                    let at = ((state >> (k * 16)) as usize) % bytes.len();
+                    bytes[at] = (state >> (k * 8)) as u8;
+                }
+            } else {
+                bytes = state.to_le_bytes().repeat((state % 7) as usize);
+            }
+            let _ = common_name_without_san(&bytes);
+        }
+    }
 }

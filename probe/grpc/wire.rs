@@ -226,7 +226,11 @@ impl Speaks {
                 status_line,
                 server,
             } => {
-                let version = status_line.split(' ').next().unwrap_or("HTTP/1.x");
+                let version = status_line
+                    .split(' ')
+                    .next()
+                    .filter(|v| v.starts_with("HTTP/"))
+                    .unwrap_or("HTTP/1.x");
                 let mut text = format!("{version}, not HTTP/2 (answered '{status_line}'");
                 if let Some(server) = server {
                     text.push_str(&format!(", server {server}"));
@@ -267,6 +271,33 @@ pub fn classify(first: &[u8], complete: bool) -> Option<Speaks> {
             status_line,
             server,
         });
+    }
+    // An HTML error page without a status line: what an HTTP/1 server that
+    // reads "PRI * HTTP/2.0" as an HTTP/0.9 request answers (Python's
+    // http.server does).
+    let text = String::from_utf8_lossy(first);
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('<') {
+        let lower = trimmed.to_ascii_lowercase();
+        if lower.starts_with("<!doctype html") || lower.starts_with("<html") {
+            let title = lower
+                .find("<title>")
+                .and_then(|start| {
+                    let rest = &trimmed[start + 7..];
+                    rest.find('<').map(|end| rest[..end].trim().to_string())
+                })
+                .filter(|t| !t.is_empty());
+            if title.is_none() && !complete && first.len() < 512 {
+                return None;
+            }
+            return Some(Speaks::Http1 {
+                status_line: match title {
+                    Some(title) => format!("an HTML page '{title}' without a status line"),
+                    None => "an HTML page without a status line".to_string(),
+                },
+                server: None,
+            });
+        }
     }
     // A TLS record: content type alert (21) or handshake (22), version 3.x.
     if matches!(first[0], 0x15 | 0x16) {
@@ -373,6 +404,12 @@ mod tests {
             Some(Speaks::Http1 { .. })
         ));
         assert_eq!(classify(b"HTT", false), None);
+        // Python's http.server answers HTTP/0.9-style: a page, no head.
+        let page = b"<!DOCTYPE HTML>\n<html lang=\"en\">\n    <head>\n        <meta charset=\"utf-8\">\n        <title>Error response</title>\n";
+        assert_eq!(
+            classify(page, false).map(|s| s.describe()),
+            Some("HTTP/1.x, not HTTP/2 (answered 'an HTML page 'Error response' without a status line')".to_string())
+        );
         // A TLS alert.
         assert_eq!(
             classify(&[0x15, 0x03, 0x03, 0, 2, 2, 70], false),
