@@ -19,7 +19,7 @@ use super::conn::{self, Attempt, DialConfig, DialError};
 use super::run::{self, Counted, Plan, Probe, ProbeKind, Stopped, Verdict};
 use super::tls::{self, TlsOptions};
 use super::wire::Code;
-use crate::net::resolve::{resolve_host_async, split_host_port};
+use crate::net::resolve::{resolve_host, split_host_port};
 use crate::Error;
 
 pub const SINGLE_CHANNEL: &str = "single-channel";
@@ -216,7 +216,7 @@ fn host_port(host: &str, port: u16) -> String {
 
 async fn resolve(host: &str, port: u16, timeout: Duration) -> crate::Result<Vec<SocketAddr>> {
     let mut addrs: Vec<SocketAddr> = Vec::new();
-    for ip in resolve_host_async(host, timeout).await? {
+    for ip in resolve_host(host, timeout).await? {
         let addr = SocketAddr::new(ip, port);
         if !addrs.contains(&addr) {
             addrs.push(addr);
@@ -594,32 +594,46 @@ fn round4(x: f64) -> f64 {
     (x * 1e4).round() / 1e4
 }
 
-/// One run over a new channel with these subchannels.
-async fn measure_run(
-    mode: &'static str,
-    subchannels: Vec<Vec<SocketAddr>>,
-    first_id: u32,
-    config: &DialConfig,
-    probe: &Probe,
-    options: &Options,
-    endpoints: &[SocketAddr],
-    interrupt: &watch::Receiver<bool>,
-) -> Run {
-    let plan = Plan {
-        mode,
-        rpcs: options.rpcs,
-        concurrency: options.concurrency,
-        timeout: options.timeout,
-        limit: options.timeout * RUN_TIMEOUTS,
-        progress: options.progress,
-    };
-    let epoch = Instant::now();
-    let channel = Arc::new(Channel::new(subchannels, config.clone(), first_id));
-    let (counted, stopped) = run::run(&channel, probe, &plan, epoch, interrupt.clone()).await;
-    let record = channel.close().await;
-    build_run(
-        &plan, probe.kind, counted, stopped, &record, epoch, endpoints,
-    )
+/// What every run of one measurement shares.
+struct Session<'a> {
+    config: DialConfig,
+    probe: Probe,
+    options: &'a Options,
+    endpoints: Vec<SocketAddr>,
+    interrupt: watch::Receiver<bool>,
+}
+
+impl Session<'_> {
+    /// One run over a new channel with these subchannels.
+    async fn run(
+        &self,
+        mode: &'static str,
+        subchannels: Vec<Vec<SocketAddr>>,
+        first_id: u32,
+    ) -> Run {
+        let plan = Plan {
+            mode,
+            rpcs: self.options.rpcs,
+            concurrency: self.options.concurrency,
+            timeout: self.options.timeout,
+            limit: self.options.timeout * RUN_TIMEOUTS,
+            progress: self.options.progress,
+        };
+        let epoch = Instant::now();
+        let channel = Arc::new(Channel::new(subchannels, self.config.clone(), first_id));
+        let (counted, stopped) =
+            run::run(&channel, &self.probe, &plan, epoch, self.interrupt.clone()).await;
+        let record = channel.close().await;
+        build_run(
+            &plan,
+            self.probe.kind,
+            counted,
+            stopped,
+            &record,
+            epoch,
+            &self.endpoints,
+        )
+    }
 }
 
 pub async fn measure(
@@ -663,42 +677,26 @@ pub async fn measure(
     } else {
         vec![target_addrs.clone()]
     };
-    let mut runs = vec![
-        measure_run(
-            SINGLE_CHANNEL,
-            single,
-            1,
-            &config,
-            &probe,
-            options,
-            &endpoints,
-            &interrupt,
-        )
-        .await,
-    ];
-    let interrupted = || *interrupt.borrow();
-    if endpoints.len() >= 2 && !interrupted() {
+    let per: Vec<Vec<SocketAddr>> = endpoints.iter().map(|a| vec![*a]).collect();
+    let session = Session {
+        config,
+        probe,
+        options,
+        endpoints,
+        interrupt,
+    };
+    let mut runs = vec![session.run(SINGLE_CHANNEL, single, 1).await];
+    let interrupted = || *session.interrupt.borrow();
+    if per.len() >= 2 && !interrupted() {
         let first_id = runs[0]
             .per_connection
             .iter()
             .map(|c| c.id + 1)
             .max()
             .unwrap_or(1);
-        let per = endpoints.iter().map(|a| vec![*a]).collect();
-        runs.push(
-            measure_run(
-                PER_ENDPOINT,
-                per,
-                first_id,
-                &config,
-                &probe,
-                options,
-                &endpoints,
-                &interrupt,
-            )
-            .await,
-        );
+        runs.push(session.run(PER_ENDPOINT, per, first_id).await);
     }
+    let endpoints = session.endpoints.clone();
     fill_fair_shares(endpoints.len(), &mut runs);
     Ok(Evidence {
         target: options.target.clone(),

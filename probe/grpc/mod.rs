@@ -15,20 +15,39 @@ mod run;
 pub mod tls;
 pub mod wire;
 
-use std::io::IsTerminal;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::cli::{GlobalArgs, GrpcArgs};
-use crate::report::{Check, Report};
-use crate::Error;
+use crate::report::{millis, Check, Report};
+pub use measure::Options;
+pub use tls::TlsOptions;
 
 /// RPCs and concurrency when `doctor --grpc` runs the check.
 const DOCTOR_RPCS: u64 = 300;
 const DOCTOR_CONCURRENCY: u32 = 10;
 
+impl Options {
+    /// What `doctor --grpc TARGET` runs: a short series over plaintext.
+    pub fn doctor(target: &str, timeout: Duration) -> Self {
+        Options {
+            target: target.to_string(),
+            rpcs: DOCTOR_RPCS,
+            concurrency: DOCTOR_CONCURRENCY,
+            headless: None,
+            tls: false,
+            tls_options: TlsOptions::default(),
+            authority: None,
+            method: None,
+            timeout,
+            progress: false,
+        }
+    }
+}
+
 /// A watch that turns true on Ctrl-C or SIGTERM: the run stops sending and
-/// reports what it measured.
+/// reports what it measured. (Only `podprobe grpc` installs it: the signal
+/// handlers stay for the life of the process.)
 fn interrupt_signal() -> watch::Receiver<bool> {
     use tokio::signal::unix::{signal, SignalKind};
     let (tx, rx) = watch::channel(false);
@@ -48,66 +67,39 @@ fn interrupt_signal() -> watch::Receiver<bool> {
     rx
 }
 
-fn measure_and_judge(options: &measure::Options) -> crate::Result<Vec<Check>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("starting the runtime", e))?;
+async fn measure_and_judge(
+    options: &Options,
+    interrupt: watch::Receiver<bool>,
+) -> crate::Result<Vec<Check>> {
     let started = std::time::Instant::now();
-    let evidence = runtime.block_on(async {
-        let interrupt = interrupt_signal();
-        measure::measure(options, interrupt).await
-    })?;
+    let evidence = measure::measure(options, interrupt).await?;
     let mut checks = judge::judge(&evidence);
-    let ms = crate::report::millis(started.elapsed());
+    let ms = millis(started.elapsed());
     for check in &mut checks {
         check.duration_ms = ms;
     }
     Ok(checks)
 }
 
-fn options(args: &GrpcArgs, global: &GlobalArgs) -> measure::Options {
-    measure::Options {
-        target: args.target.clone(),
-        rpcs: args.rpcs,
-        concurrency: args.concurrency,
-        headless: args.headless.clone(),
-        tls: args.tls || args.ca.is_some() || args.insecure,
-        tls_options: tls::TlsOptions {
-            ca: args.ca.clone(),
-            insecure: args.insecure,
-        },
-        authority: args.authority.clone(),
-        method: args.method.clone(),
-        timeout: global.timeout,
-        progress: std::io::stderr().is_terminal(),
-    }
-}
-
 /// `podprobe grpc`: a target that cannot be reached at all is one line and
 /// an exit code, not a report.
-pub fn run(args: &GrpcArgs, global: &GlobalArgs) -> crate::Result<Report> {
+pub async fn run(options: &Options) -> crate::Result<Report> {
     let report = Report::start(crate::net::report_context());
-    let checks = measure_and_judge(&options(args, global))?;
+    let checks = measure_and_judge(options, interrupt_signal()).await?;
     Ok(report.finish(checks))
 }
 
-/// `doctor --grpc TARGET`: the same checks, inside a larger report, where a
-/// target that cannot be reached is a check in error.
-pub fn doctor_checks(target: &str, global: &GlobalArgs) -> Vec<Check> {
-    let options = measure::Options {
-        target: target.to_string(),
-        rpcs: DOCTOR_RPCS,
-        concurrency: DOCTOR_CONCURRENCY,
-        headless: None,
-        tls: false,
-        tls_options: tls::TlsOptions::default(),
-        authority: None,
-        method: None,
-        timeout: global.timeout,
-        progress: false,
-    };
-    measure_and_judge(&options)
-        .unwrap_or_else(|e| vec![Check::errored(judge::ID, judge::TITLE, &e)])
+/// `doctor --grpc TARGET...`: the same checks per target, inside a larger
+/// report, where a target that cannot be reached is a check in error.
+pub async fn doctor_checks(targets: &[Options]) -> crate::Result<Vec<Check>> {
+    let mut checks = Vec::with_capacity(targets.len());
+    for options in targets {
+        // Never interrupted: the receiver's sender is gone at once.
+        let (_, never) = watch::channel(false);
+        match measure_and_judge(options, never).await {
+            Ok(found) => checks.extend(found),
+            Err(e) => checks.push(Check::errored(judge::ID, judge::TITLE, &e)),
+        }
+    }
+    Ok(checks)
 }

@@ -450,6 +450,7 @@ pub async fn run(
     }
     let started = Instant::now();
     let mut stopped = None;
+    let mut listening = true;
     let mut progress = Progress::new(plan, started);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let limit = tokio::time::sleep(plan.limit);
@@ -466,9 +467,14 @@ pub async fn run(
                 stopped = Some(Stopped::Limit(plan.limit));
                 stop.store(true, Ordering::Relaxed);
             }
-            _ = interrupt.wait_for(|i| *i), if stopped.is_none() => {
-                stopped = Some(Stopped::Interrupted);
-                stop.store(true, Ordering::Relaxed);
+            signalled = interrupt.wait_for(|i| *i), if stopped.is_none() && listening => {
+                if signalled.is_ok() {
+                    stopped = Some(Stopped::Interrupted);
+                    stop.store(true, Ordering::Relaxed);
+                } else {
+                    // Nobody can interrupt this run.
+                    listening = false;
+                }
             }
             _ = tick.tick() => {
                 progress.show(&live);
