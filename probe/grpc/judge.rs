@@ -711,3 +711,504 @@ fn probe_note(rpc: &str) -> &'static str {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    const ENDPOINTS: [&str; 3] = ["10.0.0.1:50051", "10.0.0.2:50051", "10.0.0.3:50051"];
+    const VIP: &str = "10.96.0.30:50051";
+
+    /// A connection: id, where it went, the replicas its answers named, ok, failed.
+    fn conn(id: u32, endpoint: &str, names: &[(&str, u64)], ok: u64, failed: u64) -> Value {
+        json!({
+            "id": id, "endpoint": endpoint, "local": format!("10.244.0.2:{}", 40000 + id),
+            "replicas": names.iter().map(|(n, c)| (n.to_string(), json!(c))).collect::<serde_json::Map<_, _>>(),
+            "opened_ms": 0.0, "closed_ms": 100.0, "closed_by": "podprobe: end of run",
+            "ok": ok, "failed": failed, "refused": 0,
+        })
+    }
+
+    fn endpoint(addr: &str, ok: u64, failed: u64, failing: bool, errors: &[(&str, u64)]) -> Value {
+        json!({
+            "endpoint": addr, "replica": null, "connections": 1, "connect_failures": 0,
+            "ok": ok, "failed": failed,
+            "errors": errors.iter().map(|(c, n)| (c.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            "last_ok_ms": if ok > 0 { Some(50.0) } else { None },
+            "last_failure_ms": match (failing, failed) {
+                (true, _) => Some(90.0),
+                (false, 0) => None,
+                (false, _) => Some(10.0),
+            },
+        })
+    }
+
+    fn run(mode: &str, identity: &str, conns: Vec<Value>, per_endpoint: Vec<Value>) -> Value {
+        let ok: u64 = conns.iter().map(|c| c["ok"].as_u64().unwrap()).sum();
+        let failed: u64 = conns.iter().map(|c| c["failed"].as_u64().unwrap()).sum();
+        let mut per_replica = serde_json::Map::new();
+        for c in &conns {
+            for (name, n) in c["replicas"].as_object().unwrap() {
+                let prev = per_replica.get(name).and_then(Value::as_u64).unwrap_or(0);
+                per_replica.insert(name.clone(), json!(prev + n.as_u64().unwrap()));
+            }
+        }
+        let mut errors = serde_json::Map::new();
+        for e in &per_endpoint {
+            for (cause, n) in e["errors"].as_object().unwrap() {
+                errors.insert(cause.clone(), n.clone());
+            }
+        }
+        json!({
+            "mode": mode, "identity": identity, "rpcs": ok + failed, "ok": ok, "failed": failed,
+            "not_sent": 0, "retried": 0, "connections": conns.len(), "connect_failures": 0,
+            "replicas_seen": if identity == "unknown" { None } else { Some(per_replica.len().max(if identity == "endpoint" { per_endpoint.len() } else { 0 })) },
+            "per_replica": per_replica, "max_share": null, "max_connection_share": null,
+            "fair_share": null, "p50_ms": 0.4, "p99_ms": 1.2, "statuses": {}, "errors": errors,
+            "not_sent_reasons": {}, "stopped": null, "duration_ms": 100.0,
+            "per_connection": conns, "per_endpoint": per_endpoint,
+        })
+    }
+
+    fn evidence(rpc: &str, runs: Vec<Value>, endpoints: &[&str]) -> Evidence {
+        serde_json::from_value(json!({
+            "target": "grpc.default:50051", "balancing": "pick_first", "authority": "grpc.default:50051",
+            "tls": null, "endpoints": endpoints, "endpoints_from": "headless backends",
+            "rpc": rpc, "method": "/podprobe.v1.Identity/Whoami", "interrupted": false, "runs": runs,
+        }))
+        .unwrap()
+    }
+
+    fn even_per_endpoint(identity: &str) -> Value {
+        let conns = (0..3)
+            .map(|i| {
+                let names: Vec<(&str, u64)> = if identity == "whoami" {
+                    vec![(["web-a", "web-b", "web-c"][i], 100)]
+                } else {
+                    vec![]
+                };
+                conn(10 + i as u32, ENDPOINTS[i], &names, 100, 0)
+            })
+            .collect();
+        let eps = ENDPOINTS
+            .iter()
+            .map(|e| endpoint(e, 100, 0, false, &[]))
+            .collect();
+        run(PER_ENDPOINT, identity, conns, eps)
+    }
+
+    #[test]
+    fn a_pinned_single_channel_fails_and_draws_one_full_bar() {
+        let ev = evidence(
+            "whoami",
+            vec![
+                run(
+                    SINGLE_CHANNEL,
+                    "whoami",
+                    vec![conn(1, VIP, &[("web-b", 300)], 300, 0)],
+                    vec![endpoint(VIP, 300, 0, false, &[])],
+                ),
+                even_per_endpoint("whoami"),
+            ],
+            &ENDPOINTS,
+        );
+        let check = distribution(&ev);
+        assert_eq!(check.status, Status::Fail, "{}", check.summary);
+        assert!(
+            check
+                .summary
+                .contains("reached one replica (web-b) over 1 connection,"),
+            "{}",
+            check.summary
+        );
+        assert!(
+            check.summary.contains("got answers from 3 of 3"),
+            "{}",
+            check.summary
+        );
+        assert_eq!(check.remedy, balancing_remedy());
+        let text = check.details.join("\n");
+        assert!(
+            text.contains(&format!("web-b {}", "█".repeat(BAR_WIDTH))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("web-a {}", "·".repeat(BAR_WIDTH))),
+            "{text}"
+        );
+        assert!(
+            text.contains("single-channel: 300 RPCs, 300 ok, 0 failed, 1 connection,"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn one_connection_through_a_virtual_ip_fails_without_identity() {
+        let ev = evidence(
+            "health",
+            vec![
+                run(
+                    SINGLE_CHANNEL,
+                    "unknown",
+                    vec![conn(1, VIP, &[], 300, 0)],
+                    vec![endpoint(VIP, 300, 0, false, &[])],
+                ),
+                even_per_endpoint("endpoint"),
+            ],
+            &ENDPOINTS,
+        );
+        let check = distribution(&ev);
+        assert_eq!(check.status, Status::Fail, "{}", check.summary);
+        assert!(
+            check
+                .summary
+                .contains("went over one connection (to 10.96.0.30:50051), so to one replica"),
+            "{}",
+            check.summary
+        );
+        assert!(check.details.join("\n").contains("replicas unknown"));
+    }
+
+    #[test]
+    fn pinned_to_a_failing_replica_is_its_own_fail_with_its_own_fix() {
+        let ev = evidence(
+            "health",
+            vec![
+                run(
+                    SINGLE_CHANNEL,
+                    "unknown",
+                    vec![conn(1, VIP, &[], 0, 300)],
+                    vec![endpoint(
+                        VIP,
+                        0,
+                        300,
+                        true,
+                        &[("UNAVAILABLE: draining", 300)],
+                    )],
+                ),
+                even_per_endpoint("endpoint"),
+            ],
+            &ENDPOINTS,
+        );
+        let check = distribution(&ev);
+        assert_eq!(check.status, Status::Fail);
+        assert!(
+            check.summary.starts_with("pinned to a failing replica"),
+            "{}",
+            check.summary
+        );
+        assert!(
+            check
+                .summary
+                .contains("300 of 300 failed (UNAVAILABLE: draining)"),
+            "{}",
+            check.summary
+        );
+        assert_eq!(check.remedy, failing_pin_remedy());
+    }
+
+    #[test]
+    fn spread_passes_and_an_l7_proxy_behind_one_connection_counts_as_spread() {
+        let spread = (0..3)
+            .map(|i| {
+                conn(
+                    1 + i,
+                    ENDPOINTS[i as usize],
+                    &[(["web-a", "web-b", "web-c"][i as usize], 100)],
+                    100,
+                    0,
+                )
+            })
+            .collect();
+        let ev = evidence(
+            "whoami",
+            vec![
+                run(SINGLE_CHANNEL, "whoami", spread, vec![]),
+                even_per_endpoint("whoami"),
+            ],
+            &ENDPOINTS,
+        );
+        let check = distribution(&ev);
+        assert_eq!(check.status, Status::Pass, "{}", check.summary);
+        assert!(check.remedy.is_empty());
+        let proxied = vec![conn(
+            1,
+            VIP,
+            &[("web-a", 100), ("web-b", 100), ("web-c", 100)],
+            300,
+            0,
+        )];
+        let ev = evidence(
+            "whoami",
+            vec![
+                run(SINGLE_CHANNEL, "whoami", proxied, vec![]),
+                even_per_endpoint("whoami"),
+            ],
+            &ENDPOINTS,
+        );
+        let check = distribution(&ev);
+        assert_eq!(check.status, Status::Pass, "{}", check.summary);
+        assert!(
+            check
+                .summary
+                .contains("spread over 3 replicas (busiest 33%)"),
+            "{}",
+            check.summary
+        );
+    }
+
+    #[test]
+    fn skew_above_twice_the_fair_share_warns_by_replica_or_by_connection() {
+        let mut ten: Vec<&str> = Vec::new();
+        let names: Vec<String> = (0..10).map(|i| format!("10.0.1.{i}:50051")).collect();
+        ten.extend(names.iter().map(String::as_str));
+        // Three connections (MaxConnectionAge), named: 48% on one, 7 idle.
+        let named = vec![
+            conn(1, VIP, &[("web-a", 4800)], 4800, 0),
+            conn(2, VIP, &[("web-b", 3000)], 3000, 0),
+            conn(3, VIP, &[("web-c", 2200)], 2200, 0),
+        ];
+        let ev = evidence(
+            "whoami",
+            vec![run(SINGLE_CHANNEL, "whoami", named, vec![])],
+            &ten,
+        );
+        let check = distribution(&ev);
+        assert_eq!(check.status, Status::Warn, "{}", check.summary);
+        assert!(
+            check.summary.starts_with("web-a took 48% (4800 of 10000)"),
+            "{}",
+            check.summary
+        );
+        assert!(
+            check.summary.contains("7 of 10 replicas got none"),
+            "{}",
+            check.summary
+        );
+        // Unnamed: the busiest connection's share bounds its replica's.
+        let unnamed = vec![conn(1, VIP, &[], 6900, 0), conn(2, VIP, &[], 3100, 0)];
+        let ev = evidence(
+            "health",
+            vec![run(SINGLE_CHANNEL, "unknown", unnamed, vec![])],
+            &ENDPOINTS,
+        );
+        let check = distribution(&ev);
+        assert_eq!(check.status, Status::Warn, "{}", check.summary);
+        assert!(
+            check
+                .summary
+                .contains("one connection (connection #1) carried 69%"),
+            "{}",
+            check.summary
+        );
+        assert!(check.summary.contains("at least that"), "{}", check.summary);
+        let even = vec![conn(1, VIP, &[], 5000, 0), conn(2, VIP, &[], 5000, 0)];
+        let ev = evidence(
+            "health",
+            vec![run(SINGLE_CHANNEL, "unknown", even, vec![])],
+            &ENDPOINTS,
+        );
+        let check = distribution(&ev);
+        assert_eq!(check.status, Status::Pass, "{}", check.summary);
+        assert!(
+            check
+                .summary
+                .contains("spread over 2 connections, the busiest carrying 50%"),
+            "{}",
+            check.summary
+        );
+    }
+
+    #[test]
+    fn without_other_endpoints_known_it_passes_and_says_how_to_compare() {
+        let ev = evidence(
+            "whoami",
+            vec![run(
+                SINGLE_CHANNEL,
+                "whoami",
+                vec![conn(1, VIP, &[("web-a", 300)], 300, 0)],
+                vec![],
+            )],
+            &[VIP],
+        );
+        let check = distribution(&ev);
+        assert_eq!(check.status, Status::Pass, "{}", check.summary);
+        assert!(check.summary.contains("--headless"), "{}", check.summary);
+    }
+
+    #[test]
+    fn a_single_channel_that_reached_nothing_is_an_error_or_a_broken_service() {
+        let mut nothing = run(SINGLE_CHANNEL, "unknown", vec![], vec![]);
+        nothing["rpcs"] = json!(300);
+        nothing["not_sent"] = json!(300);
+        nothing["not_sent_reasons"] =
+            json!({"no endpoint ready: connect to 10.96.0.30:50051: Connection refused": 300});
+        let ev = evidence("health", vec![nothing.clone()], &[VIP]);
+        let check = distribution(&ev);
+        assert_eq!(check.status, Status::Error, "{}", check.summary);
+        assert!(
+            check.summary.contains("Connection refused"),
+            "{}",
+            check.summary
+        );
+        let ev = evidence(
+            "health",
+            vec![nothing, even_per_endpoint("endpoint")],
+            &ENDPOINTS,
+        );
+        let check = distribution(&ev);
+        assert_eq!(check.status, Status::Fail, "{}", check.summary);
+        assert!(check.remedy[0].contains("targetPort"));
+    }
+
+    #[test]
+    fn endpoints_pass_warn_and_fail_by_their_last_word() {
+        let ev = evidence(
+            "health",
+            vec![
+                run(SINGLE_CHANNEL, "unknown", vec![], vec![]),
+                even_per_endpoint("endpoint"),
+            ],
+            &ENDPOINTS,
+        );
+        let check = endpoints(&ev);
+        assert_eq!(check.status, Status::Pass, "{}", check.summary);
+        assert_eq!(
+            check.summary,
+            "all 3 endpoints answered every RPC (one channel per endpoint: 300 ok)"
+        );
+
+        let mut per = even_per_endpoint("endpoint");
+        per["per_endpoint"][1] = endpoint(
+            ENDPOINTS[1],
+            0,
+            100,
+            true,
+            &[("UNAVAILABLE: health NOT_SERVING", 100)],
+        );
+        let ev = evidence("health", vec![per], &ENDPOINTS);
+        let check = endpoints(&ev);
+        assert_eq!(check.status, Status::Fail, "{}", check.summary);
+        assert!(
+            check.summary.contains("1 of 3 endpoints fail"),
+            "{}",
+            check.summary
+        );
+        assert!(
+            check.summary.contains(
+                "10.0.0.2:50051: 100 of 100 RPCs failed: UNAVAILABLE: health NOT_SERVING (x100)"
+            ),
+            "{}",
+            check.summary
+        );
+        assert!(
+            check.remedy[0].contains("readinessProbe.grpc"),
+            "{:?}",
+            check.remedy
+        );
+
+        let mut per = even_per_endpoint("endpoint");
+        per["per_endpoint"][2] = endpoint(
+            ENDPOINTS[2],
+            97,
+            3,
+            false,
+            &[("UNAVAILABLE: connection reset by the server", 3)],
+        );
+        let ev = evidence("health", vec![per], &ENDPOINTS);
+        let check = endpoints(&ev);
+        assert_eq!(check.status, Status::Warn, "{}", check.summary);
+        assert!(
+            check.summary.contains("then answered again"),
+            "{}",
+            check.summary
+        );
+        assert!(
+            check.remedy.iter().any(|r| r.contains("RESTARTS")),
+            "{:?}",
+            check.remedy
+        );
+    }
+
+    #[test]
+    fn endpoints_name_what_a_non_grpc_port_speaks_and_insecure_tls_is_loud() {
+        let mut per = even_per_endpoint("endpoint");
+        let mut http1 = endpoint(
+            ENDPOINTS[0],
+            0,
+            0,
+            true,
+            &[(
+                "speaks HTTP/1.1, not HTTP/2 (answered 'HTTP/1.1 400 Bad Request', server nginx)",
+                2,
+            )],
+        );
+        http1["connect_failures"] = json!(2);
+        per["per_endpoint"][0] = http1;
+        let ev = evidence("health", vec![per], &ENDPOINTS);
+        let check = endpoints(&ev);
+        assert_eq!(check.status, Status::Fail, "{}", check.summary);
+        assert!(
+            check
+                .summary
+                .contains("no RPC reached it, 2 failed connection attempts: speaks HTTP/1.1"),
+            "{}",
+            check.summary
+        );
+        assert!(
+            check.remedy.iter().any(|r| r.contains("targetPort")),
+            "{:?}",
+            check.remedy
+        );
+
+        let mut ev = evidence("health", vec![even_per_endpoint("endpoint")], &ENDPOINTS);
+        ev.tls = Some(super::super::measure::TlsEvidence {
+            server_name: "grpc.default".into(),
+            verified: false,
+            trust: "none".into(),
+        });
+        let check = endpoints(&ev);
+        assert_eq!(check.status, Status::Warn);
+        assert!(
+            check.summary.contains("NOT verified (--insecure)"),
+            "{}",
+            check.summary
+        );
+        assert!(distribution(&ev)
+            .details
+            .iter()
+            .any(|l| l.starts_with("TLS NOT VERIFIED")));
+    }
+
+    #[test]
+    fn a_replica_that_died_early_is_named_from_the_run_that_heard_it() {
+        let mut single = run(
+            SINGLE_CHANNEL,
+            "whoami",
+            vec![conn(1, ENDPOINTS[1], &[("web-b", 10)], 10, 0)],
+            vec![],
+        );
+        single["per_endpoint"] = json!([endpoint(ENDPOINTS[1], 10, 0, false, &[])]);
+        single["per_endpoint"][0]["replica"] = json!("web-b");
+        let mut per = even_per_endpoint("whoami");
+        per["per_endpoint"][1] = endpoint(
+            ENDPOINTS[1],
+            0,
+            0,
+            true,
+            &[("connect to 10.0.0.2:50051: Connection refused", 3)],
+        );
+        per["per_endpoint"][1]["connect_failures"] = json!(3);
+        let ev = evidence("whoami", vec![single, per], &ENDPOINTS);
+        let check = endpoints(&ev);
+        assert_eq!(check.status, Status::Fail, "{}", check.summary);
+        assert!(
+            check
+                .summary
+                .contains("web-b (10.0.0.2:50051): no RPC reached it"),
+            "{}",
+            check.summary
+        );
+    }
+}
