@@ -4,6 +4,7 @@
 
 #[path = "servers/harness.rs"]
 mod harness;
+mod support;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -79,14 +80,9 @@ fn grpc(args: &[&str]) -> Output {
     Command::new(BIN).arg("grpc").args(args).output().unwrap()
 }
 
+/// The JSON report, validated against the schema.
 fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    support::report(out)
 }
 
 fn single(report: &serde_json::Value) -> &serde_json::Value {

@@ -6,6 +6,7 @@
 
 #[path = "servers/harness.rs"]
 mod harness;
+mod support;
 
 use std::time::{Duration, Instant};
 

@@ -220,12 +220,8 @@ pub fn grpc_json(lab: &Lab, args: &[&str]) -> (Option<i32>, serde_json::Value, S
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{stderr}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    // Parsed and validated against the report schema.
+    let report = crate::support::report(&out);
     (out.status.code(), report, stderr)
 }
 
