@@ -92,25 +92,8 @@ fn single(report: &serde_json::Value) -> &serde_json::Value {
 #[test]
 fn a_trusted_self_signed_openssl_req_x509_certificate_works() {
     let scratch = Scratch::new();
-    let (cert, key) = (scratch.path("cert.pem"), scratch.path("key.pem"));
     // The plain command: CA:TRUE, and no subjectAltName, only CN=localhost.
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        cert.to_str().unwrap(),
-    ]);
+    let (cert, key) = self_signed(&scratch, "server", "/CN=localhost");
     let server = node(&[
         "--health",
         "--tls-cert",
@@ -203,13 +186,7 @@ fn http1_servers_of_every_kind_are_named_by_what_they_answer() {
     let conf = scratch.path("nginx.conf");
     std::fs::write(
         &conf,
-        format!(
-            "daemon off; pid {dir}/nginx.pid; error_log stderr; events {{}}\n\
-             http {{ access_log off; client_body_temp_path {dir}; proxy_temp_path {dir};\n\
-             fastcgi_temp_path {dir}; uwsgi_temp_path {dir}; scgi_temp_path {dir};\n\
-             server {{ listen 127.0.0.1:{port3}; return 200; }} }}\n",
-            dir = scratch.dir.display()
-        ),
+        nginx_conf(&scratch.dir, &format!("127.0.0.1:{port3}")),
     )
     .unwrap();
     let mut nginx = Command::new("nginx");

@@ -35,13 +35,7 @@ fn three_grpc_js_replicas_with_health_behind_a_clusterip_pin_the_channel_and_fai
     let mut lab = lab();
     let set = lab.add_replicas("greet", 3, PORT).unwrap();
     let scratch = Scratch::new();
-    let servers = start(
-        &lab,
-        &set,
-        &Server::Node(vec!["--health".into()]),
-        &[],
-        &scratch,
-    );
+    let servers = start(&lab, &set, &Server::node(&["--health"]), &[], &scratch);
     let headless = set.headless_fqdn();
     let args = [
         set.target(),
@@ -103,7 +97,7 @@ fn ten_grpcio_replicas_with_only_reflection_are_measured_by_their_unimplemented_
     let servers = start(
         &lab,
         &set,
-        &Server::Python(vec!["--reflection".into()]),
+        &Server::python(&["--reflection"]),
         &[],
         &scratch,
     );
@@ -149,10 +143,8 @@ fn max_connection_age_makes_the_client_reconnect_and_shares_come_from_connection
     let mut lab = lab();
     let set = lab.add_replicas("aged", 3, PORT).unwrap();
     let scratch = Scratch::new();
-    let age = ["--health", "--max-connection-age-ms", "2000"]
-        .map(String::from)
-        .to_vec();
-    let servers = start(&lab, &set, &Server::Node(age), &[], &scratch);
+    let age = Server::node(&["--health", "--max-connection-age-ms", "2000"]);
+    let servers = start(&lab, &set, &age, &[], &scratch);
     // About 5 s of calls: two or three connections, each one replica's.
     let (code, report, stderr) = grpc_json(
         &lab,
@@ -217,13 +209,7 @@ fn a_replica_killed_mid_run_is_skipped_reconnected_with_backoff_and_named() {
     let mut lab = lab();
     let set = lab.add_replicas("kill", 3, PORT).unwrap();
     let scratch = Scratch::new();
-    let servers = start(
-        &lab,
-        &set,
-        &Server::Node(vec!["--health".into()]),
-        &[],
-        &scratch,
-    );
+    let servers = start(&lab, &set, &Server::node(&["--health"]), &[], &scratch);
     let victim = servers[1].pid();
     let target = format!("dns:///{}:{PORT}", set.headless_fqdn());
     let started = Instant::now();
@@ -316,15 +302,11 @@ fn a_replica_answering_unavailable_is_named_and_a_client_pinned_to_it_fails_with
     let mut lab = lab();
     let set = lab.add_replicas("unav", 3, PORT).unwrap();
     let scratch = Scratch::new();
-    let failing = Server::Node(
-        ["--health", "--fail", "14:draining"]
-            .map(String::from)
-            .to_vec(),
-    );
+    let failing = Server::node(&["--health", "--fail", "14:draining"]);
     let servers = start(
         &lab,
         &set,
-        &Server::Node(vec!["--health".into()]),
+        &Server::node(&["--health"]),
         &[(1, failing)],
         &scratch,
     );
@@ -389,15 +371,11 @@ fn a_not_serving_replica_is_a_failing_endpoint() {
     let mut lab = lab();
     let set = lab.add_replicas("nots", 3, PORT).unwrap();
     let scratch = Scratch::new();
-    let not_serving = Server::Node(
-        ["--health", "--health-status", "NOT_SERVING"]
-            .map(String::from)
-            .to_vec(),
-    );
+    let not_serving = Server::node(&["--health", "--health-status", "NOT_SERVING"]);
     let servers = start(
         &lab,
         &set,
-        &Server::Node(vec!["--health".into()]),
+        &Server::node(&["--health"]),
         &[(2, not_serving)],
         &scratch,
     );

@@ -42,15 +42,20 @@ impl Backoff {
 
     /// The wait before the next attempt.
     pub fn next_wait(&mut self) -> Duration {
-        // xorshift64: jitter needs no cryptographic randomness.
-        self.random ^= self.random << 13;
-        self.random ^= self.random >> 7;
-        self.random ^= self.random << 17;
-        let unit = (self.random >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
+        let unit = (xorshift(&mut self.random) >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
         let wait = self.next.mul_f64(1.0 + JITTER * (2.0 * unit - 1.0));
         self.next = self.next.mul_f64(MULTIPLIER).min(MAX_BACKOFF);
         wait
     }
+}
+
+/// xorshift64: jitter (and the tests' random bytes) need no cryptographic
+/// randomness. `state` must not be 0.
+pub(super) fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
 }
 
 /// Failed connection attempts to one address.

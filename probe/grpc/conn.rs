@@ -848,9 +848,7 @@ mod tests {
         let mut state: u64 = 0x2545_f491_4f6c_dd1d;
         let mut tracker = FrameTracker::default();
         for _ in 0..20_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            let state = super::super::channel::xorshift(&mut state);
             let bytes = state.to_le_bytes();
             tracker.feed(&bytes[..(state % 9) as usize], &mut |_| {});
         }

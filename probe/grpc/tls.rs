@@ -67,7 +67,7 @@ pub fn client_config(options: &TlsOptions) -> crate::Result<Arc<rustls::ClientCo
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::unavailable(format!("TLS setup: {e}")))?;
     let verifier: Arc<dyn ServerCertVerifier> = if options.insecure {
-        Arc::new(NoVerification(provider))
+        Arc::new(Verifier::insecure(provider))
     } else {
         let trusted = match &options.ca {
             Some(path) => read_pem_certificates(path)?,
@@ -85,7 +85,7 @@ pub fn client_config(options: &TlsOptions) -> crate::Result<Arc<rustls::ClientCo
                 )));
             }
         }
-        Arc::new(TrustedOrChained::new(roots, trusted, provider)?)
+        Arc::new(Verifier::trusting(roots, trusted, provider)?)
     };
     let mut config = builder
         .dangerous()
@@ -96,22 +96,37 @@ pub fn client_config(options: &TlsOptions) -> crate::Result<Arc<rustls::ClientCo
 }
 
 /// WebPKI path validation, and failing that, the presented certificate
-/// being one the user trusts byte for byte.
+/// being one the user trusts byte for byte; or, for `--insecure`, nothing.
+/// Either way the handshake's own signatures are checked, so the peer at
+/// least holds the key it presented.
 #[derive(Debug)]
-struct TrustedOrChained {
-    webpki: Option<Arc<WebPkiServerVerifier>>,
-    trusted: Vec<CertificateDer<'static>>,
+struct Verifier {
+    /// `None`: `--insecure`, no certificate is judged.
+    trust: Option<Trust>,
     provider: Arc<CryptoProvider>,
 }
 
-impl TrustedOrChained {
-    fn new(
+#[derive(Debug)]
+struct Trust {
+    /// `None` when there is no root at all (an empty system store): every
+    /// chain is then an unknown issuer, which is what the handshake says.
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    trusted: Vec<CertificateDer<'static>>,
+}
+
+impl Verifier {
+    fn insecure(provider: Arc<CryptoProvider>) -> Self {
+        Verifier {
+            trust: None,
+            provider,
+        }
+    }
+
+    fn trusting(
         roots: RootCertStore,
         trusted: Vec<CertificateDer<'static>>,
         provider: Arc<CryptoProvider>,
     ) -> crate::Result<Self> {
-        // No roots at all (an empty system store): every chain is then an
-        // unknown issuer, which is what the handshake will say.
         let webpki = if roots.is_empty() {
             None
         } else {
@@ -121,16 +136,15 @@ impl TrustedOrChained {
                     .map_err(|e| Error::unavailable(format!("TLS setup: {e}")))?,
             )
         };
-        Ok(TrustedOrChained {
-            webpki,
-            trusted,
+        Ok(Verifier {
+            trust: Some(Trust { webpki, trusted }),
             provider,
         })
     }
 }
 
-impl ServerCertVerifier for TrustedOrChained {
-    fn verify_server_cert(
+impl Trust {
+    fn verify(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
@@ -177,6 +191,22 @@ impl ServerCertVerifier for TrustedOrChained {
                 }
             }
             Err(e) => Err(e),
+        }
+    }
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match &self.trust {
+            Some(trust) => trust.verify(end_entity, intermediates, server_name, ocsp_response, now),
+            None => Ok(ServerCertVerified::assertion()),
         }
     }
 
@@ -281,56 +311,6 @@ pub fn common_name_without_san(certificate: &[u8]) -> Option<String> {
         })
 }
 
-/// `--insecure`: any certificate, any name. The handshake's own signatures
-/// are still checked, so the peer at least holds the key it presented.
-#[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// A TLS handshake failure in words a person acts on.
 pub fn describe_handshake_error(err: &std::io::Error) -> String {
     let inner = err
@@ -390,9 +370,7 @@ mod tests {
         let mut state: u64 = 0x853c_49e6_748f_ea9b;
         let base = pem_file("cn-only.pem");
         for i in 0..20_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            let state = super::super::channel::xorshift(&mut state);
             let mut bytes = base.clone();
             // Corrupt a few bytes of a real certificate, or take random ones.
             if i % 2 == 0 {

@@ -426,12 +426,7 @@ mod tests {
     #[test]
     fn random_bytes_never_panic() {
         let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = || super::super::channel::xorshift(&mut state);
         for _ in 0..20_000 {
             let len = (next() % 40) as usize;
             let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();

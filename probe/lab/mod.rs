@@ -353,14 +353,10 @@ impl Lab {
         // route to its pod, as Calico programs it.
         let mut node_batch = String::from("link set lo up\n");
         for pod in Pod::PODS {
-            let veth = pod.veth();
-            node_batch.push_str(&format!(
-                "link add {veth} type veth peer name eth0 netns {pod_ns}\n\
-                 addr add {GATEWAY}/32 dev {veth}\n\
-                 link set {veth} up\n\
-                 route add {ip}/32 dev {veth} scope link\n",
-                pod_ns = self.netns(pod),
-                ip = pod.ip()
+            node_batch.push_str(&topology::node_veth_batch(
+                &pod.veth(),
+                &self.netns(pod),
+                pod.ip(),
             ));
         }
         sys::run(
@@ -368,14 +364,7 @@ impl Lab {
             Some(&node_batch),
         )?;
         for pod in Pod::PODS {
-            let batch = format!(
-                "link set lo up\n\
-                 addr add {ip}/32 dev eth0\n\
-                 link set eth0 up\n\
-                 route add {GATEWAY} dev eth0 scope link\n\
-                 route add default via {GATEWAY} dev eth0\n",
-                ip = pod.ip()
-            );
+            let batch = topology::pod_interface_batch(pod.ip());
             sys::run(
                 sys::tool("ip").args(["-n", &self.netns(pod), "-batch", "-"]),
                 Some(&batch),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 
-use super::topology::{self, GATEWAY, POD_NAMESPACE};
+use super::topology::{self, POD_NAMESPACE};
 use super::{etc_netns, sys, Lab};
 use crate::{Error, Result};
 
@@ -153,14 +153,7 @@ impl Lab {
         for i in 0..count {
             let ns = set.netns(i);
             sys::run(sys::tool("ip").args(["netns", "add", &ns]), None)?;
-            node_batch.push_str(&format!(
-                "link add {veth} type veth peer name eth0 netns {ns}\n\
-                 addr add {GATEWAY}/32 dev {veth}\n\
-                 link set {veth} up\n\
-                 route add {ip}/32 dev {veth} scope link\n",
-                veth = set.veth(i),
-                ip = set.ip(i)
-            ));
+            node_batch.push_str(&topology::node_veth_batch(&set.veth(i), &ns, set.ip(i)));
         }
         sys::run(
             sys::tool("ip").args(["-n", &node, "-batch", "-"]),
@@ -168,14 +161,7 @@ impl Lab {
         )?;
         for i in 0..count {
             let ns = set.netns(i);
-            let batch = format!(
-                "link set lo up\n\
-                 addr add {ip}/32 dev eth0\n\
-                 link set eth0 up\n\
-                 route add {GATEWAY} dev eth0 scope link\n\
-                 route add default via {GATEWAY} dev eth0\n",
-                ip = set.ip(i)
-            );
+            let batch = topology::pod_interface_batch(set.ip(i));
             sys::run(
                 sys::tool("ip").args(["-n", &ns, "-batch", "-"]),
                 Some(&batch),

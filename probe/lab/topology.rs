@@ -191,6 +191,30 @@ pub fn cluster_first_resolv_conf() -> String {
     )
 }
 
+/// `ip -batch` lines for the node's side of a pod: the veth pair (the pod's
+/// end named eth0, in `pod_ns`), the gateway address on the node's end and
+/// a /32 route to the pod, as Calico programs it.
+pub(crate) fn node_veth_batch(veth: &str, pod_ns: &str, ip: Ipv4Addr) -> String {
+    format!(
+        "link add {veth} type veth peer name eth0 netns {pod_ns}\n\
+         addr add {GATEWAY}/32 dev {veth}\n\
+         link set {veth} up\n\
+         route add {ip}/32 dev {veth} scope link\n"
+    )
+}
+
+/// `ip -batch` lines inside a pod: its /32 on eth0 and the default route via
+/// the gateway.
+pub(crate) fn pod_interface_batch(ip: Ipv4Addr) -> String {
+    format!(
+        "link set lo up\n\
+         addr add {ip}/32 dev eth0\n\
+         link set eth0 up\n\
+         route add {GATEWAY} dev eth0 scope link\n\
+         route add default via {GATEWAY} dev eth0\n"
+    )
+}
+
 /// The hosts file kubelet manages in a pod (so the host's own /etc/hosts
 /// never answers a lab lookup).
 pub(crate) fn pod_hosts_file(pod: Pod) -> String {

@@ -71,6 +71,29 @@ pub enum Server {
     Nginx,
 }
 
+impl Server {
+    pub fn node(args: &[&str]) -> Server {
+        Server::Node(args.iter().map(|a| a.to_string()).collect())
+    }
+
+    pub fn python(args: &[&str]) -> Server {
+        Server::Python(args.iter().map(|a| a.to_string()).collect())
+    }
+}
+
+/// An nginx configuration serving plain HTTP/1.1 on `listen`, its files in
+/// `dir` (run as `nginx -p DIR -c FILE`).
+pub fn nginx_conf(dir: &Path, listen: &str) -> String {
+    format!(
+        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log stderr;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
+         fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+         server {{ listen {listen}; location / {{ return 200 'hello\\n'; }} }} }}\n",
+        d = dir.display()
+    )
+}
+
 /// A server running in a replica, its calls logged to `log`.
 pub struct Running {
     pub replica: usize,
@@ -107,20 +130,7 @@ fn start_one(lab: &Lab, set: &Replicas, i: usize, server: &Server, scratch: &Scr
             let conf = scratch.path(&format!("{}.nginx.conf", set.pod_name(i)));
             let prefix = scratch.path(&format!("{}.nginx", set.pod_name(i)));
             std::fs::create_dir_all(&prefix).unwrap();
-            std::fs::write(
-                &conf,
-                format!(
-                    "daemon off;\nworker_processes 1;\npid {pid};\nerror_log stderr;\n\
-                     events {{ worker_connections 64; }}\n\
-                     http {{ access_log off; client_body_temp_path {p}; proxy_temp_path {p};\n\
-                     fastcgi_temp_path {p}; uwsgi_temp_path {p}; scgi_temp_path {p};\n\
-                     server {{ listen {port}; location / {{ return 200 'hello\\n'; }} }} }}\n",
-                    pid = prefix.join("nginx.pid").display(),
-                    p = prefix.display(),
-                    port = set.port
-                ),
-            )
-            .unwrap();
+            std::fs::write(&conf, nginx_conf(&prefix, &set.port.to_string())).unwrap();
             let mut cmd = lab.replica_command(set, i, "nginx");
             cmd.arg("-p").arg(&prefix).arg("-c").arg(&conf);
             cmd
@@ -277,27 +287,42 @@ pub fn openssl(args: &[&str]) {
     assert!(status.success(), "openssl {args:?}");
 }
 
-/// A private CA and a server certificate it signed for `names` (DNS SANs):
-/// (ca.pem, cert.pem, key.pem) in `scratch`.
-pub fn private_ca(scratch: &Scratch, names: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
-    let p = |n: &str| scratch.path(n).display().to_string();
-    openssl(&[
-        "req",
-        "-x509",
+/// `openssl req -x509` as people type it: a self-signed certificate (and
+/// CA, CA:TRUE) with only a subject, `NAME.pem` and `NAME.key` in `scratch`.
+pub fn self_signed(scratch: &Scratch, name: &str, subject: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        scratch.path(&format!("{name}.pem")),
+        scratch.path(&format!("{name}.key")),
+    );
+    let ec = [
         "-newkey",
         "ec",
         "-pkeyopt",
         "ec_paramgen_curve:prime256v1",
         "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=podprobe test CA",
+    ];
+    let files = [
         "-keyout",
-        &p("ca.key"),
+        key.to_str().unwrap(),
         "-out",
-        &p("ca.pem"),
-    ]);
+        cert.to_str().unwrap(),
+    ];
+    openssl(
+        &[
+            &["req", "-x509", "-days", "2", "-subj", subject][..],
+            &ec,
+            &files,
+        ]
+        .concat(),
+    );
+    (cert, key)
+}
+
+/// A private CA and a server certificate it signed for `names` (DNS SANs):
+/// (ca.pem, cert.pem, key.pem) in `scratch`.
+pub fn private_ca(scratch: &Scratch, names: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |n: &str| scratch.path(n).display().to_string();
+    self_signed(scratch, "ca", "/CN=podprobe test CA");
     openssl(&[
         "req",
         "-newkey",
