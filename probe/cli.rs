@@ -45,6 +45,9 @@ pub enum OutputFormat {
 pub enum Command {
     /// Run every applicable check against this pod's network.
     Doctor(DoctorArgs),
+    /// Run doctor's checks every --interval and serve them as Prometheus
+    /// metrics (/metrics, /healthz, /report).
+    Watch(WatchArgs),
     /// Capture packets in this pod's network namespace: to a pcap file, as a
     /// live pcap stream on stdout (`-w -`), and/or judged with --analyze.
     Capture(CaptureArgs),
@@ -115,6 +118,23 @@ pub struct DoctorArgs {
     /// How long --upstream waits for the app to close an idle connection.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "120s")]
     pub max_wait: Duration,
+    /// Push the run's metrics to a Prometheus Pushgateway
+    /// (http://HOST:9091), as job podprobe grouped by namespace and pod.
+    #[arg(long, value_name = "URL", value_parser = crate::metrics::push::parse_url)]
+    pub push: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub doctor: DoctorArgs,
+    /// Time from the start of one cycle to the next (a random phase per
+    /// process spreads a fleet's cycles).
+    #[arg(long, value_name = "DUR", value_parser = parse_timeout, default_value = "60s")]
+    pub interval: Duration,
+    /// Where to serve /metrics, /healthz and /report (IP:PORT or :PORT).
+    #[arg(long, value_name = "ADDR", default_value = ":9090", value_parser = crate::serve::parse_listen_addr)]
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -373,6 +393,18 @@ impl DoctorArgs {
                     config_dump: None,
                     timeout: global.timeout,
                 }),
+        }
+    }
+}
+
+impl WatchArgs {
+    pub fn options(&self, global: &GlobalArgs) -> crate::watch::Options {
+        crate::watch::Options {
+            plan: self.doctor.plan(global),
+            interval: self.interval,
+            listen: self.listen,
+            push: self.doctor.push.clone(),
+            timeout: global.timeout,
         }
     }
 }

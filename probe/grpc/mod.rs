@@ -11,6 +11,7 @@ mod channel;
 mod conn;
 pub mod judge;
 pub mod measure;
+pub mod metrics;
 mod run;
 pub mod tls;
 pub mod wire;
