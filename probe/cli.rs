@@ -226,8 +226,8 @@ pub struct GrpcArgs {
     #[arg(value_name = "TARGET")]
     pub target: String,
     /// RPCs to send in each run.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
-    pub rpcs: u32,
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rpcs: u64,
     /// RPCs in flight at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub concurrency: u32,
@@ -240,6 +240,23 @@ pub struct GrpcArgs {
     /// Speak TLS, verifying the server against the system's roots.
     #[arg(long)]
     pub tls: bool,
+    /// Trust these PEM certificates (a private CA, or the server's own)
+    /// instead of the system's roots; implies --tls.
+    #[arg(long, value_name = "FILE", conflicts_with = "plaintext")]
+    pub ca: Option<PathBuf>,
+    /// The server's name: the :authority of every call and, with TLS, the
+    /// name its certificate must carry [default: the target's HOST:PORT].
+    #[arg(long, value_name = "NAME")]
+    pub authority: Option<String>,
+    /// Do not verify the server's certificate at all (said in the report);
+    /// implies --tls.
+    #[arg(long, conflicts_with_all = ["plaintext", "ca"])]
+    pub insecure: bool,
+    /// Call this method (pkg.Service/Method, empty request) when the server
+    /// has no podprobe.v1.Identity [default: grpc.health.v1.Health/Check,
+    /// else an empty call whose UNIMPLEMENTED answer counts].
+    #[arg(long, value_name = "METHOD")]
+    pub method: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -412,8 +429,15 @@ impl GrpcArgs {
             rpcs: self.rpcs,
             concurrency: self.concurrency,
             headless: self.headless.clone(),
-            tls: self.tls,
+            tls: self.tls || self.ca.is_some() || self.insecure,
+            tls_options: crate::grpc::TlsOptions {
+                ca: self.ca.clone(),
+                insecure: self.insecure,
+            },
+            authority: self.authority.clone(),
+            method: self.method.clone(),
             timeout: global.timeout,
+            progress: true,
         }
     }
 }

@@ -20,6 +20,7 @@
 //! `podprobe lab down` removes it by name.
 
 pub mod command;
+mod replicas;
 mod scenario;
 mod servers;
 mod sys;
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use replicas::{Replicas, MAX_REPLICAS};
 pub use scenario::{Scenario, SLOW_DNS_DELAY};
 pub use topology::{
     cluster_first_resolv_conf, Pod, Service, BACKEND_GRPC_PORT, BACKEND_HTTP_PORT, CLUSTER_DOMAIN,
@@ -48,6 +50,9 @@ const STATE_ROOT: &str = "/run/podprobe/lab";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest lab name: namespace names stay short enough to read in `ip netns`.
 const MAX_NAME: usize = 20;
+/// The state directory's folder of extra hosts files dnsmasq serves (read
+/// again by dnsmasq whenever one is added).
+const HOSTS_DIR: &str = "hosts.d";
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -88,6 +93,12 @@ struct State {
     name: String,
     podprobe: PathBuf,
     scenarios: Vec<Scenario>,
+    /// Replica sets added so far.
+    #[serde(default)]
+    replica_sets: u32,
+    /// Namespaces of replica sets, removed with the lab.
+    #[serde(default)]
+    extra_netns: Vec<String>,
 }
 
 /// A running lab. Dropping it removes everything it made.
@@ -157,6 +168,8 @@ impl Lab {
                 name,
                 podprobe: spec.podprobe.clone(),
                 scenarios: Vec::new(),
+                replica_sets: 0,
+                extra_netns: Vec::new(),
             },
             children: Vec::new(),
             owned: true,
@@ -321,6 +334,9 @@ impl Lab {
     fn build(&mut self) -> Result<()> {
         let dir = self.state_dir();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+        let hosts_dir = dir.join(HOSTS_DIR);
+        std::fs::create_dir_all(&hosts_dir)
+            .map_err(|e| Error::io(hosts_dir.display().to_string(), e))?;
         self.save()?;
         let node = self.netns(Pod::Node);
         for pod in std::iter::once(Pod::Node).chain(Pod::PODS) {
@@ -337,14 +353,10 @@ impl Lab {
         // route to its pod, as Calico programs it.
         let mut node_batch = String::from("link set lo up\n");
         for pod in Pod::PODS {
-            let veth = pod.veth();
-            node_batch.push_str(&format!(
-                "link add {veth} type veth peer name eth0 netns {pod_ns}\n\
-                 addr add {GATEWAY}/32 dev {veth}\n\
-                 link set {veth} up\n\
-                 route add {ip}/32 dev {veth} scope link\n",
-                pod_ns = self.netns(pod),
-                ip = pod.ip()
+            node_batch.push_str(&topology::node_veth_batch(
+                &pod.veth(),
+                &self.netns(pod),
+                pod.ip(),
             ));
         }
         sys::run(
@@ -352,14 +364,7 @@ impl Lab {
             Some(&node_batch),
         )?;
         for pod in Pod::PODS {
-            let batch = format!(
-                "link set lo up\n\
-                 addr add {ip}/32 dev eth0\n\
-                 link set eth0 up\n\
-                 route add {GATEWAY} dev eth0 scope link\n\
-                 route add default via {GATEWAY} dev eth0\n",
-                ip = pod.ip()
-            );
+            let batch = topology::pod_interface_batch(pod.ip());
             sys::run(
                 sys::tool("ip").args(["-n", &self.netns(pod), "-batch", "-"]),
                 Some(&batch),
@@ -428,6 +433,7 @@ impl Lab {
             format!("--listen-address={}", Pod::Dns.ip()),
             "--log-queries".to_string(),
             format!("--log-facility={}", log.display()),
+            format!("--hostsdir={}", self.state_dir().join(HOSTS_DIR).display()),
         ];
         args.extend(topology::dnsmasq_records());
         let dnsmasq = sys::find_tool("dnsmasq").unwrap_or_else(|| PathBuf::from("dnsmasq"));
@@ -561,8 +567,17 @@ impl Drop for Lab {
 fn teardown(name: &str) -> Result<()> {
     let mut first_error = None;
     let own_pid = std::process::id();
-    for pod in Pod::PODS.into_iter().chain([Pod::Node]) {
-        let ns = netns_name(name, pod);
+    let extra: Vec<String> = std::fs::read_to_string(state_dir(name).join("state.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<State>(&text).ok())
+        .map(|state| state.extra_netns)
+        .unwrap_or_default();
+    let namespaces = Pod::PODS
+        .into_iter()
+        .map(|pod| netns_name(name, pod))
+        .chain(extra)
+        .chain([netns_name(name, Pod::Node)]);
+    for ns in namespaces {
         if Path::new("/run/netns").join(&ns).exists() {
             let pids =
                 sys::run(sys::tool("ip").args(["netns", "pids", &ns]), None).unwrap_or_default();

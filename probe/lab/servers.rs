@@ -72,7 +72,7 @@ fn query_name(packet: &[u8]) -> Option<String> {
 }
 
 /// One UDP exchange with a DNS server, bounded by `timeout`.
-fn exchange(server: SocketAddr, query: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+pub(crate) fn exchange(server: SocketAddr, query: &[u8], timeout: Duration) -> Option<Vec<u8>> {
     let socket = UdpSocket::bind(("0.0.0.0", 0)).ok()?;
     socket.set_read_timeout(Some(timeout)).ok()?;
     socket.connect(server).ok()?;

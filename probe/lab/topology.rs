@@ -191,6 +191,30 @@ pub fn cluster_first_resolv_conf() -> String {
     )
 }
 
+/// `ip -batch` lines for the node's side of a pod: the veth pair (the pod's
+/// end named eth0, in `pod_ns`), the gateway address on the node's end and
+/// a /32 route to the pod, as Calico programs it.
+pub(crate) fn node_veth_batch(veth: &str, pod_ns: &str, ip: Ipv4Addr) -> String {
+    format!(
+        "link add {veth} type veth peer name eth0 netns {pod_ns}\n\
+         addr add {GATEWAY}/32 dev {veth}\n\
+         link set {veth} up\n\
+         route add {ip}/32 dev {veth} scope link\n"
+    )
+}
+
+/// `ip -batch` lines inside a pod: its /32 on eth0 and the default route via
+/// the gateway.
+pub(crate) fn pod_interface_batch(ip: Ipv4Addr) -> String {
+    format!(
+        "link set lo up\n\
+         addr add {ip}/32 dev eth0\n\
+         link set eth0 up\n\
+         route add {GATEWAY} dev eth0 scope link\n\
+         route add default via {GATEWAY} dev eth0\n"
+    )
+}
+
 /// The hosts file kubelet manages in a pod (so the host's own /etc/hosts
 /// never answers a lab lookup).
 pub(crate) fn pod_hosts_file(pod: Pod) -> String {
@@ -247,39 +271,17 @@ pub(crate) fn kube_proxy_nat_rules() -> String {
     ];
     for svc in Service::ALL {
         for (proto, pods, target_port) in svc.endpoints() {
-            let name = svc.port_name();
-            let svc_chain = chain_name("KUBE-SVC-", &format!("{name}/{proto}"));
-            chains.push(svc_chain.clone());
-            rules.push(format!(
-                r#"-A KUBE-SERVICES -d {}/32 -p {proto} -m comment --comment "{name} cluster IP" -m {proto} --dport {} -j {svc_chain}"#,
+            let ips: Vec<Ipv4Addr> = pods.iter().map(|p| p.ip()).collect();
+            let (c, r) = service_port_rules(
+                svc.port_name(),
                 svc.ip(),
-                svc.port()
-            ));
-            let n = pods.len();
-            for (i, pod) in pods.iter().enumerate() {
-                let endpoint = format!("{}:{target_port}", pod.ip());
-                let sep_chain = sep_chain(svc, proto, &endpoint);
-                chains.push(sep_chain.clone());
-                let mut rule =
-                    format!(r#"-A {svc_chain} -m comment --comment "{name} -> {endpoint}""#);
-                if i + 1 < n {
-                    let _ = write!(
-                        rule,
-                        " -m statistic --mode random --probability {:.11}",
-                        1.0 / (n - i) as f64
-                    );
-                }
-                let _ = write!(rule, " -j {sep_chain}");
-                rules.push(rule);
-                rules.push(format!(
-                    r#"-A {sep_chain} -s {}/32 -m comment --comment "{name}" -j KUBE-MARK-MASQ"#,
-                    pod.ip()
-                ));
-                rules.push(format!(
-                    "-A {sep_chain} {}",
-                    dnat_rule(svc, proto, &endpoint)
-                ));
-            }
+                svc.port(),
+                proto,
+                &ips,
+                target_port,
+            );
+            chains.extend(c);
+            rules.extend(r);
         }
     }
     let mut text = String::from("*nat\n");
@@ -293,17 +295,64 @@ pub(crate) fn kube_proxy_nat_rules() -> String {
     text
 }
 
+/// kube-proxy's chains and rules for one Service port: the KUBE-SERVICES
+/// jump, a KUBE-SVC chain picking an endpoint at random with `statistic`
+/// probabilities 1/n, 1/(n-1), ..., and a KUBE-SEP chain per endpoint.
+pub(crate) fn service_port_rules(
+    port_name: &str,
+    cluster_ip: Ipv4Addr,
+    port: u16,
+    proto: &str,
+    endpoints: &[Ipv4Addr],
+    target_port: u16,
+) -> (Vec<String>, Vec<String>) {
+    let svc_chain = chain_name("KUBE-SVC-", &format!("{port_name}/{proto}"));
+    let mut chains = vec![svc_chain.clone()];
+    let mut rules = vec![format!(
+        r#"-A KUBE-SERVICES -d {cluster_ip}/32 -p {proto} -m comment --comment "{port_name} cluster IP" -m {proto} --dport {port} -j {svc_chain}"#
+    )];
+    let n = endpoints.len();
+    for (i, ip) in endpoints.iter().enumerate() {
+        let endpoint = format!("{ip}:{target_port}");
+        let sep_chain = sep_chain_named(port_name, proto, &endpoint);
+        chains.push(sep_chain.clone());
+        let mut rule =
+            format!(r#"-A {svc_chain} -m comment --comment "{port_name} -> {endpoint}""#);
+        if i + 1 < n {
+            let _ = write!(
+                rule,
+                " -m statistic --mode random --probability {:.11}",
+                1.0 / (n - i) as f64
+            );
+        }
+        let _ = write!(rule, " -j {sep_chain}");
+        rules.push(rule);
+        rules.push(format!(
+            r#"-A {sep_chain} -s {ip}/32 -m comment --comment "{port_name}" -j KUBE-MARK-MASQ"#
+        ));
+        rules.push(format!(
+            "-A {sep_chain} {}",
+            dnat_rule_named(port_name, proto, &endpoint)
+        ));
+    }
+    (chains, rules)
+}
+
 fn sep_chain(svc: Service, proto: &str, endpoint: &str) -> String {
-    chain_name(
-        "KUBE-SEP-",
-        &format!("{}/{proto}/{endpoint}", svc.port_name()),
-    )
+    sep_chain_named(svc.port_name(), proto, endpoint)
+}
+
+fn sep_chain_named(port_name: &str, proto: &str, endpoint: &str) -> String {
+    chain_name("KUBE-SEP-", &format!("{port_name}/{proto}/{endpoint}"))
 }
 
 fn dnat_rule(svc: Service, proto: &str, endpoint: &str) -> String {
+    dnat_rule_named(svc.port_name(), proto, endpoint)
+}
+
+fn dnat_rule_named(port_name: &str, proto: &str, endpoint: &str) -> String {
     format!(
-        r#"-p {proto} -m comment --comment "{}" -m {proto} -j DNAT --to-destination {endpoint}"#,
-        svc.port_name()
+        r#"-p {proto} -m comment --comment "{port_name}" -m {proto} -j DNAT --to-destination {endpoint}"#
     )
 }
 
