@@ -89,6 +89,10 @@ pub struct DnsArgs {
     /// Attempts of each A/AAAA sending pattern for the race check (0 disables it).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub race: u32,
+    /// The app's resolver to model when its processes are not visible
+    /// [default: from the pod's processes, else glibc].
+    #[arg(long, value_enum, value_name = "RESOLVER")]
+    pub resolver: Option<crate::dns::model::Resolver>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -115,6 +119,10 @@ pub struct DoctorArgs {
     /// How long --upstream waits for the app to close an idle connection.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "120s")]
     pub max_wait: Duration,
+    /// The app's resolver to model for --name when its processes are not
+    /// visible [default: from the pod's processes, else glibc].
+    #[arg(long, value_enum, value_name = "RESOLVER")]
+    pub resolver: Option<crate::dns::model::Resolver>,
 }
 
 #[derive(Debug, Clone, Args)]

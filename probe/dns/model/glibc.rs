@@ -125,8 +125,14 @@ struct Lookup<'a, 'n> {
 /// What an application linked against glibc gets for `getaddrinfo(name,
 /// AF_UNSPEC)`. `rotate_start` is the nameserver glibc's `rotate` starts
 /// with: glibc picks it at random once per process.
-pub fn resolve(conf: &ResolvConf, name: &str, rotate_start: u32, net: &mut dyn Network) -> Trace {
-    let servers = conf.servers();
+pub fn resolve(
+    conf: &ResolvConf,
+    servers: &[SocketAddr],
+    name: &str,
+    rotate_start: u32,
+    net: &mut dyn Network,
+) -> Trace {
+    let servers = servers.to_vec();
     let mut lookup = Lookup {
         conf,
         sim: Sim::new(net),
@@ -179,11 +185,7 @@ fn hostname_ok(name: &str) -> bool {
 impl Lookup<'_, '_> {
     /// `__res_context_search`: the candidates in order, with glibc's rules
     /// for which failures move on to the next one.
-    fn search(
-        &mut self,
-        name: &str,
-        candidates: &[search::Candidate],
-    ) -> (Outcome, Option<usize>) {
+    fn search(&mut self, name: &str, candidates: &[search::Candidate]) -> (Outcome, Option<usize>) {
         let trailing = name.ends_with('.');
         let as_is_first = trailing || search::dots(name) >= self.conf.ndots as usize;
         let mut saved: Option<Herr> = None;
@@ -632,7 +634,8 @@ mod tests {
     const K8S: &str = "search default.svc.cluster.local svc.cluster.local cluster.local corp.internal\nnameserver 10.0.0.1\noptions ndots:5\n";
 
     fn run(text: &str, name: &str, net: &mut TestNet) -> Trace {
-        resolve(&conf(text), name, 0, net)
+        let conf = conf(text);
+        resolve(&conf, &conf.servers(), name, 0, net)
     }
 
     fn addresses(trace: &Trace) -> Vec<String> {
@@ -763,7 +766,8 @@ mod tests {
         let mut net = TestNet::new()
             .with(2, Behaviour::Healthy)
             .with(3, Behaviour::Healthy);
-        let trace = resolve(&conf(text), "nosuch", 1, &mut net);
+        let conf = conf(text);
+        let trace = resolve(&conf, &conf.servers(), "nosuch", 1, &mut net);
         let servers: Vec<String> = wire(&trace).iter().map(|w| w[..1].to_string()).collect();
         assert_eq!(servers, ["2", "2", "3", "3"]);
     }
@@ -813,7 +817,11 @@ mod tests {
         // 5 s lost, then A and AAAA one at a time succeed.
         assert!((secs(&trace) - 5.002).abs() < 1e-6, "{}", secs(&trace));
         assert_eq!(trace.exchanges.len(), 4);
-        assert!(trace.notes[0].contains("single-request"), "{:?}", trace.notes);
+        assert!(
+            trace.notes[0].contains("single-request"),
+            "{:?}",
+            trace.notes
+        );
         for option in ["single-request-reopen", "single-request"] {
             let fixed = run(
                 &format!("nameserver 10.0.0.1\noptions {option}\n"),

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::{absolute, Candidates, Transport};
 use super::{Fate, Network, Outcome, Qtype, Reply, Resolver, Sim, Template, Trace};
-use super::{absolute, Transport};
 
 /// Go's maxDNSPacketSize: the EDNS0 payload in every query.
 pub const EDNS_PAYLOAD: u16 = 1232;
@@ -124,10 +124,16 @@ impl GoConf {
     /// `nameList`: a rooted name as is; otherwise as is first when it has
     /// `ndots` dots, each search domain (if short enough), as is last when
     /// not tried first.
-    pub fn name_list(&self, name: &str) -> Vec<(String, Option<String>)> {
+    pub fn name_list(&self, name: &str) -> Candidates {
         let length = name.len();
         let rooted = name.ends_with('.');
-        if length > 254 || (length == 254 && rooted) || name.trim_end_matches('.').to_ascii_lowercase().ends_with(".onion") {
+        if length > 254
+            || (length == 254 && rooted)
+            || name
+                .trim_end_matches('.')
+                .to_ascii_lowercase()
+                .ends_with(".onion")
+        {
             return Vec::new();
         }
         if rooted {
@@ -141,7 +147,10 @@ impl GoConf {
         }
         for suffix in &self.search {
             if rooted_name.len() + suffix.len() <= 254 {
-                names.push((format!("{rooted_name}{suffix}"), Some(suffix.trim_end_matches('.').to_string())));
+                names.push((
+                    format!("{rooted_name}{suffix}"),
+                    Some(suffix.trim_end_matches('.').to_string()),
+                ));
             }
         }
         if !has_ndots {
@@ -215,12 +224,18 @@ struct Task {
 }
 
 /// What an application using Go's resolver gets from `net.LookupIP(name)`.
-pub fn resolve(conf: &GoConf, name: &str, net: &mut dyn Network) -> Trace {
+pub fn resolve(conf: &GoConf, servers: &[SocketAddr], name: &str, net: &mut dyn Network) -> Trace {
     let mut sim = Sim::new(net);
     let names = conf.name_list(name);
     if !is_domain_name(name) {
         sim.note("Go rejects the name before sending anything (isDomainName)");
-        return sim.finish(Resolver::Go, name, names, Outcome::failed("no such host"), None);
+        return sim.finish(
+            Resolver::Go,
+            name,
+            names,
+            Outcome::failed("no such host"),
+            None,
+        );
     }
     let template = Template {
         edns: Some(EDNS_PAYLOAD),
@@ -254,11 +269,11 @@ pub fn resolve(conf: &GoConf, name: &str, net: &mut dyn Network) -> Trace {
             })
             .collect();
         if conf.single_request {
-            run(conf, &template, &mut sim, &mut tasks[..1]);
+            run(conf, servers, &template, &mut sim, &mut tasks[..1]);
             tasks[1].clock = tasks[0].clock;
-            run(conf, &template, &mut sim, &mut tasks[1..]);
+            run(conf, servers, &template, &mut sim, &mut tasks[1..]);
         } else {
-            run(conf, &template, &mut sim, &mut tasks);
+            run(conf, servers, &template, &mut sim, &mut tasks);
         }
         tasks.sort_by_key(|t| t.clock);
         sim.now = tasks.iter().map(|t| t.clock).max().unwrap_or(start);
@@ -274,7 +289,13 @@ pub fn resolve(conf: &GoConf, name: &str, net: &mut dyn Network) -> Trace {
         }
         if !addresses.is_empty() {
             let addresses = addresses.into_iter().collect();
-            return sim.finish(Resolver::Go, name, names.clone(), Outcome::Resolved { addresses }, Some(index));
+            return sim.finish(
+                Resolver::Go,
+                name,
+                names.clone(),
+                Outcome::Resolved { addresses },
+                Some(index),
+            );
         }
     }
     let outcome = Outcome::failed(last_error.unwrap_or("no such host"));
@@ -283,7 +304,13 @@ pub fn resolve(conf: &GoConf, name: &str, net: &mut dyn Network) -> Trace {
 
 /// Runs `tasks` to completion, their queries sent in lockstep (the
 /// goroutines run at once; each keeps its own clock).
-fn run(conf: &GoConf, template: &Template, sim: &mut Sim, tasks: &mut [Task]) {
+fn run(
+    conf: &GoConf,
+    servers: &[SocketAddr],
+    template: &Template,
+    sim: &mut Sim,
+    tasks: &mut [Task],
+) {
     let timeout = Duration::from_secs(u64::from(conf.timeout_s));
     loop {
         let mut batch = Vec::new();
@@ -292,19 +319,30 @@ fn run(conf: &GoConf, template: &Template, sim: &mut Sim, tasks: &mut [Task]) {
             if task.result.is_some() {
                 continue;
             }
-            let attempts_x_servers = conf.attempts as usize * conf.servers.len();
+            let attempts_x_servers = conf.attempts as usize * servers.len();
             if task.step >= attempts_x_servers {
                 task.result = Some(Err(task.last_error.unwrap_or("no such host")));
                 continue;
             }
-            let server = conf.servers[(task.offset + task.step) % conf.servers.len()];
+            let Some(&server) = servers.get((task.offset + task.step) % servers.len().max(1))
+            else {
+                task.result = Some(Err("no nameserver"));
+                continue;
+            };
             let transport = if task.tcp || conf.use_tcp {
                 Transport::Tcp
             } else {
                 Transport::Udp
             };
             let socket = sim.socket();
-            let mut query = template.query(server, transport, &task.qname, task.qtype, socket, Some(timeout));
+            let mut query = template.query(
+                server,
+                transport,
+                &task.qname,
+                task.qtype,
+                socket,
+                Some(timeout),
+            );
             query.sent_at = task.clock;
             batch.push(query);
             running.push(i);
@@ -352,7 +390,10 @@ fn exchange(task: &mut Task, fate: Fate, transport: Transport, timeout: Duration
                 Reply::NXDOMAIN => task.result = Some(Err("no such host")),
                 Reply::NOERROR if lame => next_server(task, "lame referral"),
                 Reply::NOERROR => {
-                    let wanted = reply.addresses.iter().any(|a| a.is_ipv4() == (task.qtype == Qtype::A));
+                    let wanted = reply
+                        .addresses
+                        .iter()
+                        .any(|a| a.is_ipv4() == (task.qtype == Qtype::A));
                     task.result = Some(if wanted {
                         Ok(reply.addresses.clone())
                     } else {
@@ -377,7 +418,8 @@ mod tests {
     const K8S: &str = "search default.svc.cluster.local svc.cluster.local cluster.local corp.internal\nnameserver 10.0.0.1\noptions ndots:5\n";
 
     fn run(text: &str, name: &str, net: &mut TestNet) -> Trace {
-        resolve(&GoConf::parse(text, ""), name, net)
+        let conf = GoConf::parse(text, "");
+        resolve(&conf, &conf.servers, name, net)
     }
 
     fn error(trace: &Trace) -> &str {
@@ -409,12 +451,19 @@ mod tests {
         let sockets: std::collections::BTreeSet<u32> =
             trace.exchanges.iter().map(|e| e.query.socket).collect();
         assert_eq!(sockets.len(), 10);
-        assert!(trace.exchanges.iter().all(|e| e.query.edns == Some(EDNS_PAYLOAD)));
+        assert!(trace
+            .exchanges
+            .iter()
+            .all(|e| e.query.edns == Some(EDNS_PAYLOAD)));
         // A REFUSED first server: Go asks the next, per query.
         let mut net = TestNet::new()
             .with(1, Behaviour::Rcode(Reply::REFUSED))
             .with(2, Behaviour::Healthy);
-        let trace = run("nameserver 10.0.0.1\nnameserver 10.0.0.2\n", "api.example.com.", &mut net);
+        let trace = run(
+            "nameserver 10.0.0.1\nnameserver 10.0.0.2\n",
+            "api.example.com.",
+            &mut net,
+        );
         assert_eq!(trace.exchanges.len(), 4);
         assert!(trace.outcome.is_resolved());
     }
@@ -422,7 +471,11 @@ mod tests {
     #[test]
     fn silent_search_domain_is_skipped_after_the_timeouts() {
         let mut net = TestNet::new().with(1, Behaviour::SilentFor("corp.internal."));
-        let trace = run(&K8S.replace("ndots:5", "ndots:5 timeout:1 attempts:3"), "api.example.com", &mut net);
+        let trace = run(
+            &K8S.replace("ndots:5", "ndots:5 timeout:1 attempts:3"),
+            "api.example.com",
+            &mut net,
+        );
         assert!(trace.outcome.is_resolved());
         // A and AAAA time out in parallel: 3 x 1 s, not 6.
         assert!((secs(&trace) - 3.004).abs() < 1e-6, "{}", secs(&trace));
@@ -437,7 +490,11 @@ mod tests {
         let mut net = TestNet::new().with(1, Behaviour::Unreachable);
         let trace = run("nameserver 10.0.0.1\n", "x.", &mut net);
         assert_eq!(error(&trace), "connection refused");
-        let trace = run("nameserver 10.0.0.1\noptions timeout:1 attempts:1\n", "x.", &mut TestNet::new().with(1, Behaviour::Silent));
+        let trace = run(
+            "nameserver 10.0.0.1\noptions timeout:1 attempts:1\n",
+            "x.",
+            &mut TestNet::new().with(1, Behaviour::Silent),
+        );
         assert_eq!(error(&trace), "i/o timeout");
         assert_eq!(secs(&trace), 1.0);
     }
@@ -445,7 +502,11 @@ mod tests {
     #[test]
     fn truncation_retries_over_tcp_per_query() {
         let mut net = TestNet::new().with(1, Behaviour::TruncateUdp);
-        let trace = run("nameserver 10.0.0.1\noptions single-request\n", "api.example.com.", &mut net);
+        let trace = run(
+            "nameserver 10.0.0.1\noptions single-request\n",
+            "api.example.com.",
+            &mut net,
+        );
         assert_eq!(
             wire(&trace),
             [

@@ -19,14 +19,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::resolvconf::{Env, ResolvConf};
+
 /// Which resolver implementation a model follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Resolver {
     /// glibc 2.36 as Debian 12 ships it (with the 2.36 branch's resolver
     /// fixes): Debian, Ubuntu, RHEL-like and distroless base images.
     Glibc,
     /// musl 1.2.3 (Debian 12's musl-tools, Alpine up to 3.17): UDP only.
+    #[serde(rename = "musl-1.2.3")]
+    #[value(name = "musl-1.2.3")]
     Musl123,
     /// musl 1.2.4 and later (Alpine 3.18+): falls back to TCP on truncation.
     Musl,
@@ -223,7 +227,7 @@ pub trait Network {
 /// servers, the differential tests' predictions).
 impl<F: FnMut(&Query) -> Fate> Network for F {
     fn send(&mut self, batch: &[Query]) -> Vec<Fate> {
-        batch.iter().map(|q| self(q)).collect()
+        batch.iter().map(self).collect()
     }
 }
 
@@ -246,12 +250,16 @@ pub enum Outcome {
     /// The lookup failed with this error: getaddrinfo's code for the C
     /// libraries (`EAI_NONAME`, `EAI_NODATA`, `EAI_AGAIN`, `EAI_FAIL`), the
     /// DNSError text for Go (`no such host`, `i/o timeout`, ...).
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
     /// The application never gets an answer (glibc waits on a TCP
     /// connection without a timeout).
     Hangs,
     /// The library crashes (musl divides by `attempts:0`).
-    Crashes { signal: String },
+    Crashes {
+        signal: String,
+    },
 }
 
 impl Outcome {
@@ -280,6 +288,149 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// A resolver model with the configuration its library reads.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub resolver: Resolver,
+    config: Config,
+    servers: Vec<SocketAddr>,
+    /// glibc's `rotate` starts at a random server per process; the model
+    /// starts here (0 unless told).
+    pub rotate_start: u32,
+}
+
+/// Each library's reading of resolv.conf.
+#[derive(Debug, Clone)]
+enum Config {
+    Glibc(ResolvConf),
+    Musl(musl::MuslConf),
+    Go(golang::GoConf),
+}
+
+/// resolv.conf as one library reads it, in the terms they share.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settings {
+    pub nameservers: Vec<SocketAddr>,
+    pub search: Vec<String>,
+    pub ndots: u32,
+    pub timeout_s: u32,
+    pub attempts: u32,
+    /// The options this library acts on, in resolv.conf's spelling.
+    pub options: Vec<String>,
+}
+
+impl Model {
+    /// `resolver`'s reading of resolv.conf `text` (with glibc's and Go's
+    /// view of the environment and host name in `env`).
+    pub fn new(resolver: Resolver, text: &str, env: &Env) -> Model {
+        let config = match resolver {
+            Resolver::Glibc => Config::Glibc(ResolvConf::parse(text, env)),
+            Resolver::Musl | Resolver::Musl123 => Config::Musl(musl::MuslConf::parse(text)),
+            Resolver::Go => Config::Go(golang::GoConf::parse(text, &env.hostname)),
+        };
+        let servers = match &config {
+            Config::Glibc(c) => c.servers(),
+            Config::Musl(c) => c.servers(),
+            Config::Go(c) => c.servers.clone(),
+        };
+        Model {
+            resolver,
+            config,
+            servers,
+            rotate_start: 0,
+        }
+    }
+
+    /// Queries these servers instead of resolv.conf's (`--server`).
+    pub fn with_servers(mut self, servers: Vec<SocketAddr>) -> Model {
+        if !servers.is_empty() {
+            self.servers = servers;
+        }
+        self
+    }
+
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers
+    }
+
+    /// What the application's library does for `name` on `net`.
+    pub fn resolve(&self, name: &str, net: &mut dyn Network) -> Trace {
+        match &self.config {
+            Config::Glibc(c) => glibc::resolve(c, &self.servers, name, self.rotate_start, net),
+            Config::Musl(c) => musl::resolve(c, &self.servers, self.resolver, name, net),
+            Config::Go(c) => golang::resolve(c, &self.servers, name, net),
+        }
+    }
+
+    /// The options among `options` (the file's flags as glibc reads them)
+    /// this library does not act on.
+    pub fn ignored_options(&self, options: &[String]) -> Vec<String> {
+        let known: &[&str] = match self.resolver {
+            Resolver::Glibc => return Vec::new(),
+            Resolver::Musl | Resolver::Musl123 => &[],
+            Resolver::Go => &[
+                "rotate",
+                "single-request",
+                "single-request-reopen",
+                "use-vc",
+            ],
+        };
+        options
+            .iter()
+            .filter(|o| !known.contains(&o.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    pub fn settings(&self) -> Settings {
+        let (search, ndots, timeout_s, attempts, options) = match &self.config {
+            Config::Glibc(c) => (
+                c.search.clone(),
+                c.ndots,
+                c.timeout_s,
+                c.attempts,
+                c.options.clone(),
+            ),
+            Config::Musl(c) => (
+                c.search.clone(),
+                c.ndots,
+                c.timeout_s,
+                c.attempts,
+                Vec::new(),
+            ),
+            Config::Go(c) => {
+                let flags = [
+                    (c.rotate, "rotate"),
+                    (c.single_request, "single-request"),
+                    (c.use_tcp, "use-vc"),
+                ];
+                (
+                    c.search
+                        .iter()
+                        .map(|d| d.trim_end_matches('.').to_string())
+                        .collect(),
+                    c.ndots,
+                    c.timeout_s,
+                    c.attempts,
+                    flags
+                        .iter()
+                        .filter(|f| f.0)
+                        .map(|f| f.1.to_string())
+                        .collect(),
+                )
+            }
+        };
+        Settings {
+            nameservers: self.servers.clone(),
+            search,
+            ndots,
+            timeout_s,
+            attempts,
+            options,
+        }
+    }
+}
+
 /// One lookup as a model predicts it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trace {
@@ -301,6 +452,9 @@ pub struct Trace {
     /// (a fallback, a switch of mode, a query it could not build).
     pub notes: Vec<String>,
 }
+
+/// The names a lookup tries, each with the search domain it appends.
+pub type Candidates = Vec<(String, Option<String>)>;
 
 /// Shared by the models: the lookup's clock, its sockets and the record
 /// of every exchange.
@@ -364,12 +518,11 @@ impl<'n> Sim<'n> {
         mut self,
         resolver: Resolver,
         name: &str,
-        candidates: Vec<(String, Option<String>)>,
+        candidates: Candidates,
         outcome: Outcome,
         answered_by: Option<usize>,
     ) -> Trace {
-        self.exchanges
-            .sort_by(|a, b| a.query.sent_at.cmp(&b.query.sent_at));
+        self.exchanges.sort_by_key(|e| e.query.sent_at);
         let (candidates, search_domains) = candidates.into_iter().unzip();
         Trace {
             resolver,

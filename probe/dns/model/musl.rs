@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::{absolute, Candidates, Transport};
 use super::{Fate, Network, Outcome, Qtype, Reply, Resolver, Sim, Template, Trace};
-use super::{absolute, Transport};
 use crate::dns::search;
 
 /// A and AAAA.
@@ -110,7 +110,11 @@ fn option_value(line: &str, key: &str, dot_ok: bool) -> Option<u32> {
     if digits.is_empty() {
         return None;
     }
-    Some(digits.parse::<u64>().map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX)))
+    Some(
+        digits
+            .parse::<u64>()
+            .map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+    )
 }
 
 /// An IPv4 or IPv6 literal, IPv6 with an optional `%scope`.
@@ -145,15 +149,23 @@ struct Lookup<'n> {
 }
 
 /// What a musl-linked application gets for `getaddrinfo(name, AF_UNSPEC)`.
-pub fn resolve(conf: &MuslConf, version: Resolver, name: &str, net: &mut dyn Network) -> Trace {
+pub fn resolve(
+    conf: &MuslConf,
+    servers: &[SocketAddr],
+    version: Resolver,
+    name: &str,
+    net: &mut dyn Network,
+) -> Trace {
     let mut lookup = Lookup {
         version,
-        servers: conf.servers(),
+        servers: servers.to_vec(),
         conf: conf.clone(),
         sim: Sim::new(net),
     };
     let (candidates, outcome, answered_by) = lookup.search(name);
-    lookup.sim.finish(version, name, candidates, outcome, answered_by)
+    lookup
+        .sim
+        .finish(version, name, candidates, outcome, answered_by)
 }
 
 impl Lookup<'_> {
@@ -164,7 +176,7 @@ impl Lookup<'_> {
     /// `name_from_dns_search`: a name with `ndots` dots or a trailing dot
     /// as is only; otherwise each search domain, then the name as is, and
     /// only NXDOMAIN moves on.
-    fn search(&mut self, name: &str) -> (Vec<(String, Option<String>)>, Outcome, Option<usize>) {
+    fn search(&mut self, name: &str) -> (Candidates, Outcome, Option<usize>) {
         let mut listed = Vec::new();
         let length = name.len();
         if length == 0 || length > 254 {
@@ -192,7 +204,11 @@ impl Lookup<'_> {
                 Found::Nothing => Outcome::failed("EAI_NONAME"),
                 Found::Addresses(addresses) => {
                     let addresses = addresses.into_iter().collect();
-                    return (absolute_list(listed), Outcome::Resolved { addresses }, Some(index));
+                    return (
+                        absolute_list(listed),
+                        Outcome::Resolved { addresses },
+                        Some(index),
+                    );
                 }
                 Found::Error(code) => {
                     if index < last {
@@ -285,7 +301,8 @@ impl Lookup<'_> {
             return None;
         }
         let timeout = Duration::from_millis(1000 * u64::from(self.conf.timeout_s));
-        let interval = Duration::from_millis(timeout.as_millis() as u64 / u64::from(self.conf.attempts));
+        let interval =
+            Duration::from_millis(timeout.as_millis() as u64 / u64::from(self.conf.attempts));
         let template = Template {
             edns: None,
             ad: false,
@@ -300,7 +317,14 @@ impl Lookup<'_> {
         let mut next_round = start;
         let mut servfail_retries = 0;
         let query = |i: usize, server: SocketAddr, transport, socket, wait| {
-            let mut q = template.query(server, transport, qname, [Qtype::A, Qtype::Aaaa][i], socket, Some(wait));
+            let mut q = template.query(
+                server,
+                transport,
+                qname,
+                [Qtype::A, Qtype::Aaaa][i],
+                socket,
+                Some(wait),
+            );
             q.malformed = malformed;
             q
         };
@@ -314,7 +338,13 @@ impl Lookup<'_> {
                 for i in 0..2 {
                     if answers[i].is_none() && !over_tcp[i] {
                         for (j, &server) in self.servers.iter().enumerate() {
-                            batch.push(query(i, server, Transport::Udp, socket, end - self.sim.now));
+                            batch.push(query(
+                                i,
+                                server,
+                                Transport::Udp,
+                                socket,
+                                end - self.sim.now,
+                            ));
                             index.push((i, j));
                         }
                     }
@@ -339,13 +369,16 @@ impl Lookup<'_> {
             let (i, j) = (arrival.query, arrival.server);
             if arrival.tcp {
                 match fate {
-                    Fate::Reply { reply, .. } if matches!(reply.rcode, Reply::NOERROR | Reply::NXDOMAIN) => {
+                    Fate::Reply { reply, .. }
+                        if matches!(reply.rcode, Reply::NOERROR | Reply::NXDOMAIN) =>
+                    {
                         answers[i] = Some(reply);
                         over_tcp[i] = false;
                         continue;
                     }
                     _ => {
-                        self.sim.note("the TCP fallback failed: musl abandons the whole query");
+                        self.sim
+                            .note("the TCP fallback failed: musl abandons the whole query");
                         break;
                     }
                 }
@@ -359,7 +392,8 @@ impl Lookup<'_> {
             }
             match reply.rcode {
                 Reply::NOERROR | Reply::NXDOMAIN if reply.truncated && self.tcp_fallback() => {
-                    self.sim.note("a truncated reply: musl 1.2.4+ asks that server again over TCP");
+                    self.sim
+                        .note("a truncated reply: musl 1.2.4+ asks that server again over TCP");
                     over_tcp[i] = true;
                     let tcp_socket = self.sim.socket();
                     let now = self.sim.now;
@@ -425,7 +459,7 @@ fn push(
     pending.push(Some(fate));
 }
 
-fn absolute_list(listed: Vec<(String, Option<String>)>) -> Vec<(String, Option<String>)> {
+fn absolute_list(listed: Candidates) -> Candidates {
     listed
         .into_iter()
         .map(|(name, domain)| (absolute(&name), domain))
@@ -440,7 +474,8 @@ mod tests {
     const K8S: &str = "search default.svc.cluster.local svc.cluster.local cluster.local corp.internal\nnameserver 10.0.0.1\noptions ndots:5\n";
 
     fn run(text: &str, version: Resolver, name: &str, net: &mut TestNet) -> Trace {
-        resolve(&MuslConf::parse(text), version, name, net)
+        let conf = MuslConf::parse(text);
+        resolve(&conf, &conf.servers(), version, name, net)
     }
 
     fn error(trace: &Trace) -> &str {
@@ -460,7 +495,10 @@ mod tests {
         assert_eq!((c.ndots, c.timeout_s, c.attempts), (15, 0, 10));
         let empty = MuslConf::parse("search a.example\nsearch\n");
         assert!(empty.search.is_empty());
-        let long = MuslConf::parse(&format!("search {}\nnameserver 10.0.0.3\n", "a".repeat(300)));
+        let long = MuslConf::parse(&format!(
+            "search {}\nnameserver 10.0.0.3\n",
+            "a".repeat(300)
+        ));
         assert!(long.search.is_empty());
         assert_eq!(long.servers(), [SocketAddr::from(([10, 0, 0, 3], 53))]);
         assert_eq!(MuslConf::parse("").servers()[0].port(), 53);
@@ -470,7 +508,12 @@ mod tests {
 
     #[test]
     fn same_walk_as_glibc_for_a_clean_external_name() {
-        let trace = run(K8S, Resolver::Musl123, "api.example.com", &mut TestNet::new());
+        let trace = run(
+            K8S,
+            Resolver::Musl123,
+            "api.example.com",
+            &mut TestNet::new(),
+        );
         assert_eq!(trace.exchanges.len(), 10);
         assert_eq!(trace.answered_by, Some(4));
         assert!(trace.outcome.is_resolved());
@@ -480,12 +523,19 @@ mod tests {
     fn ndots_names_go_as_is_only_and_nodata_ends_the_walk() {
         let mut net = TestNet::new();
         let deep = run(K8S, Resolver::Musl123, "a.b.c.d.e.example", &mut net);
-        assert_eq!(wire(&deep), ["1 A a.b.c.d.e.example.", "1 AAAA a.b.c.d.e.example."]);
-        net.zone.insert("db.default.svc.cluster.local.".into(), vec![]);
+        assert_eq!(
+            wire(&deep),
+            ["1 A a.b.c.d.e.example.", "1 AAAA a.b.c.d.e.example."]
+        );
+        net.zone
+            .insert("db.default.svc.cluster.local.".into(), vec![]);
         let nodata = run(K8S, Resolver::Musl123, "db", &mut net);
         assert_eq!(nodata.exchanges.len(), 2);
         assert_eq!(error(&nodata), "EAI_NONAME");
-        assert_eq!(error(&run(K8S, Resolver::Musl, "db", &mut net)), "EAI_NODATA");
+        assert_eq!(
+            error(&run(K8S, Resolver::Musl, "db", &mut net)),
+            "EAI_NODATA"
+        );
     }
 
     #[test]
@@ -507,10 +557,18 @@ mod tests {
         assert!(trace.outcome.is_resolved());
         assert_eq!(trace.elapsed, Duration::from_millis(1));
         let mut refused = TestNet::new().with(1, Behaviour::Rcode(Reply::REFUSED));
-        let trace = run("nameserver 10.0.0.1\n", Resolver::Musl123, "api.example.com.", &mut refused);
+        let trace = run(
+            "nameserver 10.0.0.1\n",
+            Resolver::Musl123,
+            "api.example.com.",
+            &mut refused,
+        );
         // Sent again after 2.5 s, given up after 5 s.
         assert_eq!(trace.exchanges.len(), 4);
-        assert_eq!(trace.exchanges[2].query.sent_at, Duration::from_millis(2500));
+        assert_eq!(
+            trace.exchanges[2].query.sent_at,
+            Duration::from_millis(2500)
+        );
         assert_eq!(secs(&trace), 5.0);
         assert_eq!(error(&trace), "EAI_AGAIN");
     }
@@ -518,7 +576,12 @@ mod tests {
     #[test]
     fn servfail_is_resent_at_once_twice_per_query_and_round() {
         let mut net = TestNet::new().with(1, Behaviour::Rcode(Reply::SERVFAIL));
-        let trace = run("nameserver 10.0.0.1\noptions timeout:2 attempts:2\n", Resolver::Musl123, "x.example.", &mut net);
+        let trace = run(
+            "nameserver 10.0.0.1\noptions timeout:2 attempts:2\n",
+            Resolver::Musl123,
+            "x.example.",
+            &mut net,
+        );
         // 2 + 4 re-sends per round, 2 rounds.
         assert_eq!(trace.exchanges.len(), 12);
         assert_eq!(secs(&trace), 2.0);
@@ -528,10 +591,20 @@ mod tests {
     #[test]
     fn truncation_only_the_newer_musl_falls_back_to_tcp() {
         let mut net = TestNet::new().with(1, Behaviour::TruncateUdp);
-        let old = run("nameserver 10.0.0.1\n", Resolver::Musl123, "api.example.com.", &mut net);
+        let old = run(
+            "nameserver 10.0.0.1\n",
+            Resolver::Musl123,
+            "api.example.com.",
+            &mut net,
+        );
         assert_eq!(old.exchanges.len(), 2);
         assert_eq!(error(&old), "EAI_NONAME");
-        let new = run("nameserver 10.0.0.1\n", Resolver::Musl, "api.example.com.", &mut net);
+        let new = run(
+            "nameserver 10.0.0.1\n",
+            Resolver::Musl,
+            "api.example.com.",
+            &mut net,
+        );
         assert_eq!(
             wire(&new),
             [
@@ -559,14 +632,29 @@ mod tests {
     fn silent_and_unreachable_servers_cost_the_whole_timeout() {
         for behaviour in [Behaviour::Silent, Behaviour::Unreachable] {
             let mut net = TestNet::new().with(1, behaviour);
-            let trace = run("nameserver 10.0.0.1\noptions timeout:1 attempts:2\n", Resolver::Musl123, "x.", &mut net);
+            let trace = run(
+                "nameserver 10.0.0.1\noptions timeout:1 attempts:2\n",
+                Resolver::Musl123,
+                "x.",
+                &mut net,
+            );
             assert_eq!(trace.exchanges.len(), 4);
             assert_eq!(secs(&trace), 1.0);
             assert_eq!(error(&trace), "EAI_AGAIN");
         }
-        let crash = run("nameserver 10.0.0.1\noptions attempts:0\n", Resolver::Musl123, "x.", &mut TestNet::new());
+        let crash = run(
+            "nameserver 10.0.0.1\noptions attempts:0\n",
+            Resolver::Musl123,
+            "x.",
+            &mut TestNet::new(),
+        );
         assert!(matches!(crash.outcome, Outcome::Crashes { .. }));
-        let zero = run("nameserver 10.0.0.1\noptions timeout:0\n", Resolver::Musl123, "x.", &mut TestNet::new());
+        let zero = run(
+            "nameserver 10.0.0.1\noptions timeout:0\n",
+            Resolver::Musl123,
+            "x.",
+            &mut TestNet::new(),
+        );
         assert!(zero.exchanges.is_empty());
         assert_eq!(error(&zero), "EAI_AGAIN");
     }
@@ -574,7 +662,12 @@ mod tests {
     #[test]
     fn the_race_loses_musl_lookups_too() {
         let mut net = TestNet::new().with(1, Behaviour::RaceSecond);
-        let trace = run("nameserver 10.0.0.1\n", Resolver::Musl123, "api.example.com.", &mut net);
+        let trace = run(
+            "nameserver 10.0.0.1\n",
+            Resolver::Musl123,
+            "api.example.com.",
+            &mut net,
+        );
         // AAAA (same socket) lost; sent again alone 2.5 s later.
         assert!(trace.outcome.is_resolved());
         assert_eq!(secs(&trace), 2.501);
