@@ -267,6 +267,9 @@ pub enum LabCommand {
         /// A fault to add to the node (repeatable).
         #[arg(long = "scenario", value_enum, value_name = "SCENARIO")]
         scenarios: Vec<crate::lab::Scenario>,
+        /// The DNS server behind the kube-dns Service.
+        #[arg(long, value_enum, default_value_t = crate::lab::DnsServer::Dnsmasq)]
+        dns_server: crate::lab::DnsServer,
     },
     /// Remove a lab and everything it made.
     Down {
@@ -309,6 +312,19 @@ pub enum LabCommand {
         suffix: String,
         #[arg(long, value_parser = parse_duration)]
         delay: Duration,
+    },
+    /// DNS forwarder that misbehaves as told (run by lab DNS servers).
+    #[command(hide = true)]
+    DnsFront {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+        #[arg(long, value_enum)]
+        mode: crate::lab::DnsMode,
+        /// Send replies from this address instead of the one queried.
+        #[arg(long)]
+        reply_from: Option<std::net::SocketAddr>,
     },
 }
 

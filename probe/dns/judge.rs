@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use super::fixes;
 use super::measure::{
-    LatencyEvidence, LookupEvidence, NameserversEvidence, QueryEvidence, SearchExpansionEvidence,
+    DomainStats, LatencyEvidence, LookupEvidence, NameserversEvidence, QueryEvidence,
+    SearchExpansionEvidence,
 };
 use super::model::{Model, Settings};
 use super::resolvconf::{ResolvConf, MAX_NAMESERVERS};
@@ -270,6 +271,15 @@ fn troubles(l: &LookupEvidence) -> Vec<String> {
         .collect()
 }
 
+/// Search domains that never answered: every query under them timed out
+/// (a lost reply here and there is the race's or the network's, not the
+/// domain's).
+fn silent_domains(ev: &SearchExpansionEvidence) -> impl Iterator<Item = &DomainStats> {
+    ev.by_search_domain
+        .iter()
+        .filter(|d| d.timeouts > 0 && d.timeouts == d.queries)
+}
+
 /// The error for a name that simply does not exist.
 fn not_found(outcome: &str) -> bool {
     matches!(outcome, "EAI_NONAME" | "EAI_NODATA" | "no such host")
@@ -331,12 +341,7 @@ pub fn search_expansion(ev: &SearchExpansionEvidence) -> Check {
         .filter(|&&i| status == Status::Pass || statuses[i] != Status::Pass)
         .map(|&i| lookup_summary(&ev.lookups[i]))
         .collect();
-    let timed_out: Vec<String> = ev
-        .by_search_domain
-        .iter()
-        .filter(|d| d.timeouts > 0)
-        .map(|d| d.domain.clone())
-        .collect();
+    let timed_out: Vec<String> = silent_domains(ev).map(|d| d.domain.clone()).collect();
     let mut summary = String::new();
     if ev.resolver_source == "assumed" {
         summary.push_str(&format!("assuming {}: ", ev.resolver));
@@ -613,7 +618,7 @@ fn search_remedy(ev: &SearchExpansionEvidence) -> Vec<String> {
             ));
         }
     }
-    for d in ev.by_search_domain.iter().filter(|d| d.timeouts > 0) {
+    for d in silent_domains(ev) {
         remedy.push(format!(
             "search domain {} does not answer in time: fix or remove it from the node's resolv.conf (the kubelet copies the host's search domains into pods), or set dnsPolicy: None with an explicit dnsConfig.searches",
             d.domain
@@ -643,7 +648,7 @@ fn search_remedy(ev: &SearchExpansionEvidence) -> Vec<String> {
     ] {
         let servers = servers_with(rcode);
         // A silent search domain has its own advice above.
-        let covered = rcode == "TIMEOUT" && ev.by_search_domain.iter().any(|d| d.timeouts > 0);
+        let covered = rcode == "TIMEOUT" && silent_domains(ev).next().is_some();
         if !servers.is_empty() && !covered {
             remedy.push(format!("{} {advice}", capped(&servers, ", ")));
         }

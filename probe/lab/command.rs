@@ -20,8 +20,18 @@ pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
             suffix,
             delay,
         } => servers::serve_dns_delay(*listen, *upstream, suffix, *delay).map(|()| 0),
-        LabCommand::Up { name, scenarios } => {
-            let mut spec = LabSpec::new(own_exe()?).name(name);
+        LabCommand::DnsFront {
+            listen,
+            upstream,
+            mode,
+            reply_from,
+        } => servers::serve_dns_front(*listen, *upstream, *mode, *reply_from).map(|()| 0),
+        LabCommand::Up {
+            name,
+            scenarios,
+            dns_server,
+        } => {
+            let mut spec = LabSpec::new(own_exe()?).name(name).dns_server(*dns_server);
             spec.scenarios = scenarios.clone();
             let lab = Lab::up(&spec)?;
             say(&describe(&lab));

@@ -20,6 +20,7 @@
 //! `podprobe lab down` removes it by name.
 
 pub mod command;
+mod dns;
 mod scenario;
 mod servers;
 mod sys;
@@ -33,11 +34,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use dns::{DnsInstance, DnsMode, DnsServer};
 pub use scenario::{Scenario, SLOW_DNS_DELAY};
 pub use topology::{
-    cluster_first_resolv_conf, Pod, Service, BACKEND_GRPC_PORT, BACKEND_HTTP_PORT, CLUSTER_DOMAIN,
-    EXTERNAL_IPV4, EXTERNAL_IPV6, EXTERNAL_NAME, GATEWAY, HEADLESS_NAME, HOST_DOMAIN,
-    HOST_DOMAIN_NAME, POD_NAMESPACE,
+    big_name_addresses, cluster_first_resolv_conf, Pod, Service, BACKEND_GRPC_PORT,
+    BACKEND_HTTP_PORT, BIG_NAME, CLUSTER_DOMAIN, EXTERNAL_IPV4, EXTERNAL_IPV6, EXTERNAL_NAME,
+    GATEWAY, HEADLESS_NAME, HOST_DOMAIN, HOST_DOMAIN_NAME, POD_NAMESPACE,
 };
 
 use crate::{Error, Result};
@@ -60,6 +62,8 @@ pub struct LabSpec {
     /// The podprobe binary the backends and helpers run
     /// (tests: `env!("CARGO_BIN_EXE_podprobe")`; the CLI: its own exe).
     pub podprobe: PathBuf,
+    /// The DNS server behind the kube-dns Service.
+    pub dns_server: DnsServer,
 }
 
 impl LabSpec {
@@ -68,7 +72,13 @@ impl LabSpec {
             name: None,
             scenarios: Vec::new(),
             podprobe: podprobe.into(),
+            dns_server: DnsServer::default(),
         }
+    }
+
+    pub fn dns_server(mut self, server: DnsServer) -> Self {
+        self.dns_server = server;
+        self
     }
 
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -88,6 +98,10 @@ struct State {
     name: String,
     podprobe: PathBuf,
     scenarios: Vec<Scenario>,
+    #[serde(default)]
+    dns_server: DnsServer,
+    #[serde(default)]
+    dns_instances: Vec<DnsInstance>,
 }
 
 /// A running lab. Dropping it removes everything it made.
@@ -157,6 +171,8 @@ impl Lab {
                 name,
                 podprobe: spec.podprobe.clone(),
                 scenarios: Vec::new(),
+                dns_server: spec.dns_server,
+                dns_instances: Vec::new(),
             },
             children: Vec::new(),
             owned: true,
@@ -416,6 +432,9 @@ impl Lab {
     }
 
     fn start_dns(&mut self) -> Result<()> {
+        if self.state.dns_server != DnsServer::Dnsmasq {
+            return self.start_main_dns(self.state.dns_server);
+        }
         let log = self.state_dir().join("dnsmasq.log");
         let mut args = vec![
             "--keep-in-foreground".to_string(),
