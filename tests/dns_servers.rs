@@ -33,7 +33,7 @@ fn reply(fate: &Fate) -> (u16, usize, bool) {
 
 #[test]
 fn lab_dns_servers_misbehave_as_told() {
-    let failures: Vec<String> = client::in_parallel(&DnsServer::ALL, |&server| {
+    let failures: Vec<String> = support::parallel(&DnsServer::ALL, |&server| {
         let mut lab = Lab::up(&LabSpec::new(env!("CARGO_BIN_EXE_podprobe")).dns_server(server))
             .unwrap_or_else(|e| panic!("{server}: lab up: {e}"));
         let mut failures = Vec::new();

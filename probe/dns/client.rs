@@ -518,6 +518,8 @@ fn parse(data: &[u8]) -> Option<Parsed> {
         truncated: header[2] & 0x02 != 0,
         authoritative: header[2] & 0x04 != 0,
         recursion_available: header[3] & 0x80 != 0,
+        question: count(4) > 0,
+        size: data.len(),
     };
     // A reply whose question cannot be read is matched by its id only.
     let mut question = None;

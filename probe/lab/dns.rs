@@ -95,7 +95,8 @@ pub enum DnsMode {
     WrongPort,
     /// Answers from another address of the DNS pod.
     WrongAddress,
-    /// ICMP port unreachable for UDP, a reset for TCP.
+    /// ICMP port unreachable for UDP (for every query: the DNS pod does not
+    /// rate-limit ICMP), a reset for TCP.
     Unreachable,
 }
 
@@ -163,6 +164,9 @@ fn front_port(index: usize) -> u16 {
     5300 + index as u16
 }
 
+/// What a forwarder (`lab dns-front`) says once it listens.
+pub(crate) const FRONT_READY: &str = "forwarding DNS";
+
 /// Extra servers a lab can have.
 const MAX_INSTANCES: usize = 32;
 
@@ -198,10 +202,19 @@ impl Lab {
                     .map(|p| format!("-A INPUT -d {addr} -p {p} --dport 53 -m string --algo bm --hex-string {labels}|00| -j DROP"))
                     .collect()
             }
-            DnsMode::Unreachable => vec![
+            DnsMode::Unreachable => {
+                // Every query gets its error: no rate limit on ICMP (the
+                // kernel's default sends one a second per client after a
+                // burst, and silence otherwise).
+                super::sys::in_netns(&self.netns(dns), || {
+                    std::fs::write("/proc/sys/net/ipv4/icmp_ratelimit", "0")
+                        .map_err(|e| Error::io("disabling ICMP rate limits in the DNS pod", e))
+                })??;
+                vec![
                 format!("-A INPUT -d {addr} -p udp --dport 53 -j REJECT --reject-with icmp-port-unreachable"),
                 format!("-A INPUT -d {addr} -p tcp --dport 53 -j REJECT --reject-with tcp-reset"),
-            ],
+            ]
+            }
             _ => Vec::new(),
         };
         if !rules.is_empty() {
@@ -231,8 +244,11 @@ impl Lab {
                 }
                 _ => {}
             }
-            self.start(cmd, &format!("dns-{index}-front.log"))?;
-            self.wait_dns(SocketAddr::from((Pod::Dns.ip(), port)))?;
+            let log = format!("dns-{index}-front.log");
+            self.start(cmd, &log)?;
+            // Replies from a wrong source never reach a probe: wait for
+            // the front to say it listens.
+            self.wait_log(&log, FRONT_READY)?;
             let protocols: &[&str] = if mode == DnsMode::Servfail {
                 &["udp", "tcp"]
             } else {
@@ -257,6 +273,24 @@ impl Lab {
             .push(DnsInstance { server, mode, addr });
         self.save()?;
         Ok(addr)
+    }
+
+    /// Waits until the state directory's `log` contains `text`.
+    fn wait_log(&self, log: &str, text: &str) -> Result<()> {
+        let path = self.state_dir().join(log);
+        let deadline = std::time::Instant::now() + super::READY_TIMEOUT;
+        while !std::fs::read_to_string(&path).is_ok_and(|t| t.contains(text)) {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::unavailable(format!(
+                    "lab '{}': {log} did not say '{text}' after {}s; {}",
+                    self.state.name,
+                    super::READY_TIMEOUT.as_secs(),
+                    self.server_output()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// The extra DNS servers started so far.
@@ -363,6 +397,8 @@ fn dnsmasq_args(addr: Ipv4Addr, dir: &Path, refused: bool) -> Vec<String> {
         "--bind-interfaces".to_string(),
         format!("--listen-address={addr}"),
         "--log-queries".to_string(),
+        // Log lines queued, not written while a query waits for the disk.
+        "--log-async".to_string(),
         format!("--log-facility={}", dir.join("queries.log").display()),
     ];
     if !refused {

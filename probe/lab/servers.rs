@@ -91,6 +91,10 @@ fn serve_front(
             .try_clone()
             .map_err(|e| Error::io(format!("cloning {listen}"), e))?,
     };
+    eprintln!(
+        "podprobe: {} from {listen} to {upstream}",
+        super::dns::FRONT_READY
+    );
     let replies = std::sync::Arc::new(replies);
     let alter = std::sync::Arc::new(alter);
     let mut buf = [0u8; 4096];

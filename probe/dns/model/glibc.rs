@@ -16,7 +16,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::{wire_length, Fate, Network, Outcome, Qtype, Query, Reply, Resolver, Sim, Template};
+use super::Template;
+use super::{screened, wire_length, Fate, Network, Outcome, Qtype, Query, Reply, Resolver, Sim};
 use super::{Trace, Transport};
 use crate::dns::resolvconf::ResolvConf;
 use crate::dns::search;
@@ -158,7 +159,22 @@ pub fn resolve(
         .map(|c| (c.fqdn.clone(), c.search_domain.clone()))
         .collect();
     let (outcome, answered_by) = if hostname_ok(name) {
-        lookup.search(name, &candidates)
+        let mut buffer = NSS_BUFFER;
+        loop {
+            let (outcome, answered_by) = lookup.search(name, &candidates);
+            if let (Outcome::Resolved { addresses }, Some(i)) = (&outcome, answered_by) {
+                let needed = tuple_space(addresses.len(), &candidates[i].fqdn);
+                if needed > buffer {
+                    lookup.sim.note(format!(
+                        "{} addresses do not fit getaddrinfo's {buffer}-byte buffer: it doubles the buffer and repeats the whole lookup",
+                        addresses.len()
+                    ));
+                    buffer *= 2;
+                    continue;
+                }
+            }
+            break (outcome, answered_by);
+        }
     } else {
         lookup
             .sim
@@ -168,6 +184,39 @@ pub fn resolve(
     lookup
         .sim
         .finish(Resolver::Glibc, name, listed, outcome, answered_by)
+}
+
+/// getaddrinfo's first buffer for the NSS module (a scratch_buffer); on
+/// ERANGE it doubles it and calls the module again, which looks the name
+/// up again.
+const NSS_BUFFER: usize = 1024;
+
+/// The bytes `gaih_getanswer` needs for `count` addresses of `fqdn`: one
+/// 40-byte `gaih_addrtuple` each (8-aligned), the canonical name after the
+/// first.
+fn tuple_space(count: usize, fqdn: &str) -> usize {
+    let name = fqdn.trim_end_matches('.').len() + 1;
+    (0..count).fold(0, |offset, i| {
+        let aligned = offset.next_multiple_of(8) + 40;
+        if i == 0 {
+            aligned + name
+        } else {
+            aligned
+        }
+    })
+}
+
+/// Whether `send_dg` takes a UDP reply as the answer to its query: the
+/// question must match, except in a bare 12-byte SERVFAIL, NOTIMP or
+/// REFUSED (bug 31890, fixed on the 2.36 branch); anything else it drops
+/// and keeps waiting.
+fn udp_match(reply: &Reply) -> bool {
+    reply.question
+        || (reply.size == 12
+            && matches!(
+                reply.rcode,
+                Reply::SERVFAIL | Reply::NOTIMP | Reply::REFUSED
+            ))
 }
 
 /// glibc's `res_hnok`: letters, digits, `-` and `_`, no empty label, the
@@ -462,6 +511,7 @@ impl Lookup<'_, '_> {
         let fates = self.sim.send(batch);
         let mut events: Vec<(Duration, usize, Fate)> = fates
             .into_iter()
+            .map(|f| screened(f, udp_match))
             .enumerate()
             .filter_map(|(i, f)| f.arrival(Some(seconds)).map(|t| (t, i, f)))
             .collect();
@@ -508,7 +558,7 @@ impl Lookup<'_, '_> {
                 socket,
                 Some(wait),
             );
-            let fate = self.sim.send(vec![query]).remove(0);
+            let fate = screened(self.sim.send(vec![query]).remove(0), udp_match);
             let Some(t) = fate.arrival(Some(wait)) else {
                 return RoundEnd::TimedOut(round);
             };
@@ -884,6 +934,38 @@ mod tests {
         let none = run("nameserver 10.0.0.1\noptions attempts:0\n", "x.", &mut net);
         assert!(none.exchanges.is_empty());
         assert_eq!(error(&none), "EAI_AGAIN");
+    }
+
+    #[test]
+    fn many_addresses_repeat_the_lookup_with_a_bigger_buffer() {
+        assert_eq!(tuple_space(25, "big.example.com."), 1016);
+        assert!(tuple_space(26, "big.example.com.") > 1024);
+        let mut net = TestNet::new();
+        let many: Vec<std::net::IpAddr> = (1..=60)
+            .map(|i| std::net::IpAddr::from([198, 51, 100, i]))
+            .collect();
+        net.zone.insert("big.example.com.".into(), many);
+        let trace = run("nameserver 10.0.0.1\n", "big.example.com.", &mut net);
+        // 1024 and 2048 bytes are too small for 60: three lookups.
+        assert_eq!(trace.exchanges.len(), 6);
+        assert_eq!(addresses(&trace).len(), 60);
+        assert!(trace.notes[0].contains("repeats the whole lookup"));
+    }
+
+    #[test]
+    fn bare_refusals_count_question_less_others_do_not() {
+        let mut net = TestNet::new()
+            .with(1, Behaviour::Bare(Reply::REFUSED))
+            .with(2, Behaviour::Healthy);
+        let text = "nameserver 10.0.0.1\nnameserver 10.0.0.2\noptions timeout:1\n";
+        let trace = run(text, "api.example.com.", &mut net);
+        assert_eq!(trace.elapsed, Duration::from_millis(2));
+        let mut net = TestNet::new()
+            .with(1, Behaviour::Bare(Reply::NOERROR))
+            .with(2, Behaviour::Healthy);
+        let trace = run(text, "api.example.com.", &mut net);
+        // A question-less NOERROR is dropped: the try times out first.
+        assert_eq!(trace.elapsed, Duration::from_millis(1001));
     }
 
     #[test]

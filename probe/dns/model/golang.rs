@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{absolute, Candidates, Transport};
-use super::{Fate, Network, Outcome, Qtype, Reply, Resolver, Sim, Template, Trace};
+use super::{screened, wire_length, Fate, Network, Outcome, Qtype, Reply, Resolver, Sim};
+use super::{Template, Trace};
 
 /// Go's maxDNSPacketSize: the EDNS0 payload in every query.
 pub const EDNS_PAYLOAD: u16 = 1232;
@@ -247,6 +248,18 @@ pub fn resolve(conf: &GoConf, servers: &[SocketAddr], name: &str, net: &mut dyn 
     for (index, (fqdn, _)) in names.iter().enumerate() {
         sim.candidate = index;
         let start = sim.now;
+        if wire_length(fqdn).is_none_or(|l| l > 255) {
+            // newRequest cannot pack the name: every try fails at once,
+            // nothing is sent, and the next name is tried.
+            sim.note(format!("Go cannot encode {fqdn}: no query sent"));
+            if conf.rotate {
+                rotation += 2;
+            }
+            if last_error.is_none() || *fqdn == rooted_name {
+                last_error = Some("cannot marshal DNS message");
+            }
+            continue;
+        }
         let mut tasks: Vec<Task> = [Qtype::A, Qtype::Aaaa]
             .into_iter()
             .map(|qtype| {
@@ -365,6 +378,12 @@ fn exchange(task: &mut Task, fate: Fate, transport: Transport, timeout: Duration
         task.tcp = false;
         task.step += 1;
     };
+    // Over UDP, a reply without the question is dropped as a possible
+    // forgery and Go keeps waiting (golang.org/issue/13281).
+    let fate = match transport {
+        Transport::Udp => screened(fate, |r| r.question),
+        Transport::Tcp => fate,
+    };
     let arrival = fate.arrival(Some(timeout));
     match (fate, arrival) {
         (Fate::Unreachable { .. }, Some(after)) => {
@@ -373,6 +392,10 @@ fn exchange(task: &mut Task, fate: Fate, transport: Transport, timeout: Duration
         }
         (Fate::Reply { reply, .. }, Some(after)) => {
             task.clock += after;
+            if !reply.question {
+                next_server(task, "cannot unmarshal DNS message");
+                return;
+            }
             if reply.truncated {
                 if transport == Transport::Udp {
                     sim.note("a truncated reply: Go asks the same server again over TCP");
@@ -497,6 +520,20 @@ mod tests {
         );
         assert_eq!(error(&trace), "i/o timeout");
         assert_eq!(secs(&trace), 1.0);
+    }
+
+    #[test]
+    fn question_less_replies_are_dropped_as_forgeries() {
+        let mut net = TestNet::new()
+            .with(1, Behaviour::Bare(Reply::REFUSED))
+            .with(2, Behaviour::Healthy);
+        let trace = run(
+            "nameserver 10.0.0.1\nnameserver 10.0.0.2\noptions timeout:1\n",
+            "api.example.com.",
+            &mut net,
+        );
+        assert!(trace.outcome.is_resolved());
+        assert_eq!(secs(&trace), 1.001);
     }
 
     #[test]

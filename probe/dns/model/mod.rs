@@ -152,6 +152,17 @@ pub struct Reply {
     pub truncated: bool,
     pub authoritative: bool,
     pub recursion_available: bool,
+    /// The reply repeats the query's question (some servers leave it out
+    /// of REFUSED and SERVFAIL replies).
+    #[serde(default = "yes")]
+    pub question: bool,
+    /// The message's size in bytes (0: not known).
+    #[serde(default)]
+    pub size: usize,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Reply {
@@ -173,6 +184,18 @@ impl Reply {
             truncated: false,
             authoritative: true,
             recursion_available: true,
+            question: true,
+            size: 0,
+        }
+    }
+
+    /// Without its question: only a header (what some servers send for
+    /// REFUSED).
+    pub fn bare(rcode: u16) -> Reply {
+        Reply {
+            question: false,
+            size: 12,
+            ..Reply::new(rcode, Vec::new())
         }
     }
 
@@ -214,6 +237,15 @@ impl Fate {
             Fate::Silent => return None,
         };
         wait.is_none_or(|w| after <= w).then_some(after)
+    }
+}
+
+/// `fate` as a library sees it that ignores replies failing `accept`: an
+/// ignored reply is as good as none.
+fn screened(fate: Fate, accept: impl Fn(&Reply) -> bool) -> Fate {
+    match fate {
+        Fate::Reply { ref reply, .. } if !accept(reply) => Fate::Silent,
+        other => other,
     }
 }
 
@@ -625,6 +657,8 @@ pub(crate) mod testnet {
         /// Answers from the zone in `rtt`.
         Healthy,
         Rcode(u16),
+        /// A header only, no question, with this rcode.
+        Bare(u16),
         Silent,
         Unreachable,
         /// Silent for names under this suffix, healthy otherwise.
@@ -698,6 +732,7 @@ pub(crate) mod testnet {
             match self.servers.get(&q.server).unwrap_or(&Behaviour::Silent) {
                 Behaviour::Healthy => reply(self.answer(q)),
                 Behaviour::Rcode(rcode) => reply(Reply::new(*rcode, vec![])),
+                Behaviour::Bare(rcode) => reply(Reply::bare(*rcode)),
                 Behaviour::Silent => Fate::Silent,
                 Behaviour::Unreachable => Fate::Unreachable { after: self.rtt },
                 Behaviour::SilentFor(suffix) if q.qname.ends_with(suffix) => Fate::Silent,
@@ -784,5 +819,90 @@ mod tests {
         assert!(r.is_lame());
         r.additional_count = 1;
         assert!(!r.is_lame());
+    }
+
+    /// Random resolv.conf text, names and server behaviour: every model
+    /// finishes, within its timeouts, and never panics.
+    #[test]
+    fn random_inputs_always_finish() {
+        use testnet::{Behaviour, TestNet};
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let words = [
+            "nameserver 10.0.0.1",
+            "nameserver 10.0.0.2",
+            "nameserver 10.0.0.3",
+            "nameserver fe80::1%eth0",
+            "nameserver bogus",
+            "search a.example b.example .",
+            "search",
+            "domain corp.example x",
+            "options ndots:0",
+            "options ndots:5",
+            "options ndots:99",
+            "options timeout:0",
+            "options timeout:1",
+            "options attempts:0",
+            "options attempts:1 rotate",
+            "options single-request",
+            "options single-request-reopen",
+            "options use-vc edns0 trust-ad",
+            "options no-aaaa no-tld-query",
+            "#",
+            " nameserver 10.0.0.9",
+            "\t",
+        ];
+        let names = [
+            "web",
+            "api.example.com",
+            "api.example.com.",
+            "a.b.c.d.e.f",
+            "x..y",
+            ".",
+            "",
+            "-x",
+            "_srv.example",
+            "big.example.com.",
+        ];
+        let behaviours = [
+            Behaviour::Healthy,
+            Behaviour::Rcode(Reply::SERVFAIL),
+            Behaviour::Rcode(Reply::REFUSED),
+            Behaviour::Rcode(Reply::FORMERR),
+            Behaviour::Bare(Reply::REFUSED),
+            Behaviour::Silent,
+            Behaviour::Unreachable,
+            Behaviour::SilentFor("b.example."),
+            Behaviour::TruncateUdp,
+            Behaviour::RaceSecond,
+        ];
+        for _ in 0..3000 {
+            let text: String = (0..next(6))
+                .map(|_| format!("{}\n", words[next(words.len() as u64) as usize]))
+                .collect();
+            let mut net = TestNet::new();
+            for n in 1..=3 {
+                net = net.with(
+                    n,
+                    behaviours[next(behaviours.len() as u64) as usize].clone(),
+                );
+            }
+            let name = names[next(names.len() as u64) as usize];
+            for resolver in Resolver::ALL {
+                let trace = Model::new(resolver, &text, &Env::default()).resolve(name, &mut net);
+                // No model waits more than attempts x timeout x servers x names, times the rounds.
+                assert!(
+                    trace.elapsed < Duration::from_secs(60 * 60),
+                    "{resolver} {text:?} {name}: {:?}",
+                    trace.elapsed
+                );
+                assert!(trace.exchanges.len() < 10_000);
+            }
+        }
     }
 }

@@ -332,7 +332,9 @@ impl Lookup<'_> {
             if answers.iter().all(Option::is_some) || self.sim.now >= end {
                 break;
             }
-            if self.sim.now >= next_round {
+            // musl reads the time in whole milliseconds: on average half a
+            // millisecond is gone before a new round checks the timeout.
+            if self.sim.now >= next_round && self.sim.now + CLOCK_PHASE < end {
                 let mut batch = Vec::new();
                 let mut index = Vec::new();
                 for i in 0..2 {
@@ -354,9 +356,14 @@ impl Lookup<'_> {
                     push(&mut queue, &mut pending, now, i, j, false, fate);
                 }
                 servfail_retries = 2 * QUERIES;
-                next_round = self.sim.now + interval;
+                next_round = self.sim.now + interval + poll_slack(interval);
             }
-            let limit = next_round.min(end);
+            // A round skipped for the timeout leaves only the timeout.
+            let limit = if next_round > self.sim.now {
+                next_round.min(end)
+            } else {
+                end
+            };
             let due = queue.peek().is_some_and(|a| a.0.at < limit);
             let Some(Reverse(arrival)) = due.then(|| queue.pop()).flatten() else {
                 self.sim.now = limit;
@@ -431,6 +438,17 @@ impl Lookup<'_> {
         }
         Some(answers)
     }
+}
+
+/// The part of a millisecond musl's clock (`mtime`) drops, on average.
+const CLOCK_PHASE: Duration = Duration::from_micros(500);
+
+/// How much later than asked Linux wakes a `poll` (its timer slack: 0.1 %
+/// of the timeout, at least 50 µs). musl starts a round when the previous
+/// one is `timeout / attempts` old, so rounds slip by this much each; a
+/// round due just before the lookup's timeout does not happen.
+fn poll_slack(interval: Duration) -> Duration {
+    (interval / 1000).max(Duration::from_micros(50))
 }
 
 /// Queues a fate that reaches the application (replies and, over TCP,
@@ -567,7 +585,7 @@ mod tests {
         assert_eq!(trace.exchanges.len(), 4);
         assert_eq!(
             trace.exchanges[2].query.sent_at,
-            Duration::from_millis(2500)
+            Duration::from_micros(2_502_500)
         );
         assert_eq!(secs(&trace), 5.0);
         assert_eq!(error(&trace), "EAI_AGAIN");
@@ -660,6 +678,18 @@ mod tests {
     }
 
     #[test]
+    fn three_rounds_in_a_second_not_four() {
+        let mut net = TestNet::new().with(1, Behaviour::Silent);
+        let trace = run(
+            "nameserver 10.0.0.1\noptions timeout:1 attempts:3\n",
+            Resolver::Musl123,
+            "x.",
+            &mut net,
+        );
+        assert_eq!(trace.exchanges.len(), 6);
+    }
+
+    #[test]
     fn the_race_loses_musl_lookups_too() {
         let mut net = TestNet::new().with(1, Behaviour::RaceSecond);
         let trace = run(
@@ -670,6 +700,6 @@ mod tests {
         );
         // AAAA (same socket) lost; sent again alone 2.5 s later.
         assert!(trace.outcome.is_resolved());
-        assert_eq!(secs(&trace), 2.501);
+        assert_eq!(secs(&trace), 2.5035);
     }
 }
