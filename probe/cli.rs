@@ -45,6 +45,9 @@ pub enum OutputFormat {
 pub enum Command {
     /// Run every applicable check against this pod's network.
     Doctor(DoctorArgs),
+    /// Run doctor's checks every --interval and serve them as Prometheus
+    /// metrics (/metrics, /healthz, /report).
+    Watch(WatchArgs),
     /// Capture packets in this pod's network namespace: to a pcap file, as a
     /// live pcap stream on stdout (`-w -`), and/or judged with --analyze.
     Capture(CaptureArgs),
@@ -123,6 +126,23 @@ pub struct DoctorArgs {
     /// visible [default: from the pod's processes, else glibc].
     #[arg(long, value_enum, value_name = "RESOLVER")]
     pub resolver: Option<crate::dns::model::Resolver>,
+    /// Push the run's metrics to a Prometheus Pushgateway
+    /// (http://HOST:9091), as job podprobe grouped by namespace and pod.
+    #[arg(long, value_name = "URL", value_parser = crate::metrics::push::parse_url)]
+    pub push: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub doctor: DoctorArgs,
+    /// Time from the start of one cycle to the next (a random phase per
+    /// process spreads a fleet's cycles).
+    #[arg(long, value_name = "DUR", value_parser = parse_timeout, default_value = "60s")]
+    pub interval: Duration,
+    /// Where to serve /metrics, /healthz and /report (IP:PORT or :PORT).
+    #[arg(long, value_name = "ADDR", default_value = ":9090", value_parser = crate::serve::parse_listen_addr)]
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -345,6 +365,176 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
         d if d.is_zero() => Err(format!("'{text}' is zero; a timeout must be positive")),
         d => Ok(d),
+    }
+}
+
+// cli.rs maps clap's arguments onto the plain options each area owns; no
+// area sees clap's types.
+
+impl DoctorArgs {
+    /// The checks `doctor` runs, as the registry takes them.
+    pub fn plan(&self, global: &GlobalArgs) -> crate::checks::Plan {
+        crate::checks::Plan {
+            net: crate::net::Options {
+                tcp: self.tcp.clone(),
+                timeout: global.timeout,
+            },
+            dns: crate::dns::DoctorOptions {
+                names: self.names.clone(),
+                resolv_conf: self.resolv_conf.clone(),
+                timeout: global.timeout,
+                resolver: self.resolver,
+            },
+            grpc: self
+                .grpc
+                .iter()
+                .map(|target| crate::grpc::Options::doctor(target, global.timeout))
+                .collect(),
+            keepalive: self
+                .upstream
+                .as_ref()
+                .map(|upstream| crate::keepalive::Options {
+                    upstream: upstream.clone(),
+                    path: "/".to_string(),
+                    max_wait: self.max_wait,
+                    envoy_admin: self.envoy_admin.clone(),
+                    config_dump: None,
+                    timeout: global.timeout,
+                }),
+        }
+    }
+}
+
+impl WatchArgs {
+    pub fn options(&self, global: &GlobalArgs) -> crate::watch::Options {
+        crate::watch::Options {
+            plan: self.doctor.plan(global),
+            interval: self.interval,
+            listen: self.listen,
+            push: self.doctor.push.clone(),
+            timeout: global.timeout,
+        }
+    }
+}
+
+impl DnsArgs {
+    pub fn options(&self, global: &GlobalArgs) -> crate::dns::Options {
+        crate::dns::Options {
+            names: self.names.clone(),
+            resolv_conf: self.resolv_conf.clone(),
+            servers: self.servers.clone(),
+            count: self.count,
+            race: self.race,
+            timeout: global.timeout,
+            resolver: self.resolver,
+        }
+    }
+}
+
+impl GrpcArgs {
+    pub fn options(&self, global: &GlobalArgs) -> crate::grpc::Options {
+        crate::grpc::Options {
+            target: self.target.clone(),
+            rpcs: self.rpcs,
+            concurrency: self.concurrency,
+            headless: self.headless.clone(),
+            tls: self.tls,
+            timeout: global.timeout,
+        }
+    }
+}
+
+impl KeepaliveArgs {
+    pub fn options(&self, global: &GlobalArgs) -> crate::keepalive::Options {
+        crate::keepalive::Options {
+            upstream: self.upstream.clone(),
+            path: self.path.clone(),
+            max_wait: self.max_wait,
+            envoy_admin: self.envoy_admin.clone(),
+            config_dump: self.config_dump.clone(),
+            timeout: global.timeout,
+        }
+    }
+}
+
+impl CaptureArgs {
+    pub fn options(&self) -> crate::capture::Options {
+        crate::capture::Options {
+            interface: self.interface.clone(),
+            filter: self.filter.clone(),
+            write: self.write.clone(),
+            read: self.read.clone(),
+            count: self.count,
+            duration: self.duration,
+            snaplen: self.snaplen,
+            max_size: self.max_size,
+            analyze: self.analyze,
+        }
+    }
+}
+
+impl ServeArgs {
+    pub fn options(&self) -> crate::serve::Options {
+        crate::serve::Options {
+            grpc: self.grpc,
+            http: self.http,
+            name: self.name.clone(),
+            http_idle_timeout: self.http_idle_timeout,
+            delay: self.delay,
+            max_connection_age: self.max_connection_age,
+        }
+    }
+}
+
+impl LabArgs {
+    pub fn action(&self, global: &GlobalArgs) -> crate::lab::command::Action {
+        use crate::lab::command::Action;
+        match &self.command {
+            LabCommand::Up {
+                name,
+                scenarios,
+                dns_server,
+            } => Action::Up {
+                name: name.clone(),
+                scenarios: scenarios.clone(),
+                dns_server: *dns_server,
+            },
+            LabCommand::Down { name, all } => Action::Down {
+                name: name.clone(),
+                all: *all,
+            },
+            LabCommand::Status { name } => Action::Status { name: name.clone() },
+            LabCommand::Exec { name, pod, command } => Action::Exec {
+                name: name.clone(),
+                pod: pod.clone(),
+                command: command.clone(),
+            },
+            LabCommand::Demo => Action::Demo {
+                json: global.output == OutputFormat::Json,
+            },
+            LabCommand::DnsDelay {
+                listen,
+                upstream,
+                suffix,
+                delay,
+            } => Action::DnsDelay {
+                listen: *listen,
+                upstream: *upstream,
+                suffix: suffix.clone(),
+                delay: *delay,
+            },
+            LabCommand::DnsFront {
+                listen,
+                upstream,
+                mode,
+                reply_from,
+            } => Action::DnsFront {
+                listen: *listen,
+                upstream: *upstream,
+                mode: *mode,
+                reply_from: *reply_from,
+            },
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! evidence and fed from live probes and captures alike.
 
 pub mod capture;
+pub mod checks;
 pub mod cli;
 pub mod dns;
 pub mod docs;
@@ -12,9 +13,11 @@ pub mod error;
 pub mod grpc;
 pub mod keepalive;
 pub mod lab;
+pub mod metrics;
 pub mod net;
 pub mod report;
 pub mod serve;
 pub mod stats;
+pub mod watch;
 
 pub use error::{Error, Result};

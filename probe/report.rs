@@ -27,7 +27,7 @@ pub enum Status {
 impl Status {
     /// Severity for the verdict: a failure outranks a check that could not
     /// run, which outranks a warning.
-    fn severity(self) -> u8 {
+    pub fn severity(self) -> u8 {
         match self {
             Status::Pass | Status::Skip => 0,
             Status::Warn => 1,
@@ -139,6 +139,14 @@ impl Check {
 pub fn timed(check: impl FnOnce() -> Check) -> Check {
     let start = Instant::now();
     let mut check = check();
+    check.duration_ms = millis(start.elapsed());
+    check
+}
+
+/// [`timed`] for a check measured asynchronously.
+pub async fn timed_async(check: impl std::future::Future<Output = Check>) -> Check {
+    let start = Instant::now();
+    let mut check = check.await;
     check.duration_ms = millis(start.elapsed());
     check
 }

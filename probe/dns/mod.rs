@@ -8,16 +8,17 @@ pub mod judge;
 pub mod judge_race;
 pub mod measure;
 pub mod measure_race;
+pub mod metrics;
 pub mod model;
 pub mod resolvconf;
 pub mod search;
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{DnsArgs, DoctorArgs, GlobalArgs};
+use crate::checks::blocking;
 use crate::report::{timed, Check, Report};
 use measure::{LookupEvidence, ProcessLibc, SearchExpansionEvidence};
 use model::{Model, Resolver};
@@ -57,6 +58,34 @@ pub fn load_resolv_conf(path: &Path) -> crate::Result<(String, ResolvConf)> {
 /// about 1.5 s; `podprobe dns --race N` for intermittent ones.
 pub const DOCTOR_RACE_ATTEMPTS: u32 = 10;
 
+/// What `doctor` asks of this area.
+#[derive(Debug, Clone)]
+pub struct DoctorOptions {
+    /// `--name` names: looked up as the app's resolver does, and raced.
+    pub names: Vec<String>,
+    pub resolv_conf: PathBuf,
+    pub timeout: Duration,
+    /// The app's resolver when its processes are not visible.
+    pub resolver: Option<Resolver>,
+}
+
+/// What `podprobe dns` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Names as applications write them; [`DEFAULT_NAME`] when empty.
+    pub names: Vec<String>,
+    pub resolv_conf: PathBuf,
+    /// `--server` nameservers instead of resolv.conf's.
+    pub servers: Vec<String>,
+    /// Queries per nameserver and name for `dns.latency` (0 skips it).
+    pub count: u32,
+    /// Attempts per sending pattern for `dns.timeout-race` (0 skips it).
+    pub race: u32,
+    pub timeout: Duration,
+    /// The app's resolver when its processes are not visible.
+    pub resolver: Option<Resolver>,
+}
+
 /// The application's resolver: `--resolver`, else the library of the pod's
 /// visible processes, else glibc. Returns the model, why it was chosen and
 /// the processes seen.
@@ -95,29 +124,29 @@ fn app_model(
 /// `doctor`'s DNS checks: resolv.conf, the nameservers and, for `--name`
 /// names, the lookups and a short race. The latency series stays in
 /// `podprobe dns` so doctor stays fast.
-pub fn doctor_checks(args: &DoctorArgs, global: &GlobalArgs) -> crate::Result<Vec<Check>> {
-    let (text, conf) = load_resolv_conf(&args.resolv_conf)?;
-    for name in &args.names {
+pub async fn doctor_checks(options: &DoctorOptions) -> crate::Result<Vec<Check>> {
+    let options = options.clone();
+    blocking(move || doctor_checks_blocking(&options)).await?
+}
+
+fn doctor_checks_blocking(options: &DoctorOptions) -> crate::Result<Vec<Check>> {
+    let (text, conf) = load_resolv_conf(&options.resolv_conf)?;
+    for name in &options.names {
         client::parse_name(name)?;
     }
-    let probe = args
+    let probe = options
         .names
         .first()
         .map_or(DEFAULT_DOCTOR_NAME.to_string(), |n| model_absolute(n));
-    let path = args.resolv_conf.display().to_string();
-    let (model, source, processes) = app_model(args.resolver, &text, Vec::new());
+    let path = options.resolv_conf.display().to_string();
+    let timeout = options.timeout;
+    let (model, source, processes) = app_model(options.resolver, &text, Vec::new());
     let mut checks = vec![
         timed(|| judge::resolv_conf(&path, &conf, &model)),
-        timed(|| {
-            judge::nameservers(&measure::nameservers(
-                model.servers(),
-                &probe,
-                global.timeout,
-            ))
-        }),
+        timed(|| judge::nameservers(&measure::nameservers(model.servers(), &probe, timeout))),
     ];
-    if !args.names.is_empty() {
-        let (check, walked) = search_check(&args.names, &model, &source, global.timeout);
+    if !options.names.is_empty() {
+        let (check, walked) = search_check(&options.names, &model, &source, timeout);
         checks.push(check);
         checks.push(race_check(
             DOCTOR_RACE_ATTEMPTS,
@@ -125,7 +154,7 @@ pub fn doctor_checks(args: &DoctorArgs, global: &GlobalArgs) -> crate::Result<Ve
             &model,
             &conf,
             processes,
-            global.timeout,
+            timeout,
         ));
     }
     Ok(checks)
@@ -141,7 +170,12 @@ fn model_absolute(name: &str) -> String {
 }
 
 /// `podprobe dns`.
-pub fn run(args: &DnsArgs, global: &GlobalArgs) -> crate::Result<Report> {
+pub async fn run(options: &Options) -> crate::Result<Report> {
+    let options = options.clone();
+    blocking(move || run_blocking(&options)).await?
+}
+
+fn run_blocking(args: &Options) -> crate::Result<Report> {
     let (text, conf) = load_resolv_conf(&args.resolv_conf)?;
     let servers = args
         .servers
@@ -160,7 +194,7 @@ pub fn run(args: &DnsArgs, global: &GlobalArgs) -> crate::Result<Report> {
     let path = args.resolv_conf.display().to_string();
     let (model, source, processes) = app_model(args.resolver, &text, servers);
     let mut checks = vec![timed(|| judge::resolv_conf(&path, &conf, &model))];
-    let (check, walked) = search_check(&names, &model, &source, global.timeout);
+    let (check, walked) = search_check(&names, &model, &source, args.timeout);
     checks.push(check);
     // Latency measures the names as they resolved (as is when not).
     let mut resolved: Vec<String> = Vec::new();
@@ -179,7 +213,7 @@ pub fn run(args: &DnsArgs, global: &GlobalArgs) -> crate::Result<Report> {
         &model,
         &conf,
         processes,
-        global.timeout,
+        args.timeout,
     ));
     checks.push(if args.count == 0 {
         Check::skipped(
@@ -193,7 +227,7 @@ pub fn run(args: &DnsArgs, global: &GlobalArgs) -> crate::Result<Report> {
                 model.servers(),
                 &resolved,
                 args.count,
-                global.timeout,
+                args.timeout,
             ))
         })
     });
