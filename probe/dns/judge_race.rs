@@ -199,25 +199,22 @@ fn race_remedy(ev: &RaceEvidence) -> Vec<String> {
     let musl = "musl has no resolv.conf option against it (it ignores single-request-reopen)";
     let assumed = ev.processes.is_empty();
     let mut remedy = Vec::new();
-    let glibc_app = ev.resolver == "glibc";
-    let musl_app = ev.resolver.starts_with("musl");
-    if (glibc_app || assumed) && !in_effect("single-request") && !in_effect("use-vc") {
-        let who = if assumed {
-            "for glibc apps (Debian, Ubuntu, RHEL based images)"
-        } else {
-            "glibc apps"
-        };
-        remedy.push(format!("{who}: {glibc}"));
-    }
-    if musl_app || assumed {
-        let who = if assumed {
-            "for musl apps (Alpine based images)"
-        } else {
-            "musl apps"
-        };
-        remedy.push(format!("{who}: {musl}; {nodelocal}"));
+    let reopen = in_effect("single-request") || in_effect("use-vc");
+    if assumed {
+        if !reopen {
+            remedy.push(format!(
+                "for glibc apps (Debian, Ubuntu, RHEL based images): {glibc}"
+            ));
+        }
+        remedy.push(format!(
+            "for musl apps (Alpine based images): {musl}; {nodelocal}"
+        ));
+    } else if ev.resolver == "glibc" && !reopen {
+        remedy.push(format!("glibc apps: {glibc}"));
+    } else if ev.resolver.starts_with("musl") {
+        remedy.push(format!("musl apps: {musl}; {nodelocal}"));
     } else if !in_effect("NodeLocal") {
-        remedy.push(format!("for every app on the node: {nodelocal}"));
+        remedy.push(nodelocal.to_string());
     }
     remedy
 }
