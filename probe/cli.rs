@@ -321,6 +321,18 @@ pub enum LabCommand {
     /// Bring up each scenario in turn, run the matching podprobe command in
     /// the client pod and print its report.
     Demo,
+    /// Start another DNS server in the lab's DNS pod, on an address of its
+    /// own, healthy or misbehaving as told; prints the address for a
+    /// resolv.conf (`podprobe lab exec -- sh -c 'echo nameserver ADDR >
+    /// /etc/resolv.conf'` does not work: edit /etc/netns/LAB-client/).
+    DnsServer {
+        #[arg(long, default_value = crate::lab::command::DEFAULT_NAME)]
+        name: String,
+        #[arg(long, value_enum, default_value_t = crate::lab::DnsServer::Dnsmasq)]
+        server: crate::lab::DnsServer,
+        #[arg(long, value_enum, default_value_t = crate::lab::DnsMode::Healthy)]
+        mode: crate::lab::DnsMode,
+    },
     /// DNS forwarder slow for one domain (run by the slow-dns scenario).
     #[command(hide = true)]
     DnsDelay {
@@ -522,6 +534,11 @@ impl LabArgs {
                 upstream: *upstream,
                 suffix: suffix.clone(),
                 delay: *delay,
+            },
+            LabCommand::DnsServer { name, server, mode } => Action::DnsServer {
+                name: name.clone(),
+                server: *server,
+                mode: *mode,
             },
             LabCommand::DnsFront {
                 listen,

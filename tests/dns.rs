@@ -419,6 +419,8 @@ fn dns_bad_input_is_one_line_and_exit_2() {
         &["dns", "--server", "kube-dns"][..],
         &["dns", "bad..name"][..],
         &["dns", "--resolv-conf", "/nonexistent/resolv.conf"][..],
+        &["dns", "--resolver", "uclibc"][..],
+        &["doctor", "--resolver", "bionic"][..],
     ] {
         let out = run(support::podprobe().args(args));
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -679,4 +681,93 @@ fn lab_dns_text_output_is_the_per_candidate_table() {
         row("fix: api.example.com: write it with a trailing dot").contains("`api.example.com.`")
     );
     assert!(text.contains("value: \"2\""), "{text}");
+}
+
+/// A default ClusterFirst pod whose cluster DNS is healthy passes doctor
+/// even with --fail-on warn: ndots:5 is what every such pod has; its cost
+/// is stated, and judged only where a measured name pays it.
+#[test]
+fn lab_healthy_cluster_first_pod_passes_doctor_fail_on_warn() {
+    let lab = lab(&[]);
+    let out = run(lab
+        .podprobe(Pod::Client)
+        .args(["doctor", "-o", "json", "--fail-on", "warn"]));
+    let rep = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{rep:#}");
+    let rc = check(&rep, "dns.resolv-conf");
+    assert_eq!(rc["status"], "pass", "{rc:#}");
+    assert_eq!(rc["evidence"]["ndots"], 5);
+    assert_eq!(rc["evidence"]["worst_case_queries"], 10);
+    assert!(
+        rc["summary"]
+            .as_str()
+            .unwrap()
+            .contains("costs up to 10 queries"),
+        "{rc:#}"
+    );
+    // A measured name that walks the search list is judged.
+    let out = run(lab.podprobe(Pod::Client).args([
+        "doctor",
+        "-o",
+        "json",
+        "--fail-on",
+        "warn",
+        "--name",
+        EXTERNAL_NAME,
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(check(&json(&out), "dns.search-expansion")["status"], "warn");
+}
+
+/// The model follows the app's resolver: with a nameserver that refuses
+/// beside one that is silent for the host domain, glibc and Go wait 10 s
+/// and resolve, musl gives up after 5 s.
+#[test]
+fn lab_the_apps_resolver_decides_the_outcome_and_the_stall() {
+    let mut lab = lab(&[]);
+    let refused = lab
+        .add_dns_server(
+            podprobe::lab::DnsServer::Dnsmasq,
+            podprobe::lab::DnsMode::Refused,
+        )
+        .unwrap();
+    let silent = lab
+        .add_dns_server(
+            podprobe::lab::DnsServer::Dnsmasq,
+            podprobe::lab::DnsMode::SilentZone,
+        )
+        .unwrap();
+    lab.set_resolv_conf(
+        Pod::Client,
+        &format!(
+            "search default.svc.cluster.local svc.cluster.local cluster.local corp.internal\nnameserver {refused}\nnameserver {silent}\noptions ndots:5 timeout:1\n"
+        ),
+    )
+    .unwrap();
+    for (resolver, outcome, seconds) in [
+        ("glibc", "resolved", 2.0),
+        ("go", "resolved", 2.0),
+        ("musl", "EAI_AGAIN", 1.0),
+    ] {
+        let (rep, _) = lab_dns(
+            &lab,
+            &[
+                EXTERNAL_NAME,
+                "--race",
+                "0",
+                "--count",
+                "0",
+                "--resolver",
+                resolver,
+            ],
+        );
+        let c = check(&rep, "dns.search-expansion");
+        assert_eq!(c["status"], "fail", "{c:#}");
+        let l = &c["evidence"]["lookups"][0];
+        assert_eq!(l["resolver"], resolver);
+        assert_eq!(l["outcome"], outcome, "{resolver}: {l:#}");
+        let waited = l["total_ms"].as_f64().unwrap() / 1000.0;
+        assert!((waited - seconds).abs() < 0.1, "{resolver}: {waited} s");
+        assert_eq!(c["evidence"]["resolver_source"], "--resolver");
+    }
 }

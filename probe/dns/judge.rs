@@ -271,13 +271,21 @@ fn troubles(l: &LookupEvidence) -> Vec<String> {
         .collect()
 }
 
-/// Search domains that never answered: every query under them timed out
-/// (a lost reply here and there is the race's or the network's, not the
-/// domain's).
+/// Search domains that never answered: timeouts under them and no reply
+/// at all (a lost reply beside answers is the race's or the network's,
+/// and a refusal is the server's, not the domain's).
 fn silent_domains(ev: &SearchExpansionEvidence) -> impl Iterator<Item = &DomainStats> {
+    let answered = |domain: &str| {
+        ev.lookups
+            .iter()
+            .flat_map(|l| &l.candidates)
+            .filter(|c| c.search_domain.as_deref() == Some(domain))
+            .flat_map(|c| &c.queries)
+            .any(|q| matches!(q.rcode.as_str(), "NOERROR" | "NXDOMAIN"))
+    };
     ev.by_search_domain
         .iter()
-        .filter(|d| d.timeouts > 0 && d.timeouts == d.queries)
+        .filter(move |d| d.timeouts > 0 && !answered(&d.domain))
 }
 
 /// The error for a name that simply does not exist.
@@ -624,10 +632,18 @@ fn search_remedy(ev: &SearchExpansionEvidence) -> Vec<String> {
             d.domain
         ));
     }
+    // Queries under a silent search domain have their own advice above.
+    let silent: Vec<&str> = silent_domains(ev).map(|d| d.domain.as_str()).collect();
     let queries: Vec<&QueryEvidence> = ev
         .lookups
         .iter()
-        .flat_map(|l| l.candidates.iter().flat_map(|c| &c.queries))
+        .flat_map(|l| &l.candidates)
+        .filter(|c| {
+            c.search_domain
+                .as_deref()
+                .is_none_or(|d| !silent.contains(&d))
+        })
+        .flat_map(|c| &c.queries)
         .collect();
     let servers_with = |rcode: &str| -> Vec<String> {
         let mut list: Vec<String> = queries
@@ -640,17 +656,16 @@ fn search_remedy(ev: &SearchExpansionEvidence) -> Vec<String> {
         list
     };
     let musl = ev.resolver.starts_with("musl");
-    for (rcode, advice) in [
-        ("REFUSED", "refuse(s) queries: it is not a recursive resolver for this pod, or its ACL (allow-query, access-control) leaves the pod out; glibc and Go move on to the next nameserver, musl waits for another server or its whole timeout"),
-        ("SERVFAIL", "answer(s) SERVFAIL: its upstream or zone is broken (CoreDNS: `kubectl -n kube-system logs -l k8s-app=kube-dns`, the forward plugin's health)"),
-        ("UNREACHABLE", "send(s) ICMP port unreachable: nothing listens on port 53 there, or a REJECT rule; fix the nameserver address in the pod's dnsConfig or bring the server back"),
-        ("TIMEOUT", "do(es) not answer: check that it runs and that no NetworkPolicy or firewall drops UDP 53 on the way"),
+    for (rcode, one, many, advice) in [
+        ("REFUSED", "refuses", "refuse", "queries: it is not a recursive resolver for this pod, or its ACL (allow-query, access-control) leaves the pod out; glibc and Go move on to the next nameserver, musl waits for another server or its whole timeout"),
+        ("SERVFAIL", "answers", "answer", "SERVFAIL: its upstream or zone is broken (CoreDNS: `kubectl -n kube-system logs -l k8s-app=kube-dns`, the forward plugin's health)"),
+        ("UNREACHABLE", "sends", "send", "ICMP port unreachable: nothing listens on port 53 there, or a REJECT rule; fix the nameserver address in the pod's dnsConfig or bring the server back"),
+        ("TIMEOUT", "does", "do", "not answer: check that it runs and that no NetworkPolicy or firewall drops UDP 53 on the way"),
     ] {
         let servers = servers_with(rcode);
-        // A silent search domain has its own advice above.
-        let covered = rcode == "TIMEOUT" && silent_domains(ev).next().is_some();
-        if !servers.is_empty() && !covered {
-            remedy.push(format!("{} {advice}", capped(&servers, ", ")));
+        if !servers.is_empty() {
+            let verb = if servers.len() == 1 { one } else { many };
+            remedy.push(format!("{} {verb} {advice}", capped(&servers, ", ")));
         }
     }
     if musl && ev.resolver == "musl-1.2.3" && queries.iter().any(|q| q.truncated) {
@@ -991,7 +1006,7 @@ mod tests {
         assert!(check
             .remedy
             .iter()
-            .any(|r| r.starts_with("10.0.0.1:53 refuse(s)")));
+            .any(|r| r.starts_with("10.0.0.1:53 refuses queries")));
         // musl waits out its timeout on the refusal, then gets the answer.
         let check = search_expansion(&expansion(
             text,

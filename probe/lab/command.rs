@@ -40,6 +40,12 @@ pub enum Action {
         suffix: String,
         delay: std::time::Duration,
     },
+    /// Another DNS server in a running lab.
+    DnsServer {
+        name: String,
+        server: super::DnsServer,
+        mode: super::DnsMode,
+    },
     /// A lab DNS server's misbehaving front.
     DnsFront {
         listen: std::net::SocketAddr,
@@ -58,6 +64,16 @@ pub fn run(action: &Action) -> Result<i32> {
             suffix,
             delay,
         } => servers::serve_dns_delay(*listen, *upstream, suffix, *delay).map(|()| 0),
+        Action::DnsServer { name, server, mode } => {
+            super::sys::require_root()?;
+            let mut lab = Lab::open(name)?;
+            let addr = lab.add_dns_server(*server, *mode)?;
+            say(&format!(
+                "{server} ({mode}) answers at {addr}:53 in lab '{name}'; put `nameserver {addr}` in /etc/netns/{}/resolv.conf\n",
+                lab.netns(Pod::Client)
+            ));
+            Ok(0)
+        }
         Action::DnsFront {
             listen,
             upstream,
@@ -259,7 +275,7 @@ fn describe(lab: &Lab) -> String {
     for svc in Service::ALL {
         let endpoints = match svc {
             Service::Kubernetes => "none".to_string(),
-            Service::KubeDns => format!("{}:53 (dnsmasq)", Pod::Dns.ip()),
+            Service::KubeDns => format!("{}:53 ({})", Pod::Dns.ip(), lab.main_dns_server()),
             Service::Web => format!("backend-1..3:{}", super::BACKEND_HTTP_PORT),
             Service::Grpc => format!("backend-1..3:{}", super::BACKEND_GRPC_PORT),
         };
@@ -280,6 +296,13 @@ fn describe(lab: &Lab) -> String {
             scenarios.join(", ")
         }
     );
+    for dns in lab.dns_servers() {
+        let _ = writeln!(
+            text,
+            "  dns server {}:53: {} ({})",
+            dns.addr, dns.server, dns.mode
+        );
+    }
     text
 }
 

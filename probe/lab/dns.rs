@@ -293,6 +293,11 @@ impl Lab {
         Ok(())
     }
 
+    /// The DNS server behind kube-dns.
+    pub fn main_dns_server(&self) -> DnsServer {
+        self.state.dns_server
+    }
+
     /// The extra DNS servers started so far.
     pub fn dns_servers(&self) -> Vec<DnsInstance> {
         self.state.dns_instances.clone()
