@@ -656,13 +656,30 @@ fn search_remedy(ev: &SearchExpansionEvidence) -> Vec<String> {
         list
     };
     let musl = ev.resolver.starts_with("musl");
+    let replied = |server: &str| {
+        queries
+            .iter()
+            .any(|q| q.server == server && !matches!(q.rcode.as_str(), "TIMEOUT" | "UNREACHABLE"))
+    };
     for (rcode, one, many, advice) in [
         ("REFUSED", "refuses", "refuse", "queries: it is not a recursive resolver for this pod, or its ACL (allow-query, access-control) leaves the pod out; glibc and Go move on to the next nameserver, musl waits for another server or its whole timeout"),
         ("SERVFAIL", "answers", "answer", "SERVFAIL: its upstream or zone is broken (CoreDNS: `kubectl -n kube-system logs -l k8s-app=kube-dns`, the forward plugin's health)"),
         ("UNREACHABLE", "sends", "send", "ICMP port unreachable: nothing listens on port 53 there, or a REJECT rule; fix the nameserver address in the pod's dnsConfig or bring the server back"),
         ("TIMEOUT", "does", "do", "not answer: check that it runs and that no NetworkPolicy or firewall drops UDP 53 on the way"),
     ] {
-        let servers = servers_with(rcode);
+        let mut servers = servers_with(rcode);
+        if rcode == "TIMEOUT" {
+            // A server that answers, but not every query, loses replies.
+            let (lossy, dead): (Vec<String>, Vec<String>) =
+                servers.into_iter().partition(|s| replied(s));
+            if !lossy.is_empty() {
+                remedy.push(format!(
+                    "replies from {} were lost now and then: `podprobe dns --race 20` tells the conntrack race from plain loss",
+                    capped(&lossy, ", ")
+                ));
+            }
+            servers = dead;
+        }
         if !servers.is_empty() {
             let verb = if servers.len() == 1 { one } else { many };
             remedy.push(format!("{} {verb} {advice}", capped(&servers, ", ")));
@@ -1089,5 +1106,37 @@ mod tests {
         let silent = latency(&lat(None, 10));
         assert_eq!(silent.status, Status::Fail);
         assert!(silent.evidence["results"][0]["p99_ms"].is_null());
+    }
+
+    /// Evidence recorded in the lab, judged again: the same verdicts.
+    #[test]
+    fn recorded_lab_evidence_judges_the_same() {
+        for text in [
+            include_str!("../../tests/fixtures/dns/lab-slow-dns-race.json"),
+            include_str!("../../tests/fixtures/dns/lab-healthy.json"),
+            include_str!("../../tests/fixtures/dns/lab-misbehaving.json"),
+        ] {
+            let report: serde_json::Value = serde_json::from_str(text).unwrap();
+            for recorded in report["checks"].as_array().unwrap() {
+                let ev = recorded["evidence"].clone();
+                let again = match recorded["id"].as_str().unwrap() {
+                    "dns.search-expansion" => {
+                        search_expansion(&serde_json::from_value(ev).unwrap())
+                    }
+                    "dns.timeout-race" if recorded["status"] != "skip" => {
+                        crate::dns::judge_race::timeout_race(&serde_json::from_value(ev).unwrap())
+                    }
+                    "dns.latency" if recorded["status"] != "skip" => {
+                        latency(&serde_json::from_value(ev).unwrap())
+                    }
+                    _ => continue,
+                };
+                assert_eq!(
+                    serde_json::to_value(again.status).unwrap(),
+                    recorded["status"]
+                );
+                assert_eq!(again.summary, recorded["summary"].as_str().unwrap());
+            }
+        }
     }
 }

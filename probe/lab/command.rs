@@ -189,7 +189,7 @@ fn demo_steps() -> Vec<Step> {
                 "dns",
                 "kubernetes.default",
                 "--race",
-                "5",
+                "10",
                 "--count",
                 "3",
                 "--timeout",
