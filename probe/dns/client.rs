@@ -301,14 +301,7 @@ fn udp_exchange(
                     });
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                break
-            }
+            Err(e) if waited_out(&e) => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => {
                 // An ICMP error ends every query still waiting on the socket.
@@ -337,14 +330,7 @@ fn tcp_exchange(queries: &[&Query], cap: Duration) -> Vec<Fate> {
     let all = |fate: Fate| vec![fate; queries.len()];
     let mut stream = match TcpStream::connect_timeout(&first.server, wait) {
         Ok(stream) => stream,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-            ) =>
-        {
-            return all(Fate::Silent)
-        }
+        Err(e) if waited_out(&e) => return all(Fate::Silent),
         Err(_) => {
             return all(Fate::Unreachable {
                 after: start.elapsed(),
@@ -395,14 +381,7 @@ fn tcp_exchange(queries: &[&Query], cap: Duration) -> Vec<Fate> {
                     }
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                break
-            }
+            Err(e) if waited_out(&e) => break,
             Err(_) => {
                 // Closed or reset before answering everything.
                 let after = start.elapsed();
@@ -416,6 +395,14 @@ fn tcp_exchange(queries: &[&Query], cap: Duration) -> Vec<Fate> {
         .into_iter()
         .map(|p| p.fate.unwrap_or(Fate::Silent))
         .collect()
+}
+
+/// A read or connect that ended because its time was up.
+fn waited_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// A random query id. std's hasher keys come from the getrandom system

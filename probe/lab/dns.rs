@@ -365,7 +365,7 @@ impl Lab {
         let mut cmd = self.command(Pod::Dns, program);
         match server {
             DnsServer::Dnsmasq => {
-                cmd.args(dnsmasq_args(addr, &dir, refused));
+                cmd.args(dnsmasq_args(addr, &dir.join("queries.log"), refused));
             }
             DnsServer::Unbound => {
                 let conf = write("unbound.conf", unbound_conf(addr, &dir, refused))?;
@@ -389,9 +389,9 @@ impl Lab {
     }
 }
 
-/// dnsmasq with the lab's records on `addr`, or with none and no upstream
-/// (it then refuses every query).
-fn dnsmasq_args(addr: Ipv4Addr, dir: &Path, refused: bool) -> Vec<String> {
+/// dnsmasq with the lab's records on `addr`, logging every query to `log`,
+/// or with no records and no upstream (it then refuses every query).
+pub(super) fn dnsmasq_args(addr: Ipv4Addr, log: &Path, refused: bool) -> Vec<String> {
     let mut args = vec![
         "--keep-in-foreground".to_string(),
         "--conf-file=/dev/null".to_string(),
@@ -402,9 +402,7 @@ fn dnsmasq_args(addr: Ipv4Addr, dir: &Path, refused: bool) -> Vec<String> {
         "--bind-interfaces".to_string(),
         format!("--listen-address={addr}"),
         "--log-queries".to_string(),
-        // Log lines queued, not written while a query waits for the disk.
-        "--log-async".to_string(),
-        format!("--log-facility={}", dir.join("queries.log").display()),
+        format!("--log-facility={}", log.display()),
     ];
     if !refused {
         args.extend(topology::dnsmasq_records());

@@ -436,19 +436,7 @@ impl Lab {
             return self.start_main_dns(self.state.dns_server);
         }
         let log = self.state_dir().join("dnsmasq.log");
-        let mut args = vec![
-            "--keep-in-foreground".to_string(),
-            "--conf-file=/dev/null".to_string(),
-            "--pid-file=".to_string(),
-            "--user=root".to_string(),
-            "--no-resolv".to_string(),
-            "--no-hosts".to_string(),
-            "--bind-interfaces".to_string(),
-            format!("--listen-address={}", Pod::Dns.ip()),
-            "--log-queries".to_string(),
-            format!("--log-facility={}", log.display()),
-        ];
-        args.extend(topology::dnsmasq_records());
+        let args = dns::dnsmasq_args(Pod::Dns.ip(), &log, false);
         let dnsmasq = sys::find_tool("dnsmasq").unwrap_or_else(|| PathBuf::from("dnsmasq"));
         let mut cmd = self.command(Pod::Dns, dnsmasq);
         cmd.args(args);

@@ -905,4 +905,45 @@ mod tests {
             }
         }
     }
+
+    /// Whatever bytes resolv.conf holds, no library's parser panics.
+    #[test]
+    fn random_resolv_conf_bytes_never_panic() {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let seeds: &[&[u8]] = &[
+            b"nameserver ",
+            b"options ",
+            b"search ",
+            b"domain ",
+            b"ndots:",
+            b"timeout:",
+            b"attempts:",
+            b"\n",
+            b" ",
+            b"%",
+            b":",
+        ];
+        for _ in 0..5000 {
+            let mut bytes = Vec::new();
+            for _ in 0..next() % 40 {
+                if next() % 3 == 0 {
+                    bytes.extend_from_slice(seeds[(next() % seeds.len() as u64) as usize]);
+                } else {
+                    bytes.push(next() as u8);
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            for resolver in Resolver::ALL {
+                let model = Model::new(resolver, &text, &Env::default());
+                assert!(!model.servers().is_empty());
+                let _ = model.settings();
+            }
+        }
+    }
 }

@@ -88,13 +88,7 @@ impl MuslConf {
     }
 
     pub fn servers(&self) -> Vec<SocketAddr> {
-        if self.nameservers.is_empty() {
-            return vec![SocketAddr::from(([127, 0, 0, 1], 53))];
-        }
-        self.nameservers
-            .iter()
-            .map(|ip| SocketAddr::new(*ip, 53))
-            .collect()
+        crate::dns::resolvconf::servers_or_localhost(&self.nameservers)
     }
 }
 
