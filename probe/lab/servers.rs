@@ -201,7 +201,9 @@ fn exchange(server: SocketAddr, query: &[u8], timeout: Duration) -> Option<Vec<u
     Some(buf)
 }
 
-/// True when a DNS server at `addr` answers a query for the lab's DNS Service.
+/// True when a DNS server at `addr` answers a query for the lab's DNS
+/// Service: any reply but SERVFAIL, which servers send while they still
+/// load their zones (named does).
 pub(crate) fn dns_answers(addr: SocketAddr, timeout: Duration) -> bool {
     let Ok(name) = Name::from_ascii(super::Service::KubeDns.fqdn()) else {
         return false;
@@ -212,7 +214,8 @@ pub(crate) fn dns_answers(addr: SocketAddr, timeout: Duration) -> bool {
     let Ok(packet) = message.to_vec() else {
         return false;
     };
-    exchange(addr, &packet, timeout).is_some()
+    exchange(addr, &packet, timeout)
+        .is_some_and(|reply| reply.get(3).is_some_and(|b| b & 0x0f != 2))
 }
 
 #[cfg(test)]
