@@ -92,6 +92,10 @@ pub struct DnsArgs {
     /// Attempts of each A/AAAA sending pattern for the race check (0 disables it).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub race: u32,
+    /// The app's resolver to model when its processes are not visible
+    /// [default: from the pod's processes, else glibc].
+    #[arg(long, value_enum, value_name = "RESOLVER")]
+    pub resolver: Option<crate::dns::model::Resolver>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -118,6 +122,10 @@ pub struct DoctorArgs {
     /// How long --upstream waits for the app to close an idle connection.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "120s")]
     pub max_wait: Duration,
+    /// The app's resolver to model for --name when its processes are not
+    /// visible [default: from the pod's processes, else glibc].
+    #[arg(long, value_enum, value_name = "RESOLVER")]
+    pub resolver: Option<crate::dns::model::Resolver>,
     /// Push the run's metrics to a Prometheus Pushgateway
     /// (http://HOST:9091), as job podprobe grouped by namespace and pod.
     #[arg(long, value_name = "URL", value_parser = crate::metrics::push::parse_url)]
@@ -296,6 +304,9 @@ pub enum LabCommand {
         /// A fault to add to the node (repeatable).
         #[arg(long = "scenario", value_enum, value_name = "SCENARIO")]
         scenarios: Vec<crate::lab::Scenario>,
+        /// The DNS server behind the kube-dns Service.
+        #[arg(long, value_enum, default_value_t = crate::lab::DnsServer::Dnsmasq)]
+        dns_server: crate::lab::DnsServer,
     },
     /// Remove a lab and everything it made.
     Down {
@@ -327,6 +338,18 @@ pub enum LabCommand {
     /// Bring up each scenario in turn, run the matching podprobe command in
     /// the client pod and print its report.
     Demo,
+    /// Start another DNS server in the lab's DNS pod, on an address of its
+    /// own, healthy or misbehaving as told; prints the address for a
+    /// resolv.conf (`podprobe lab exec -- sh -c 'echo nameserver ADDR >
+    /// /etc/resolv.conf'` does not work: edit /etc/netns/LAB-client/).
+    DnsServer {
+        #[arg(long, default_value = crate::lab::command::DEFAULT_NAME)]
+        name: String,
+        #[arg(long, value_enum, default_value_t = crate::lab::DnsServer::Dnsmasq)]
+        server: crate::lab::DnsServer,
+        #[arg(long, value_enum, default_value_t = crate::lab::DnsMode::Healthy)]
+        mode: crate::lab::DnsMode,
+    },
     /// DNS forwarder slow for one domain (run by the slow-dns scenario).
     #[command(hide = true)]
     DnsDelay {
@@ -338,6 +361,19 @@ pub enum LabCommand {
         suffix: String,
         #[arg(long, value_parser = parse_duration)]
         delay: Duration,
+    },
+    /// DNS forwarder that misbehaves as told (run by lab DNS servers).
+    #[command(hide = true)]
+    DnsFront {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+        #[arg(long, value_enum)]
+        mode: crate::lab::DnsMode,
+        /// Send replies from this address instead of the one queried.
+        #[arg(long)]
+        reply_from: Option<std::net::SocketAddr>,
     },
 }
 
@@ -376,6 +412,7 @@ impl DoctorArgs {
                 names: self.names.clone(),
                 resolv_conf: self.resolv_conf.clone(),
                 timeout: global.timeout,
+                resolver: self.resolver,
             },
             grpc: self
                 .grpc
@@ -418,6 +455,7 @@ impl DnsArgs {
             count: self.count,
             race: self.race,
             timeout: global.timeout,
+            resolver: self.resolver,
         }
     }
 }
@@ -488,9 +526,14 @@ impl LabArgs {
     pub fn action(&self, global: &GlobalArgs) -> crate::lab::command::Action {
         use crate::lab::command::Action;
         match &self.command {
-            LabCommand::Up { name, scenarios } => Action::Up {
+            LabCommand::Up {
+                name,
+                scenarios,
+                dns_server,
+            } => Action::Up {
                 name: name.clone(),
                 scenarios: scenarios.clone(),
+                dns_server: *dns_server,
             },
             LabCommand::Down { name, all } => Action::Down {
                 name: name.clone(),
@@ -515,6 +558,22 @@ impl LabArgs {
                 upstream: *upstream,
                 suffix: suffix.clone(),
                 delay: *delay,
+            },
+            LabCommand::DnsServer { name, server, mode } => Action::DnsServer {
+                name: name.clone(),
+                server: *server,
+                mode: *mode,
+            },
+            LabCommand::DnsFront {
+                listen,
+                upstream,
+                mode,
+                reply_from,
+            } => Action::DnsFront {
+                listen: *listen,
+                upstream: *upstream,
+                mode: *mode,
+                reply_from: *reply_from,
             },
         }
     }

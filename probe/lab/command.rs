@@ -17,6 +17,8 @@ pub enum Action {
     Up {
         name: String,
         scenarios: Vec<Scenario>,
+        /// The DNS server behind kube-dns.
+        dns_server: super::DnsServer,
     },
     /// Remove a lab, or every lab.
     Down { name: String, all: bool },
@@ -38,6 +40,19 @@ pub enum Action {
         suffix: String,
         delay: std::time::Duration,
     },
+    /// Another DNS server in a running lab.
+    DnsServer {
+        name: String,
+        server: super::DnsServer,
+        mode: super::DnsMode,
+    },
+    /// A lab DNS server's misbehaving front.
+    DnsFront {
+        listen: std::net::SocketAddr,
+        upstream: std::net::SocketAddr,
+        mode: super::DnsMode,
+        reply_from: Option<std::net::SocketAddr>,
+    },
 }
 
 /// Runs a `lab` subcommand; the result is the process's exit code.
@@ -49,8 +64,28 @@ pub fn run(action: &Action) -> Result<i32> {
             suffix,
             delay,
         } => servers::serve_dns_delay(*listen, *upstream, suffix, *delay).map(|()| 0),
-        Action::Up { name, scenarios } => {
-            let mut spec = LabSpec::new(own_exe()?).name(name);
+        Action::DnsServer { name, server, mode } => {
+            super::sys::require_root()?;
+            let mut lab = Lab::open(name)?;
+            let addr = lab.add_dns_server(*server, *mode)?;
+            say(&format!(
+                "{server} ({mode}) answers at {addr}:53 in lab '{name}'; put `nameserver {addr}` in /etc/netns/{}/resolv.conf\n",
+                lab.netns(Pod::Client)
+            ));
+            Ok(0)
+        }
+        Action::DnsFront {
+            listen,
+            upstream,
+            mode,
+            reply_from,
+        } => servers::serve_dns_front(*listen, *upstream, *mode, *reply_from).map(|()| 0),
+        Action::Up {
+            name,
+            scenarios,
+            dns_server,
+        } => {
+            let mut spec = LabSpec::new(own_exe()?).name(name).dns_server(*dns_server);
             spec.scenarios = scenarios.clone();
             let lab = Lab::up(&spec)?;
             say(&describe(&lab));
@@ -154,7 +189,7 @@ fn demo_steps() -> Vec<Step> {
                 "dns",
                 "kubernetes.default",
                 "--race",
-                "5",
+                "10",
                 "--count",
                 "3",
                 "--timeout",
@@ -240,7 +275,7 @@ fn describe(lab: &Lab) -> String {
     for svc in Service::ALL {
         let endpoints = match svc {
             Service::Kubernetes => "none".to_string(),
-            Service::KubeDns => format!("{}:53 (dnsmasq)", Pod::Dns.ip()),
+            Service::KubeDns => format!("{}:53 ({})", Pod::Dns.ip(), lab.main_dns_server()),
             Service::Web => format!("backend-1..3:{}", super::BACKEND_HTTP_PORT),
             Service::Grpc => format!("backend-1..3:{}", super::BACKEND_GRPC_PORT),
         };
@@ -261,6 +296,13 @@ fn describe(lab: &Lab) -> String {
             scenarios.join(", ")
         }
     );
+    for dns in lab.dns_servers() {
+        let _ = writeln!(
+            text,
+            "  dns server {}:53: {} ({})",
+            dns.addr, dns.server, dns.mode
+        );
+    }
     text
 }
 

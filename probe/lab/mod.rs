@@ -20,6 +20,7 @@
 //! `podprobe lab down` removes it by name.
 
 pub mod command;
+mod dns;
 mod replicas;
 mod scenario;
 mod servers;
@@ -34,12 +35,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use dns::{DnsInstance, DnsMode, DnsServer};
 pub use replicas::{Replicas, MAX_REPLICAS};
 pub use scenario::{Scenario, SLOW_DNS_DELAY};
 pub use topology::{
-    cluster_first_resolv_conf, Pod, Service, BACKEND_GRPC_PORT, BACKEND_HTTP_PORT, CLUSTER_DOMAIN,
-    EXTERNAL_IPV4, EXTERNAL_IPV6, EXTERNAL_NAME, GATEWAY, HEADLESS_NAME, HOST_DOMAIN,
-    HOST_DOMAIN_NAME, POD_NAMESPACE,
+    big_name_addresses, cluster_first_resolv_conf, Pod, Service, BACKEND_GRPC_PORT,
+    BACKEND_HTTP_PORT, BIG_NAME, CLUSTER_DOMAIN, EXTERNAL_IPV4, EXTERNAL_IPV6, EXTERNAL_NAME,
+    GATEWAY, HEADLESS_NAME, HOST_DOMAIN, HOST_DOMAIN_NAME, POD_NAMESPACE,
 };
 
 use crate::{Error, Result};
@@ -65,6 +67,8 @@ pub struct LabSpec {
     /// The podprobe binary the backends and helpers run
     /// (tests: `env!("CARGO_BIN_EXE_podprobe")`; the CLI: its own exe).
     pub podprobe: PathBuf,
+    /// The DNS server behind the kube-dns Service.
+    pub dns_server: DnsServer,
 }
 
 impl LabSpec {
@@ -73,7 +77,13 @@ impl LabSpec {
             name: None,
             scenarios: Vec::new(),
             podprobe: podprobe.into(),
+            dns_server: DnsServer::default(),
         }
+    }
+
+    pub fn dns_server(mut self, server: DnsServer) -> Self {
+        self.dns_server = server;
+        self
     }
 
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -99,6 +109,10 @@ struct State {
     /// Namespaces of replica sets, removed with the lab.
     #[serde(default)]
     extra_netns: Vec<String>,
+    #[serde(default)]
+    dns_server: DnsServer,
+    #[serde(default)]
+    dns_instances: Vec<DnsInstance>,
 }
 
 /// A running lab. Dropping it removes everything it made.
@@ -170,6 +184,8 @@ impl Lab {
                 scenarios: Vec::new(),
                 replica_sets: 0,
                 extra_netns: Vec::new(),
+                dns_server: spec.dns_server,
+                dns_instances: Vec::new(),
             },
             children: Vec::new(),
             owned: true,
@@ -421,21 +437,16 @@ impl Lab {
     }
 
     fn start_dns(&mut self) -> Result<()> {
+        if self.state.dns_server != DnsServer::Dnsmasq {
+            return self.start_main_dns(self.state.dns_server);
+        }
         let log = self.state_dir().join("dnsmasq.log");
-        let mut args = vec![
-            "--keep-in-foreground".to_string(),
-            "--conf-file=/dev/null".to_string(),
-            "--pid-file=".to_string(),
-            "--user=root".to_string(),
-            "--no-resolv".to_string(),
-            "--no-hosts".to_string(),
-            "--bind-interfaces".to_string(),
-            format!("--listen-address={}", Pod::Dns.ip()),
-            "--log-queries".to_string(),
-            format!("--log-facility={}", log.display()),
-            format!("--hostsdir={}", self.state_dir().join(HOSTS_DIR).display()),
-        ];
-        args.extend(topology::dnsmasq_records());
+        let mut args = dns::dnsmasq_args(Pod::Dns.ip(), &log, false);
+        // Replica sets add their names here.
+        args.push(format!(
+            "--hostsdir={}",
+            self.state_dir().join(HOSTS_DIR).display()
+        ));
         let dnsmasq = sys::find_tool("dnsmasq").unwrap_or_else(|| PathBuf::from("dnsmasq"));
         let mut cmd = self.command(Pod::Dns, dnsmasq);
         cmd.args(args);

@@ -3,7 +3,7 @@
 //! I/O that builds it lives in `mod.rs`.
 
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
 /// The cluster's DNS domain, as kubelet's `--cluster-domain` sets it.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
@@ -231,6 +231,38 @@ pub(crate) fn pod_hosts_file(pod: Pod) -> String {
 pub(crate) const POD_NSSWITCH: &str = "passwd: files\ngroup: files\nshadow: files\n\
 hosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n";
 
+/// A name with more A records (60) than fit in a 512-byte UDP reply:
+/// without EDNS0, servers truncate it and resolvers must retry over TCP.
+pub const BIG_NAME: &str = "big.example.com";
+
+/// [`BIG_NAME`]'s addresses (a documentation prefix; never routed).
+pub fn big_name_addresses() -> Vec<Ipv4Addr> {
+    (1..=60).map(|i| Ipv4Addr::new(198, 51, 100, i)).collect()
+}
+
+/// Every record the lab's DNS servers hold, as (name, address): the
+/// cluster's Services, the headless Service's pods, the host domain's name
+/// and a few external names.
+pub(crate) fn dns_records() -> Vec<(String, IpAddr)> {
+    let mut records: Vec<(String, IpAddr)> = Service::ALL
+        .iter()
+        .map(|svc| (svc.fqdn().to_string(), IpAddr::V4(svc.ip())))
+        .collect();
+    for pod in Pod::BACKENDS {
+        records.push((HEADLESS_NAME.to_string(), IpAddr::V4(pod.ip())));
+    }
+    records.push((EXTERNAL_NAME.to_string(), IpAddr::V4(EXTERNAL_IPV4)));
+    records.push((EXTERNAL_NAME.to_string(), IpAddr::V6(EXTERNAL_IPV6)));
+    records.push((
+        HOST_DOMAIN_NAME.to_string(),
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 80)),
+    ));
+    for ip in big_name_addresses() {
+        records.push((BIG_NAME.to_string(), IpAddr::V4(ip)));
+    }
+    records
+}
+
 /// dnsmasq's records: the cluster zone (NXDOMAIN for unknown names, like
 /// CoreDNS), the host domain and a few external names. Everything else gets
 /// NXDOMAIN too: nothing is forwarded off the machine.
@@ -240,16 +272,9 @@ pub(crate) fn dnsmasq_records() -> Vec<String> {
         format!("--local=/{HOST_DOMAIN}/"),
         "--local=/#/".to_string(),
     ];
-    for svc in Service::ALL {
-        args.push(format!("--host-record={},{}", svc.fqdn(), svc.ip()));
+    for (name, ip) in dns_records() {
+        args.push(format!("--host-record={name},{ip}"));
     }
-    for pod in Pod::BACKENDS {
-        args.push(format!("--host-record={HEADLESS_NAME},{}", pod.ip()));
-    }
-    args.push(format!(
-        "--host-record={EXTERNAL_NAME},{EXTERNAL_IPV4},{EXTERNAL_IPV6}"
-    ));
-    args.push(format!("--host-record={HOST_DOMAIN_NAME},192.0.2.80"));
     args
 }
 
