@@ -70,6 +70,40 @@ pub enum Command {
     },
     /// A Kubernetes node in network namespaces, to reproduce failures (root).
     Lab(LabArgs),
+    /// The node's side, run in the node's network namespace (kubectl debug
+    /// node/NAME): conntrack, kube-proxy, SNAT, INVALID, NodeLocal DNSCache, CNI.
+    Node(NodeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// How long to sample conntrack's counters (rates are over this window).
+    #[arg(long, value_name = "DUR", value_parser = parse_interval, default_value = "5s")]
+    pub interval: Duration,
+    /// Where the host's root is mounted; its tools are used when the image has none.
+    #[arg(long, value_name = "PATH", default_value = "/host")]
+    pub host_root: PathBuf,
+}
+
+impl NodeArgs {
+    pub fn options(&self, global: &GlobalArgs) -> crate::node::NodeOptions {
+        crate::node::NodeOptions {
+            interval: self.interval,
+            host_root: self.host_root.clone(),
+            timeout: global.timeout,
+        }
+    }
+}
+
+/// A sampling window: long enough for a rate, short enough for a probe.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d < Duration::from_secs(1) => {
+            Err(format!("'{text}' is under 1s; rates need a window"))
+        }
+        d if d > Duration::from_secs(3600) => Err(format!("'{text}' is over 1h")),
+        d => Ok(d),
+    }
 }
 
 #[derive(Debug, Clone, Args)]

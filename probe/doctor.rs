@@ -23,7 +23,10 @@ pub fn run(args: &DoctorArgs, global: &GlobalArgs) -> crate::Result<Report> {
     );
     checks.push(timed(|| {
         match measure::conntrack(Path::new(measure::CONNTRACK_PROC)) {
-            Ok(evidence) => judge::conntrack(&evidence),
+            Ok(mut evidence) => {
+                evidence.scope = crate::node::table_scope();
+                judge::conntrack(&evidence)
+            }
             Err(reason) => Check::skipped(
                 "net.conntrack",
                 "Conntrack table",

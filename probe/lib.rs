@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod keepalive;
 pub mod lab;
 pub mod net;
+pub mod node;
 pub mod report;
 pub mod serve;
 pub mod stats;

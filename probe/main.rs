@@ -61,6 +61,9 @@ fn main() -> ExitCode {
         Command::Keepalive(args) => podprobe::keepalive::run(&args, &global)
             .map(|r| Outcome::Report(Box::new(r)))
             .map_err(anyhow::Error::from),
+        Command::Node(args) => podprobe::node::run(&args.options(&global))
+            .map(|r| Outcome::Report(Box::new(r)))
+            .map_err(anyhow::Error::from),
         Command::Capture(args) => podprobe::capture::run(&args, &global)
             .map(|done| match done {
                 podprobe::capture::Done::Report(report) => Outcome::Report(report),
