@@ -85,16 +85,6 @@ pub struct NodeArgs {
     pub host_root: PathBuf,
 }
 
-impl NodeArgs {
-    pub fn options(&self, global: &GlobalArgs) -> crate::node::NodeOptions {
-        crate::node::NodeOptions {
-            interval: self.interval,
-            host_root: self.host_root.clone(),
-            timeout: global.timeout,
-        }
-    }
-}
-
 /// A sampling window: long enough for a rate, short enough for a probe.
 pub fn parse_interval(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
@@ -355,6 +345,157 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
         d if d.is_zero() => Err(format!("'{text}' is zero; a timeout must be positive")),
         d => Ok(d),
+    }
+}
+
+// cli.rs maps clap's arguments onto the plain options each area owns; no
+// area sees clap's types.
+
+impl DoctorArgs {
+    /// The checks `doctor` runs, as the registry takes them.
+    pub fn plan(&self, global: &GlobalArgs) -> crate::checks::Plan {
+        crate::checks::Plan {
+            net: crate::net::Options {
+                tcp: self.tcp.clone(),
+                timeout: global.timeout,
+            },
+            dns: crate::dns::DoctorOptions {
+                names: self.names.clone(),
+                resolv_conf: self.resolv_conf.clone(),
+                timeout: global.timeout,
+            },
+            grpc: self
+                .grpc
+                .iter()
+                .map(|target| crate::grpc::Options::doctor(target, global.timeout))
+                .collect(),
+            keepalive: self
+                .upstream
+                .as_ref()
+                .map(|upstream| crate::keepalive::Options {
+                    upstream: upstream.clone(),
+                    path: "/".to_string(),
+                    max_wait: self.max_wait,
+                    envoy_admin: self.envoy_admin.clone(),
+                    config_dump: None,
+                    timeout: global.timeout,
+                }),
+            node: None,
+        }
+    }
+}
+
+impl DnsArgs {
+    pub fn options(&self, global: &GlobalArgs) -> crate::dns::Options {
+        crate::dns::Options {
+            names: self.names.clone(),
+            resolv_conf: self.resolv_conf.clone(),
+            servers: self.servers.clone(),
+            count: self.count,
+            race: self.race,
+            timeout: global.timeout,
+        }
+    }
+}
+
+impl GrpcArgs {
+    pub fn options(&self, global: &GlobalArgs) -> crate::grpc::Options {
+        crate::grpc::Options {
+            target: self.target.clone(),
+            rpcs: self.rpcs,
+            concurrency: self.concurrency,
+            headless: self.headless.clone(),
+            tls: self.tls,
+            timeout: global.timeout,
+        }
+    }
+}
+
+impl KeepaliveArgs {
+    pub fn options(&self, global: &GlobalArgs) -> crate::keepalive::Options {
+        crate::keepalive::Options {
+            upstream: self.upstream.clone(),
+            path: self.path.clone(),
+            max_wait: self.max_wait,
+            envoy_admin: self.envoy_admin.clone(),
+            config_dump: self.config_dump.clone(),
+            timeout: global.timeout,
+        }
+    }
+}
+
+impl CaptureArgs {
+    pub fn options(&self) -> crate::capture::Options {
+        crate::capture::Options {
+            interface: self.interface.clone(),
+            filter: self.filter.clone(),
+            write: self.write.clone(),
+            read: self.read.clone(),
+            count: self.count,
+            duration: self.duration,
+            snaplen: self.snaplen,
+            max_size: self.max_size,
+            analyze: self.analyze,
+        }
+    }
+}
+
+impl ServeArgs {
+    pub fn options(&self) -> crate::serve::Options {
+        crate::serve::Options {
+            grpc: self.grpc,
+            http: self.http,
+            name: self.name.clone(),
+            http_idle_timeout: self.http_idle_timeout,
+            delay: self.delay,
+            max_connection_age: self.max_connection_age,
+        }
+    }
+}
+
+impl NodeArgs {
+    pub fn options(&self, global: &GlobalArgs) -> crate::node::NodeOptions {
+        crate::node::NodeOptions {
+            interval: self.interval,
+            host_root: self.host_root.clone(),
+            timeout: global.timeout,
+        }
+    }
+}
+
+impl LabArgs {
+    pub fn action(&self, global: &GlobalArgs) -> crate::lab::command::Action {
+        use crate::lab::command::Action;
+        match &self.command {
+            LabCommand::Up { name, scenarios } => Action::Up {
+                name: name.clone(),
+                scenarios: scenarios.clone(),
+            },
+            LabCommand::Down { name, all } => Action::Down {
+                name: name.clone(),
+                all: *all,
+            },
+            LabCommand::Status { name } => Action::Status { name: name.clone() },
+            LabCommand::Exec { name, pod, command } => Action::Exec {
+                name: name.clone(),
+                pod: pod.clone(),
+                command: command.clone(),
+            },
+            LabCommand::Demo => Action::Demo {
+                json: global.output == OutputFormat::Json,
+            },
+            LabCommand::DnsDelay {
+                listen,
+                upstream,
+                suffix,
+                delay,
+            } => Action::DnsDelay {
+                listen: *listen,
+                upstream: *upstream,
+                suffix: suffix.clone(),
+                delay: *delay,
+            },
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! evidence and fed from live probes and captures alike.
 
 pub mod capture;
+pub mod checks;
 pub mod cli;
 pub mod dns;
 pub mod docs;

@@ -8,10 +8,16 @@ use clap::Parser;
 use podprobe::cli::{Cli, Command, GlobalArgs, OutputFormat};
 use podprobe::report::{Report, EXIT_UNAVAILABLE, EXIT_USAGE};
 
+/// Where the report goes: stderr when stdout carries a pcap stream.
+enum ReportTo {
+    Stdout,
+    Stderr,
+}
+
 /// What a command leaves for `main` to do.
 enum Outcome {
     /// A verdict to render; its status decides the exit code.
-    Report(Box<Report>),
+    Report(Box<Report>, ReportTo),
     /// Bytes for stdout (completions, manual pages), then exit 0.
     Print(Vec<u8>),
     /// No report: exit with this code (the command printed what it had to).
@@ -38,42 +44,10 @@ fn main() -> ExitCode {
         Err(err) => return usage_error(err),
     };
     let global = cli.global.clone();
-    let outcome: anyhow::Result<Outcome> = match cli.command {
-        Command::Doctor(args) => podprobe::doctor::run(&args, &global)
-            .map(|r| Outcome::Report(Box::new(r)))
-            .map_err(anyhow::Error::from),
-        Command::Completions { shell } => Ok(Outcome::Print(podprobe::docs::completions(shell))),
-        Command::Man { command } => podprobe::docs::man_page(command.as_deref())
-            .map(Outcome::Print)
-            .map_err(anyhow::Error::from),
-        Command::Lab(args) => podprobe::lab::command::run(&args, &global)
-            .map(Outcome::Exit)
-            .map_err(anyhow::Error::from),
-        Command::Grpc(args) => podprobe::grpc::run(&args, &global)
-            .map(|r| Outcome::Report(Box::new(r)))
-            .map_err(anyhow::Error::from),
-        Command::Serve(args) => podprobe::serve::run(&args)
-            .map(|()| Outcome::Exit(0))
-            .map_err(anyhow::Error::from),
-        Command::Dns(args) => podprobe::dns::run(&args, &global)
-            .map(|r| Outcome::Report(Box::new(r)))
-            .map_err(anyhow::Error::from),
-        Command::Keepalive(args) => podprobe::keepalive::run(&args, &global)
-            .map(|r| Outcome::Report(Box::new(r)))
-            .map_err(anyhow::Error::from),
-        Command::Node(args) => podprobe::node::run(&args.options(&global))
-            .map(|r| Outcome::Report(Box::new(r)))
-            .map_err(anyhow::Error::from),
-        Command::Capture(args) => podprobe::capture::run(&args, &global)
-            .map(|done| match done {
-                podprobe::capture::Done::Report(report) => Outcome::Report(report),
-                podprobe::capture::Done::Exit(code) => Outcome::Exit(code),
-            })
-            .map_err(anyhow::Error::from),
-    };
+    let outcome = run(cli.command, &global);
     match outcome {
-        Ok(Outcome::Report(report)) => {
-            print_report(&report, &global);
+        Ok(Outcome::Report(report, to)) => {
+            print_report(&report, &global, to);
             exit(report.exit_code(global.fail_on))
         }
         Ok(Outcome::Print(bytes)) => {
@@ -90,6 +64,55 @@ fn main() -> ExitCode {
             )
         }
     }
+}
+
+/// Runs one command. The process's one tokio runtime is built here, for the
+/// commands that need it; no area builds its own.
+fn run(command: Command, global: &GlobalArgs) -> anyhow::Result<Outcome> {
+    let report = |r: Report| Outcome::Report(Box::new(r), ReportTo::Stdout);
+    Ok(match command {
+        Command::Completions { shell } => Outcome::Print(podprobe::docs::completions(shell)),
+        Command::Man { command } => Outcome::Print(podprobe::docs::man_page(command.as_deref())?),
+        Command::Lab(args) => Outcome::Exit(podprobe::lab::command::run(&args.action(global))?),
+        Command::Capture(args) => match podprobe::capture::run(&args.options())? {
+            podprobe::capture::Done::Report { report, to_stderr } => Outcome::Report(
+                report,
+                if to_stderr {
+                    ReportTo::Stderr
+                } else {
+                    ReportTo::Stdout
+                },
+            ),
+            podprobe::capture::Done::Exit(code) => Outcome::Exit(code),
+        },
+        Command::Doctor(args) => {
+            report(runtime()?.block_on(podprobe::doctor::run(&args.plan(global)))?)
+        }
+        Command::Dns(args) => {
+            report(runtime()?.block_on(podprobe::dns::run(&args.options(global)))?)
+        }
+        Command::Grpc(args) => {
+            report(runtime()?.block_on(podprobe::grpc::run(&args.options(global)))?)
+        }
+        Command::Keepalive(args) => {
+            report(runtime()?.block_on(podprobe::keepalive::run(&args.options(global)))?)
+        }
+        Command::Node(args) => {
+            report(runtime()?.block_on(podprobe::node::run(&args.options(global)))?)
+        }
+        Command::Serve(args) => {
+            runtime()?.block_on(podprobe::serve::run(&args.options()))?;
+            Outcome::Exit(0)
+        }
+    })
+}
+
+fn runtime() -> podprobe::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| podprobe::Error::io("starting the async runtime", e))
 }
 
 /// clap's errors span several lines; a script wants one, as kubectl gives.
@@ -120,17 +143,23 @@ fn usage_error(err: clap::Error) -> ExitCode {
     exit(EXIT_USAGE)
 }
 
-fn print_report(report: &Report, global: &GlobalArgs) {
-    let stdout = std::io::stdout();
+fn print_report(report: &Report, global: &GlobalArgs, to: ReportTo) {
+    let (mut out, terminal): (Box<dyn Write>, bool) = match to {
+        ReportTo::Stdout => (
+            Box::new(std::io::stdout().lock()),
+            std::io::stdout().is_terminal(),
+        ),
+        ReportTo::Stderr => (
+            Box::new(std::io::stderr().lock()),
+            std::io::stderr().is_terminal(),
+        ),
+    };
     let text = match global.output {
         OutputFormat::Json => report.to_json() + "\n",
-        OutputFormat::Text => {
-            let colour = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            report.to_text(colour)
-        }
+        OutputFormat::Text => report.to_text(terminal && std::env::var_os("NO_COLOR").is_none()),
     };
     // A reader that went away (`| head`) has what it wanted.
-    let _ = stdout.lock().write_all(text.as_bytes());
+    let _ = out.write_all(text.as_bytes());
 }
 
 fn exit(code: i32) -> ExitCode {

@@ -143,6 +143,14 @@ pub fn timed(check: impl FnOnce() -> Check) -> Check {
     check
 }
 
+/// [`timed`] for a check measured asynchronously.
+pub async fn timed_async(check: impl std::future::Future<Output = Check>) -> Check {
+    let start = Instant::now();
+    let mut check = check.await;
+    check.duration_ms = millis(start.elapsed());
+    check
+}
+
 /// A duration as the report's `*_ms` float, rounded to microseconds.
 pub fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3

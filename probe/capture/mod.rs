@@ -16,21 +16,42 @@ mod signals;
 mod summary;
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::cli::{CaptureArgs, GlobalArgs, OutputFormat};
 use crate::report::{timed, Report};
 use crate::Error;
 
+/// What `podprobe capture` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `None`: eth0 when it exists, else any.
+    pub interface: Option<String>,
+    /// A BPF filter, as tcpdump takes it.
+    pub filter: Option<String>,
+    /// A pcap file, or `-` for stdout.
+    pub write: Option<PathBuf>,
+    /// A pcap or pcapng file to read instead of capturing.
+    pub read: Option<PathBuf>,
+    pub count: Option<u64>,
+    pub duration: Option<Duration>,
+    pub snaplen: u32,
+    pub max_size: Option<u64>,
+    pub analyze: bool,
+}
+
 /// What the command leaves for `main`.
 pub enum Done {
-    /// A report for stdout.
-    Report(Box<Report>),
-    /// Nothing more to print (no report, or it went to stderr); exit so.
+    /// A report to render; on stderr when stdout carries the pcap stream.
+    Report {
+        report: Box<Report>,
+        to_stderr: bool,
+    },
+    /// Nothing more to print; exit so.
     Exit(i32),
 }
 
-pub fn run(args: &CaptureArgs, global: &GlobalArgs) -> crate::Result<Done> {
+pub fn run(args: &Options) -> crate::Result<Done> {
     let to_stdout = args.write.as_deref() == Some(Path::new("-"));
     if to_stdout && std::io::stdout().is_terminal() {
         return Err(Error::usage(
@@ -87,18 +108,10 @@ pub fn run(args: &CaptureArgs, global: &GlobalArgs) -> crate::Result<Done> {
         timed(|| judge::judge_dns(&dns)),
         timed(|| judge::judge_tcp(&tcp)),
     ];
-    let report = report.finish(checks);
-    if !to_stdout {
-        return Ok(Done::Report(Box::new(report)));
-    }
-    let text = match global.output {
-        OutputFormat::Json => report.to_json() + "\n",
-        OutputFormat::Text => {
-            report.to_text(stderr.is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        }
-    };
-    let _ = stderr.lock().write_all(text.as_bytes());
-    Ok(Done::Exit(report.exit_code(global.fail_on)))
+    Ok(Done::Report {
+        report: Box::new(report.finish(checks)),
+        to_stderr: to_stdout,
+    })
 }
 
 /// A pod's interface is eth0; elsewhere capture on every interface.

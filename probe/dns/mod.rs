@@ -10,12 +10,12 @@ pub mod search;
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hickory_proto::rr::Name;
 
-use crate::cli::{DnsArgs, DoctorArgs, GlobalArgs};
+use crate::checks::blocking;
 use crate::report::{timed, Check, Report};
 use measure::SearchExpansionEvidence;
 use resolvconf::{Env, ResolvConf};
@@ -45,40 +45,71 @@ pub fn load_resolv_conf(path: &Path) -> crate::Result<ResolvConf> {
 /// healthy; `podprobe dns --race N` for intermittent ones.
 pub const DOCTOR_RACE_ATTEMPTS: u32 = 3;
 
+/// What `doctor` asks of this area.
+#[derive(Debug, Clone)]
+pub struct DoctorOptions {
+    /// `--name` names: walked through the search list and raced.
+    pub names: Vec<String>,
+    pub resolv_conf: PathBuf,
+    pub timeout: Duration,
+}
+
+/// What `podprobe dns` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Names as applications write them; [`DEFAULT_NAME`] when empty.
+    pub names: Vec<String>,
+    pub resolv_conf: PathBuf,
+    /// `--server` nameservers instead of resolv.conf's.
+    pub servers: Vec<String>,
+    /// Queries per nameserver and name for `dns.latency` (0 skips it).
+    pub count: u32,
+    /// Attempts per sending pattern for `dns.timeout-race` (0 skips it).
+    pub race: u32,
+    pub timeout: Duration,
+}
+
 /// `doctor`'s DNS checks: resolv.conf, the nameservers and, for `--name`
 /// names, the search-list walk and a short race. The latency series stays
 /// in `podprobe dns` so doctor stays fast.
-pub fn doctor_checks(args: &DoctorArgs, global: &GlobalArgs) -> crate::Result<Vec<Check>> {
-    let conf = load_resolv_conf(&args.resolv_conf)?;
-    for name in &args.names {
+pub async fn doctor_checks(options: &DoctorOptions) -> crate::Result<Vec<Check>> {
+    let options = options.clone();
+    blocking(move || doctor_checks_blocking(&options)).await?
+}
+
+fn doctor_checks_blocking(options: &DoctorOptions) -> crate::Result<Vec<Check>> {
+    let conf = load_resolv_conf(&options.resolv_conf)?;
+    for name in &options.names {
         client::parse_name(name)?;
     }
     let probe = client::parse_name(
-        args.names
+        options
+            .names
             .first()
             .map_or(DEFAULT_DOCTOR_NAME, String::as_str),
     )?;
-    let path = args.resolv_conf.display().to_string();
+    let path = options.resolv_conf.display().to_string();
     let servers = conf.servers();
+    let timeout = options.timeout;
     let mut checks = vec![
         timed(|| judge::resolv_conf(&path, &conf)),
-        timed(|| judge::nameservers(&measure::nameservers(&servers, &probe, global.timeout))),
+        timed(|| judge::nameservers(&measure::nameservers(&servers, &probe, timeout))),
     ];
-    if !args.names.is_empty() {
-        let (check, walked) = search_check(&args.names, &conf, &servers, global.timeout);
+    if !options.names.is_empty() {
+        let (check, walked) = search_check(&options.names, &conf, &servers, timeout);
         checks.push(check);
-        checks.push(race_check(
-            DOCTOR_RACE_ATTEMPTS,
-            &walked,
-            &servers,
-            global.timeout,
-        ));
+        checks.push(race_check(DOCTOR_RACE_ATTEMPTS, &walked, &servers, timeout));
     }
     Ok(checks)
 }
 
 /// `podprobe dns`.
-pub fn run(args: &DnsArgs, global: &GlobalArgs) -> crate::Result<Report> {
+pub async fn run(options: &Options) -> crate::Result<Report> {
+    let options = options.clone();
+    blocking(move || run_blocking(&options)).await?
+}
+
+fn run_blocking(args: &Options) -> crate::Result<Report> {
     let conf = load_resolv_conf(&args.resolv_conf)?;
     let servers = if args.servers.is_empty() {
         conf.servers()
@@ -99,7 +130,7 @@ pub fn run(args: &DnsArgs, global: &GlobalArgs) -> crate::Result<Report> {
     let report = Report::start(crate::net::report_context());
     let path = args.resolv_conf.display().to_string();
     let mut checks = vec![timed(|| judge::resolv_conf(&path, &conf))];
-    let (check, walked) = search_check(&names, &conf, &servers, global.timeout);
+    let (check, walked) = search_check(&names, &conf, &servers, args.timeout);
     checks.push(check);
     // Race and latency measure the names as they resolved (as is when not).
     let mut resolved: Vec<Name> = Vec::new();
@@ -111,7 +142,7 @@ pub fn run(args: &DnsArgs, global: &GlobalArgs) -> crate::Result<Report> {
             }
         }
     }
-    checks.push(race_check(args.race, &walked, &servers, global.timeout));
+    checks.push(race_check(args.race, &walked, &servers, args.timeout));
     checks.push(if args.count == 0 {
         Check::skipped(
             "dns.latency",
@@ -124,7 +155,7 @@ pub fn run(args: &DnsArgs, global: &GlobalArgs) -> crate::Result<Report> {
                 &servers,
                 &resolved,
                 args.count,
-                global.timeout,
+                args.timeout,
             ))
         })
     });

@@ -18,7 +18,7 @@ use tonic_health::pb::HealthCheckRequest;
 
 use super::pb::identity_client::IdentityClient;
 use super::pb::WhoamiRequest;
-use crate::net::resolve::{resolve_host_async, split_host_port};
+use crate::net::resolve::{resolve_host, split_host_port};
 use crate::Error;
 
 pub const SINGLE_CHANNEL: &str = "single-channel";
@@ -498,7 +498,7 @@ async fn first_call(sub: &Subchannel, options: &Options) -> crate::Result<Rpc> {
 
 async fn resolve(host: &str, port: u16, timeout: Duration) -> crate::Result<Vec<SocketAddr>> {
     let mut addrs: Vec<SocketAddr> = Vec::new();
-    for ip in resolve_host_async(host, timeout).await? {
+    for ip in resolve_host(host, timeout).await? {
         let addr = SocketAddr::new(ip, port);
         if !addrs.contains(&addr) {
             addrs.push(addr);

@@ -9,54 +9,57 @@ pub mod pb {
 pub mod judge;
 pub mod measure;
 
-use crate::cli::{GlobalArgs, GrpcArgs};
-use crate::report::{millis, timed, Check, Report};
-use crate::Error;
+use std::time::Duration;
+
+use crate::report::{millis, timed_async, Check, Report};
+pub use measure::Options;
 
 /// RPCs and concurrency when `doctor --grpc` runs the check.
 const DOCTOR_RPCS: u32 = 300;
 const DOCTOR_CONCURRENCY: u32 = 10;
 
-fn measure_and_judge(options: &measure::Options) -> crate::Result<Check> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("starting the runtime", e))?;
-    let evidence = runtime.block_on(measure::measure(options))?;
+impl Options {
+    /// What `doctor --grpc TARGET` runs: a short series over plaintext.
+    pub fn doctor(target: &str, timeout: Duration) -> Self {
+        Options {
+            target: target.to_string(),
+            rpcs: DOCTOR_RPCS,
+            concurrency: DOCTOR_CONCURRENCY,
+            headless: None,
+            tls: false,
+            timeout,
+        }
+    }
+}
+
+async fn measure_and_judge(options: &Options) -> crate::Result<Check> {
+    let evidence = measure::measure(options).await?;
     Ok(judge::judge(&evidence))
 }
 
 /// `podprobe grpc`: a target that cannot be reached is one line and an exit
 /// code, not a report.
-pub fn run(args: &GrpcArgs, global: &GlobalArgs) -> crate::Result<Report> {
+pub async fn run(options: &Options) -> crate::Result<Report> {
     let report = Report::start(crate::net::report_context());
-    let options = measure::Options {
-        target: args.target.clone(),
-        rpcs: args.rpcs,
-        concurrency: args.concurrency,
-        headless: args.headless.clone(),
-        tls: args.tls,
-        timeout: global.timeout,
-    };
     let started = std::time::Instant::now();
-    let mut check = measure_and_judge(&options)?;
+    let mut check = measure_and_judge(options).await?;
     check.duration_ms = millis(started.elapsed());
     Ok(report.finish(vec![check]))
 }
 
-/// `doctor --grpc TARGET`: the same check, inside a larger report, where a
-/// target that cannot be reached is a check in error.
-pub fn doctor_check(target: &str, global: &GlobalArgs) -> Check {
-    let options = measure::Options {
-        target: target.to_string(),
-        rpcs: DOCTOR_RPCS,
-        concurrency: DOCTOR_CONCURRENCY,
-        headless: None,
-        tls: false,
-        timeout: global.timeout,
-    };
-    timed(|| {
-        measure_and_judge(&options).unwrap_or_else(|e| Check::errored(judge::ID, judge::TITLE, &e))
-    })
+/// `doctor --grpc TARGET...`: the same check per target, inside a larger
+/// report, where a target that cannot be reached is a check in error.
+pub async fn doctor_checks(targets: &[Options]) -> crate::Result<Vec<Check>> {
+    let mut checks = Vec::with_capacity(targets.len());
+    for options in targets {
+        checks.push(
+            timed_async(async {
+                measure_and_judge(options)
+                    .await
+                    .unwrap_or_else(|e| Check::errored(judge::ID, judge::TITLE, &e))
+            })
+            .await,
+        );
+    }
+    Ok(checks)
 }

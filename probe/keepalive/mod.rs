@@ -7,97 +7,98 @@ pub mod judge;
 pub mod measure;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{DoctorArgs, GlobalArgs, KeepaliveArgs};
 use crate::net::resolve;
-use crate::report::{timed, Check, Report};
+use crate::report::{timed_async, Check, Report};
 use crate::Error;
 
 use admin::SavedDump;
 
 /// What to measure and where to read the proxy's side.
-struct Plan<'a> {
-    upstream: &'a str,
-    path: &'a str,
-    max_wait: Duration,
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The app as `HOST:PORT`.
+    pub upstream: String,
+    /// The path of the one keep-alive request.
+    pub path: String,
+    /// How long to wait for the app to close an idle connection.
+    pub max_wait: Duration,
     /// `--envoy-admin`; `None` means the default (or, with a saved dump,
     /// judging offline).
-    admin: Option<&'a str>,
-    saved: Option<SavedDump>,
-    io_timeout: Duration,
+    pub envoy_admin: Option<String>,
+    /// A saved `/config_dump` to judge instead of asking the admin API.
+    pub config_dump: Option<PathBuf>,
+    pub timeout: Duration,
 }
 
-pub fn run(args: &KeepaliveArgs, global: &GlobalArgs) -> crate::Result<Report> {
+pub async fn run(options: &Options) -> crate::Result<Report> {
     let report = Report::start(crate::net::report_context());
-    if !args.path.starts_with('/')
-        || args
+    if !options.path.starts_with('/')
+        || options
             .path
             .contains(|c: char| c.is_whitespace() || c.is_control())
     {
         return Err(Error::usage(format!(
             "--path {:?} must start with / and hold no spaces",
-            args.path
+            options.path
         )));
     }
-    let saved = args
+    let saved = options
         .config_dump
         .as_deref()
         .map(read_saved_dump)
         .transpose()?;
-    let plan = Plan {
-        upstream: &args.upstream,
-        path: &args.path,
-        max_wait: args.max_wait,
-        admin: args.envoy_admin.as_deref(),
-        saved,
-        io_timeout: global.timeout,
-    };
-    let addrs = resolve::resolve_target(plan.upstream, plan.io_timeout)?;
-    let check = timed(|| {
-        measure_and_judge(plan, &addrs)
+    let addrs = resolve::resolve_target(&options.upstream, options.timeout).await?;
+    let check = timed_async(async {
+        measure_and_judge(options, saved, &addrs)
+            .await
             .unwrap_or_else(|e| Check::errored(judge::ID, judge::TITLE, &e))
-    });
+    })
+    .await;
     Ok(report.finish(vec![check]))
 }
 
 /// The check for `doctor --upstream` (none without it): every failure
 /// becomes an errored check, so the other checks still report.
-pub fn doctor_check(args: &DoctorArgs, global: &GlobalArgs) -> Option<Check> {
-    let plan = Plan {
-        upstream: args.upstream.as_deref()?,
-        path: "/",
-        max_wait: args.max_wait,
-        admin: args.envoy_admin.as_deref(),
-        saved: None,
-        io_timeout: global.timeout,
+pub async fn doctor_checks(options: Option<&Options>) -> crate::Result<Vec<Check>> {
+    let Some(options) = options else {
+        return Ok(Vec::new());
     };
-    Some(timed(|| {
-        resolve::resolve_target(plan.upstream, plan.io_timeout)
-            .and_then(|addrs| measure_and_judge(plan, &addrs))
-            .unwrap_or_else(|e| Check::errored(judge::ID, judge::TITLE, &e))
-    }))
+    let check = timed_async(async {
+        let measured = match resolve::resolve_target(&options.upstream, options.timeout).await {
+            Ok(addrs) => measure_and_judge(options, None, &addrs).await,
+            Err(e) => Err(e),
+        };
+        measured.unwrap_or_else(|e| Check::errored(judge::ID, judge::TITLE, &e))
+    })
+    .await;
+    Ok(vec![check])
 }
 
-fn measure_and_judge(plan: Plan<'_>, addrs: &[SocketAddr]) -> crate::Result<Check> {
-    let (host, port) = resolve::split_host_port(plan.upstream)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("starting the async runtime", e))?;
-    let (app, proxy) = runtime.block_on(async {
-        tokio::join!(
-            measure::measure_app(
-                plan.upstream,
-                addrs,
-                plan.path,
-                plan.io_timeout,
-                plan.max_wait
-            ),
-            admin::read_proxy(&host, port, plan.saved, plan.admin, plan.io_timeout),
-        )
-    });
+async fn measure_and_judge(
+    options: &Options,
+    saved: Option<SavedDump>,
+    addrs: &[SocketAddr],
+) -> crate::Result<Check> {
+    let (host, port) = resolve::split_host_port(&options.upstream)?;
+    let (app, proxy) = tokio::join!(
+        measure::measure_app(
+            &options.upstream,
+            addrs,
+            &options.path,
+            options.timeout,
+            options.max_wait
+        ),
+        admin::read_proxy(
+            &host,
+            port,
+            saved,
+            options.envoy_admin.as_deref(),
+            options.timeout
+        ),
+    );
     Ok(judge::judge(&app?, &proxy))
 }
 

@@ -5,22 +5,51 @@ use std::path::PathBuf;
 
 use super::servers;
 use super::{list_labs, Lab, LabSpec, Pod, Scenario, Service, EXTERNAL_NAME, HEADLESS_NAME};
-use crate::cli::{GlobalArgs, LabArgs, LabCommand};
 use crate::{Error, Result};
 
 /// The name `lab up`, `down`, `exec` and `status` use when none is given.
 pub const DEFAULT_NAME: &str = "podprobe";
 
+/// A `lab` subcommand.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Build a lab with these faults and leave it running.
+    Up {
+        name: String,
+        scenarios: Vec<Scenario>,
+    },
+    /// Remove a lab, or every lab.
+    Down { name: String, all: bool },
+    /// Describe one running lab, or all.
+    Status { name: Option<String> },
+    /// Run a command in a pod of the lab.
+    Exec {
+        name: String,
+        pod: String,
+        command: Vec<String>,
+    },
+    /// Each scenario in turn, with the podprobe command that finds it; the
+    /// reports as JSON when `json`.
+    Demo { json: bool },
+    /// The slow-dns scenario's forwarder.
+    DnsDelay {
+        listen: std::net::SocketAddr,
+        upstream: std::net::SocketAddr,
+        suffix: String,
+        delay: std::time::Duration,
+    },
+}
+
 /// Runs a `lab` subcommand; the result is the process's exit code.
-pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
-    match &args.command {
-        LabCommand::DnsDelay {
+pub fn run(action: &Action) -> Result<i32> {
+    match action {
+        Action::DnsDelay {
             listen,
             upstream,
             suffix,
             delay,
         } => servers::serve_dns_delay(*listen, *upstream, suffix, *delay).map(|()| 0),
-        LabCommand::Up { name, scenarios } => {
+        Action::Up { name, scenarios } => {
             let mut spec = LabSpec::new(own_exe()?).name(name);
             spec.scenarios = scenarios.clone();
             let lab = Lab::up(&spec)?;
@@ -37,7 +66,7 @@ pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
             lab.keep();
             Ok(0)
         }
-        LabCommand::Down { name, all } => {
+        Action::Down { name, all } => {
             super::sys::require_root()?;
             let names = if *all {
                 list_labs()
@@ -55,7 +84,7 @@ pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
             }
             Ok(0)
         }
-        LabCommand::Status { name } => {
+        Action::Status { name } => {
             let names = match name {
                 Some(name) => vec![name.clone()],
                 None => list_labs(),
@@ -68,7 +97,7 @@ pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
             }
             Ok(0)
         }
-        LabCommand::Exec { name, pod, command } => {
+        Action::Exec { name, pod, command } => {
             super::sys::require_root()?;
             let lab = Lab::open(name)?;
             let pod =
@@ -82,7 +111,7 @@ pub fn run(args: &LabArgs, global: &GlobalArgs) -> Result<i32> {
                 })?;
             Ok(status.code().unwrap_or(1))
         }
-        LabCommand::Demo => demo(global),
+        Action::Demo { json } => demo(*json),
     }
 }
 
@@ -152,12 +181,9 @@ fn demo_steps() -> Vec<Step> {
 
 /// Builds a lab per scenario, runs the matching podprobe command in its
 /// client pod and prints the report, then removes the lab.
-fn demo(global: &GlobalArgs) -> Result<i32> {
+fn demo(json: bool) -> Result<i32> {
     let exe = own_exe()?;
-    let output = match global.output {
-        crate::cli::OutputFormat::Text => "text",
-        crate::cli::OutputFormat::Json => "json",
-    };
+    let output = if json { "json" } else { "text" };
     let mut summary = Vec::new();
     for step in demo_steps() {
         let mut spec = LabSpec::new(&exe);

@@ -323,14 +323,16 @@ pub type ResolvedTarget = (String, Vec<SocketAddr>);
 
 /// Resolves every target up front: one that is not HOST:PORT or does not
 /// resolve is a usage error, as it is for curl, not a failed check.
-pub fn resolve_targets(
+pub async fn resolve_targets(
     targets: &[String],
     timeout: Duration,
 ) -> crate::Result<Vec<ResolvedTarget>> {
-    targets
-        .iter()
-        .map(|t| super::resolve::resolve_target(t, timeout).map(|addrs| (t.clone(), addrs)))
-        .collect()
+    let mut resolved = Vec::with_capacity(targets.len());
+    for target in targets {
+        let addrs = super::resolve::resolve_target(target, timeout).await?;
+        resolved.push((target.clone(), addrs));
+    }
+    Ok(resolved)
 }
 
 /// Connects to each target in parallel, each bounded by `timeout`, and

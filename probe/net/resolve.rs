@@ -24,19 +24,7 @@ pub fn split_host_port(target: &str) -> crate::Result<(String, u16)> {
 
 /// All addresses of `host` (an IP literal is its own answer). Errors are
 /// usage errors: an unknown host is bad input, like curl's exit 6.
-pub fn resolve_host(host: &str, timeout: Duration) -> crate::Result<Vec<IpAddr>> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![ip]);
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("starting the resolver", e))?;
-    runtime.block_on(resolve_host_async(host, timeout))
-}
-
-/// The async form of [`resolve_host`], for callers already inside tokio.
-pub async fn resolve_host_async(host: &str, timeout: Duration) -> crate::Result<Vec<IpAddr>> {
+pub async fn resolve_host(host: &str, timeout: Duration) -> crate::Result<Vec<IpAddr>> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![ip]);
     }
@@ -67,9 +55,10 @@ pub async fn resolve_host_async(host: &str, timeout: Duration) -> crate::Result<
 }
 
 /// `HOST:PORT` to socket addresses, resolving the host.
-pub fn resolve_target(target: &str, timeout: Duration) -> crate::Result<Vec<SocketAddr>> {
+pub async fn resolve_target(target: &str, timeout: Duration) -> crate::Result<Vec<SocketAddr>> {
     let (host, port) = split_host_port(target)?;
-    Ok(resolve_host(&host, timeout)?
+    Ok(resolve_host(&host, timeout)
+        .await?
         .into_iter()
         .map(|ip| SocketAddr::new(ip, port))
         .collect())
@@ -95,13 +84,15 @@ mod tests {
         assert!(split_host_port("web:70000").is_err());
     }
 
-    #[test]
-    fn literals_and_localhost_resolve_without_dns() {
+    #[tokio::test]
+    async fn literals_and_localhost_resolve_without_dns() {
         assert_eq!(
-            resolve_host("127.0.0.1", Duration::from_secs(1)).ok(),
+            resolve_host("127.0.0.1", Duration::from_secs(1)).await.ok(),
             Some(vec![IpAddr::from([127, 0, 0, 1])])
         );
-        let local = resolve_host("localhost", Duration::from_secs(1)).unwrap_or_default();
+        let local = resolve_host("localhost", Duration::from_secs(1))
+            .await
+            .unwrap_or_default();
         assert!(local.iter().any(|ip| ip.is_loopback()), "{local:?}");
     }
 }

@@ -171,21 +171,34 @@ pub fn checks(evidence: &NodeEvidence) -> Vec<Check> {
     ]
 }
 
+/// The node checks as the registry runs them (`watch --node`): none unless
+/// asked for, and none outside a node's namespace.
+pub async fn registry_checks(options: Option<&NodeOptions>) -> Result<Vec<Check>> {
+    let Some(opts) = options.cloned() else {
+        return Ok(Vec::new());
+    };
+    crate::checks::blocking(move || {
+        let links = links::dump(opts.timeout)
+            .map_err(|e| Error::io("listing the network namespace's interfaces", e))?;
+        if !cni::looks_like_node(&links) {
+            return Err(not_a_node(&links));
+        }
+        let started = Instant::now();
+        let evidence = measure(&opts, links);
+        let mut checks = checks(&evidence);
+        // The measurement is shared: each check's time is the whole sample.
+        let took = crate::report::millis(started.elapsed());
+        for check in &mut checks {
+            check.duration_ms += took;
+        }
+        Ok(checks)
+    })
+    .await?
+}
+
 /// `podprobe node`.
-pub fn run(opts: &NodeOptions) -> Result<Report> {
+pub async fn run(opts: &NodeOptions) -> Result<Report> {
     let report = Report::start(crate::net::report_context());
-    let links = links::dump(opts.timeout)
-        .map_err(|e| Error::io("listing the network namespace's interfaces", e))?;
-    if !cni::looks_like_node(&links) {
-        return Err(not_a_node(&links));
-    }
-    let started = Instant::now();
-    let evidence = measure(opts, links);
-    let mut checks = checks(&evidence);
-    // The measurement is shared: each check's time is the whole sample.
-    let took = crate::report::millis(started.elapsed());
-    for check in &mut checks {
-        check.duration_ms += took;
-    }
+    let checks = registry_checks(Some(opts)).await?;
     Ok(report.finish(checks))
 }

@@ -13,7 +13,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::cli::ServeArgs;
 use crate::grpc::pb::identity_server::{Identity as IdentityService, IdentityServer};
 use crate::grpc::pb::{WhoamiReply, WhoamiRequest};
 use crate::Error;
@@ -68,13 +67,19 @@ pub fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("'{text}' is not a listen address; use IP:PORT or :PORT"))
 }
 
-pub fn run(args: &ServeArgs) -> crate::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("starting the runtime", e))?;
-    runtime.block_on(serve(args))
+/// What `podprobe serve` was asked to serve.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    /// `None`: `$POD_NAME`, else the hostname.
+    pub name: Option<String>,
+    /// Close an HTTP connection this long after its last response (0: never).
+    pub http_idle_timeout: Duration,
+    /// Answer every request this much later.
+    pub delay: Duration,
+    /// gRPC MaxConnectionAge.
+    pub max_connection_age: Option<Duration>,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> crate::Result<TcpListener> {
@@ -90,7 +95,8 @@ async fn bind(addr: SocketAddr, what: &str) -> crate::Result<TcpListener> {
     Ok(listener)
 }
 
-async fn serve(args: &ServeArgs) -> crate::Result<()> {
+/// Serves until SIGTERM or SIGINT, then drains.
+pub async fn run(args: &Options) -> crate::Result<()> {
     let identity = Arc::new(Identity::from_env(args.name.as_deref()));
     let grpc_listener = bind(args.grpc, "gRPC").await?;
     let http_listener = bind(args.http, "HTTP").await?;
@@ -146,7 +152,7 @@ async fn shutdown_signal() -> crate::Result<&'static str> {
 async fn serve_grpc(
     listener: TcpListener,
     identity: Arc<Identity>,
-    args: ServeArgs,
+    args: Options,
     mut stop: watch::Receiver<bool>,
 ) {
     let (reporter, health) = tonic_health::server::health_reporter();

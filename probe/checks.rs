@@ -1,0 +1,86 @@
+//! The registry of checks: what `doctor` runs and what `watch` runs on a
+//! schedule. Each area contributes one entry; both commands walk the same
+//! list, so no area's logic is written twice.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::report::Check;
+
+/// Every area's options for one run of the registry. An area with nothing
+/// to do (no `--tcp`, no `--upstream`) still gets its entry; it returns the
+/// checks that apply, possibly none.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub net: crate::net::Options,
+    pub dns: crate::dns::DoctorOptions,
+    /// One entry per `--grpc` target.
+    pub grpc: Vec<crate::grpc::Options>,
+    pub keepalive: Option<crate::keepalive::Options>,
+    /// The node's checks (`watch --node`); `doctor` runs in a pod and has none.
+    pub node: Option<crate::node::NodeOptions>,
+}
+
+/// The checks an entry produced. An `Err` is bad input (an unknown target,
+/// an unreadable file): `doctor` exits 2 on it; a failed measurement is a
+/// check with status `error` instead.
+pub type Checks<'a> = Pin<Box<dyn Future<Output = crate::Result<Vec<Check>>> + Send + 'a>>;
+
+/// One area's contribution.
+pub struct Entry {
+    /// The area, as check ids begin (`dns` for `dns.*`).
+    pub area: &'static str,
+    pub run: for<'a> fn(&'a Plan) -> Checks<'a>,
+}
+
+/// In report order: where the probe runs first, then what it reaches.
+pub const REGISTRY: &[Entry] = &[
+    Entry {
+        area: "net",
+        run: |plan| Box::pin(crate::net::context_checks(&plan.net)),
+    },
+    Entry {
+        area: "dns",
+        run: |plan| Box::pin(crate::dns::doctor_checks(&plan.dns)),
+    },
+    Entry {
+        area: "tcp",
+        run: |plan| Box::pin(crate::net::reachability_checks(&plan.net)),
+    },
+    Entry {
+        area: "grpc",
+        run: |plan| Box::pin(crate::grpc::doctor_checks(&plan.grpc)),
+    },
+    Entry {
+        area: "net",
+        run: |plan| Box::pin(crate::net::conntrack_checks(&plan.net)),
+    },
+    Entry {
+        area: "http",
+        run: |plan| Box::pin(crate::keepalive::doctor_checks(plan.keepalive.as_ref())),
+    },
+    Entry {
+        area: "node",
+        run: |plan| Box::pin(crate::node::registry_checks(plan.node.as_ref())),
+    },
+];
+
+/// Walks the registry in order: checks run one after another so that one
+/// area's load does not skew another's timings.
+pub async fn run(plan: &Plan) -> crate::Result<Vec<Check>> {
+    let mut checks = Vec::new();
+    for entry in REGISTRY {
+        checks.extend((entry.run)(plan).await?);
+    }
+    Ok(checks)
+}
+
+/// Runs blocking measurement code (plain sockets, threads, /proc reads)
+/// from the runtime without stalling its other tasks.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> crate::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| crate::Error::unavailable(format!("a measurement stopped: {e}")))
+}
