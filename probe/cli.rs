@@ -314,6 +314,15 @@ pub enum LabCommand {
     /// Bring up each scenario in turn, run the matching podprobe command in
     /// the client pod and print its report.
     Demo,
+    /// Add N Services (10.100.0.0 upwards, one backend each) to a running
+    /// lab, in its kube-proxy mode (iptables, or nftables with kube-proxy-nft).
+    Services {
+        #[arg(long, default_value = crate::lab::command::DEFAULT_NAME)]
+        name: String,
+        /// How many Services to add.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+        count: u32,
+    },
     /// DNS forwarder slow for one domain (run by the slow-dns scenario).
     #[command(hide = true)]
     DnsDelay {
@@ -480,6 +489,10 @@ impl LabArgs {
                 name: name.clone(),
                 pod: pod.clone(),
                 command: command.clone(),
+            },
+            LabCommand::Services { name, count } => Action::Services {
+                name: name.clone(),
+                count: *count as usize,
             },
             LabCommand::Demo => Action::Demo {
                 json: global.output == OutputFormat::Json,

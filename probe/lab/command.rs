@@ -31,6 +31,8 @@ pub enum Action {
     /// Each scenario in turn, with the podprobe command that finds it; the
     /// reports as JSON when `json`.
     Demo { json: bool },
+    /// Add generated Services to a running lab.
+    Services { name: String, count: usize },
     /// The slow-dns scenario's forwarder.
     DnsDelay {
         listen: std::net::SocketAddr,
@@ -112,6 +114,23 @@ pub fn run(action: &Action) -> Result<i32> {
             Ok(status.code().unwrap_or(1))
         }
         Action::Demo { json } => demo(*json),
+        Action::Services { name, count } => {
+            super::sys::require_root()?;
+            let mut lab = Lab::open(name)?;
+            let started = std::time::Instant::now();
+            let total = lab.add_services(*count)?;
+            let mode = match lab.proxy_mode() {
+                super::ProxyMode::Iptables => "iptables",
+                super::ProxyMode::Nftables => "nftables",
+            };
+            say(&format!(
+                "lab '{name}': {count} Services added in {:.1} s ({mode} mode), {total} generated in all: {}..{}\n",
+                started.elapsed().as_secs_f64(),
+                super::generated_service(0),
+                super::generated_service(total - 1)
+            ));
+            Ok(0)
+        }
     }
 }
 

@@ -20,6 +20,7 @@
 //! `podprobe lab down` removes it by name.
 
 pub mod command;
+mod node;
 mod scenario;
 mod servers;
 mod sys;
@@ -33,6 +34,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use node::{
+    generated_service, ProxyMode, CONNTRACK_FILL, NODELOCAL_ADDRESS, NODELOCAL_INTERFACE,
+    NODE_ADDRESS, OVERLAY_INTERFACE, OVERLAY_MTU, UPLINK, UPLINK_MTU,
+};
 pub use scenario::{Scenario, SLOW_DNS_DELAY};
 pub use topology::{
     cluster_first_resolv_conf, Pod, Service, BACKEND_GRPC_PORT, BACKEND_HTTP_PORT, CLUSTER_DOMAIN,
@@ -88,6 +93,9 @@ struct State {
     name: String,
     podprobe: PathBuf,
     scenarios: Vec<Scenario>,
+    /// Services added by [`Lab::add_services`].
+    #[serde(default)]
+    services: usize,
 }
 
 /// A running lab. Dropping it removes everything it made.
@@ -157,6 +165,7 @@ impl Lab {
                 name,
                 podprobe: spec.podprobe.clone(),
                 scenarios: Vec::new(),
+                services: 0,
             },
             children: Vec::new(),
             owned: true,
@@ -292,6 +301,18 @@ impl Lab {
                 "netpol-drop and netpol-reject block the same port; choose one",
             ));
         }
+        let iptables_dns = [Scenario::SlowDns, Scenario::KubeProxyNft];
+        if iptables_dns.contains(&scenario)
+            && self
+                .state
+                .scenarios
+                .iter()
+                .any(|s| iptables_dns.contains(s))
+        {
+            return Err(Error::usage(
+                "slow-dns re-points kube-dns's iptables rule, which kube-proxy-nft replaces; choose one",
+            ));
+        }
         for rule in scenario.forward_rules() {
             sys::run(
                 self.command(Pod::Node, "iptables")
@@ -303,6 +324,7 @@ impl Lab {
         if scenario == Scenario::SlowDns {
             self.start_slow_dns()?;
         }
+        self.add_node_scenario(scenario)?;
         self.state.scenarios.push(scenario);
         self.save()
     }
@@ -383,6 +405,7 @@ impl Lab {
                 .args(["-w", "--noflush"]),
             Some(&topology::kube_proxy_nat_rules()),
         )?;
+        self.build_node()?;
         self.start_dns()?;
         for pod in Pod::BACKENDS {
             self.start_backend(pod)?;

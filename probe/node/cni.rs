@@ -202,9 +202,7 @@ fn uplink(interfaces: &Interfaces) -> Option<Uplink> {
         .links
         .iter()
         .filter(|l| l.name != "lo" && cni_of_interface(&l.name).is_none())
-        .filter(|l| {
-            matches!(l.kind.as_deref(), None | Some("dummy")) || l.kind.as_deref() == Some("bond")
-        })
+        .filter(|l| matches!(l.kind.as_deref(), None | Some("dummy" | "bond" | "bridge")))
         .filter(|l| !matches!(l.name.as_str(), "kube-ipvs0" | "nodelocaldns"))
         .filter(|l| {
             interfaces.addresses.iter().any(|a| {

@@ -114,7 +114,7 @@ pub fn conntrack(evidence: &Result<ConntrackEvidence, String>) -> Check {
              and the hash with it: echo {} > /sys/module/nf_conntrack/parameters/hashsize (buckets = max/4 or more); \
              or shorten idle entries (net.netfilter.nf_conntrack_tcp_timeout_established, kube-proxy --conntrack-tcp-timeout-established)",
             e.max.saturating_mul(2).max(262_144),
-            (e.max.saturating_mul(2) / 4).max(65_536)
+            (e.max.saturating_mul(2) / 4).max(e.buckets.unwrap_or(0)).max(65_536)
         ));
     }
     if grew("insert_failed") > 0 {
