@@ -339,6 +339,13 @@ pub fn kube_proxy(rules: &RulesEvidence, ipvs_interface: bool, cnis: &[String]) 
             ],
             vec![],
         ),
+        ProxyMode::None if !rules.complete() => {
+            return Check::skipped(
+                ID,
+                TITLE,
+                format!("no kube-proxy rules among those read, and not every source was read: {}", rules.why_unreadable()),
+            )
+        }
         ProxyMode::None => match &replaced_by {
             Some(by) => (
                 Status::Pass,
@@ -404,6 +411,17 @@ pub fn snat(rules: &RulesEvidence) -> Check {
         )
     };
     let details: Vec<String> = all.iter().map(describe).collect();
+    if weak.is_empty() && !rules.complete() {
+        return Check::skipped(
+            ID,
+            TITLE,
+            format!(
+                "{} MASQUERADE/SNAT rules read, all fully-random, but not every source was read: {}",
+                all.len(),
+                rules.why_unreadable()
+            ),
+        );
+    }
     if all.is_empty() {
         return Check::new(
             ID,

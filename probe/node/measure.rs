@@ -100,7 +100,17 @@ impl RulesEvidence {
         })
     }
 
-    /// Why nothing could be read, for a skipped check.
+    /// True when every source there is was read (whole or in part).
+    pub fn complete(&self) -> bool {
+        !self.sources.iter().any(|s| {
+            matches!(
+                s.status,
+                SourceStatus::Unreadable | SourceStatus::Failed | SourceStatus::Timeout
+            )
+        })
+    }
+
+    /// Why nothing (or not everything) could be read, for a skipped check.
     pub fn why_unreadable(&self) -> String {
         let reasons: Vec<String> = self
             .sources
