@@ -119,10 +119,7 @@ pub fn run(action: &Action) -> Result<i32> {
             let mut lab = Lab::open(name)?;
             let started = std::time::Instant::now();
             let total = lab.add_services(*count)?;
-            let mode = match lab.proxy_mode() {
-                super::ProxyMode::Iptables => "iptables",
-                super::ProxyMode::Nftables => "nftables",
-            };
+            let mode = lab.proxy_mode().name();
             say(&format!(
                 "lab '{name}': {count} Services added in {:.1} s ({mode} mode), {total} generated in all: {}..{}\n",
                 started.elapsed().as_secs_f64(),
@@ -139,6 +136,8 @@ pub fn run(action: &Action) -> Result<i32> {
 struct Step {
     scenario: Option<Scenario>,
     about: &'static str,
+    /// Where the command runs: the client pod, or the node's namespace.
+    pod: Pod,
     args: Vec<String>,
 }
 
@@ -148,7 +147,25 @@ fn demo_steps() -> Vec<Step> {
     let step = |scenario, about, args: &[&str]| Step {
         scenario,
         about,
+        pod: Pod::Client,
         args: args.iter().map(|s| s.to_string()).collect(),
+    };
+    // `podprobe node` in the node's namespace; a fault that warns exits 1
+    // with --fail-on warn.
+    let node_step = |scenario: Scenario, fail_on_warn: bool| Step {
+        scenario: Some(scenario),
+        about: scenario.describe(),
+        pod: Pod::Node,
+        args: ["node", "--interval", "1s"]
+            .into_iter()
+            .chain(
+                fail_on_warn
+                    .then_some(["--fail-on", "warn"])
+                    .into_iter()
+                    .flatten(),
+            )
+            .map(String::from)
+            .collect(),
     };
     vec![
         step(
@@ -195,6 +212,13 @@ fn demo_steps() -> Vec<Step> {
             Scenario::NetpolReject.describe(),
             &["doctor", "--tcp", &web],
         ),
+        node_step(Scenario::ConntrackFull, false),
+        node_step(Scenario::SnatNorandom, true),
+        node_step(Scenario::NoInvalidDrop, true),
+        node_step(Scenario::OverlayMtu, true),
+        node_step(Scenario::NodelocalDns, false),
+        node_step(Scenario::KubeProxyNft, false),
+        node_step(Scenario::KubeProxyLegacy, false),
     ]
 }
 
@@ -212,13 +236,17 @@ fn demo(json: bool) -> Result<i32> {
         say(&format!("=== {title}\n"));
         eprintln!("building a lab with scenario {name}...");
         let lab = Lab::up(&spec)?;
-        say(&format!("$ podprobe {}\n", step.args.join(" ")));
+        let place = match step.pod {
+            Pod::Node => " (in the node's namespace)",
+            _ => "",
+        };
+        say(&format!("$ podprobe {}{place}\n", step.args.join(" ")));
         let status = lab
-            .podprobe(Pod::Client)
+            .podprobe(step.pod)
             .args(&step.args)
             .args(["-o", output])
             .status()
-            .map_err(|e| Error::io("running podprobe in the client pod", e))?;
+            .map_err(|e| Error::io(format!("running podprobe in {}", lab.netns(step.pod)), e))?;
         let code = status.code().unwrap_or(1);
         say(&format!("(exit code {code})\n\n"));
         summary.push((name, step.args.join(" "), code));
@@ -230,8 +258,15 @@ fn demo(json: bool) -> Result<i32> {
         .map(|(_, args, _)| args.len())
         .max()
         .unwrap_or(0);
+    let name_width = summary
+        .iter()
+        .map(|(name, _, _)| name.len())
+        .max()
+        .unwrap_or(0);
     for (name, args, code) in summary {
-        say(&format!("  {name:<14} podprobe {args:<width$}  {code}\n"));
+        say(&format!(
+            "  {name:<name_width$} podprobe {args:<width$}  {code}\n"
+        ));
     }
     Ok(0)
 }

@@ -94,8 +94,42 @@ fn nodelocal_rules() -> String {
 /// Which of kube-proxy's modes programs the lab's Services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyMode {
+    /// iptables mode through iptables-nft (the lab's default).
     Iptables,
+    /// iptables mode through iptables-legacy (x_tables).
+    IptablesLegacy,
     Nftables,
+}
+
+impl ProxyMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyMode::Iptables => "iptables",
+            ProxyMode::IptablesLegacy => "iptables (legacy backend)",
+            ProxyMode::Nftables => "nftables",
+        }
+    }
+}
+
+/// Splits `iptables-save -t TABLE` output into what stays and kube-proxy's
+/// own chains and jumps, each a complete table for iptables-restore.
+fn split_kube_proxy(saved: &str) -> (String, String) {
+    let mut kept = String::new();
+    let mut kube = String::new();
+    for line in saved.lines().filter(|l| !l.starts_with('#')) {
+        let is_kube =
+            line.starts_with(":KUBE-") || line.starts_with("-A KUBE-") || line.contains("-j KUBE-");
+        let frame = line.starts_with('*') || line == "COMMIT";
+        if is_kube || frame {
+            kube.push_str(line);
+            kube.push('\n');
+        }
+        if !is_kube {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    (kept, kube)
 }
 
 impl Lab {
@@ -143,9 +177,30 @@ impl Lab {
     pub fn proxy_mode(&self) -> ProxyMode {
         if self.state.scenarios.contains(&Scenario::KubeProxyNft) {
             ProxyMode::Nftables
+        } else if self.state.scenarios.contains(&Scenario::KubeProxyLegacy) {
+            ProxyMode::IptablesLegacy
         } else {
             ProxyMode::Iptables
         }
+    }
+
+    /// kube-proxy's chains and jumps taken out of the node's iptables-nft
+    /// tables; returns them as iptables-restore input, per table.
+    fn take_kube_proxy_rules(&self) -> Result<Vec<String>> {
+        let mut taken = Vec::new();
+        for table in ["nat", "filter"] {
+            let saved = sys::run(
+                self.command(Pod::Node, "iptables-save").args(["-t", table]),
+                None,
+            )?;
+            let (kept, kube) = split_kube_proxy(&saved);
+            sys::run(
+                self.command(Pod::Node, "iptables-restore").arg("-w"),
+                Some(&kept),
+            )?;
+            taken.push(kube);
+        }
+        Ok(taken)
     }
 
     /// Applies one of the node scenarios (the others are not this module's).
@@ -158,8 +213,12 @@ impl Lab {
             )),
             Scenario::NoInvalidDrop => {
                 // Already gone (another scenario removed it) is fine.
+                let iptables = match self.proxy_mode() {
+                    ProxyMode::IptablesLegacy => "iptables-legacy",
+                    _ => "iptables",
+                };
                 let _ = sys::run(
-                    self.command(Pod::Node, "iptables")
+                    self.command(Pod::Node, iptables)
                         .args(["-w", "-D", "KUBE-FORWARD"])
                         .args(INVALID_DROP_RULE),
                     None,
@@ -168,6 +227,17 @@ impl Lab {
             }
             Scenario::NodelocalDns => self.start_nodelocal_dns(),
             Scenario::KubeProxyNft => self.switch_to_nftables(),
+            Scenario::KubeProxyLegacy => {
+                // kube-proxy's rules, as they are, into the x_tables backend.
+                for rules in self.take_kube_proxy_rules()? {
+                    sys::run(
+                        self.command(Pod::Node, "iptables-legacy-restore")
+                            .args(["-w", "--noflush"]),
+                        Some(&rules),
+                    )?;
+                }
+                Ok(())
+            }
             Scenario::OverlayMtu => sys::run(
                 sys::tool("ip").args(["-n", &self.netns(Pod::Node), "-batch", "-"]),
                 Some(&format!(
@@ -297,25 +367,7 @@ impl Lab {
                 "kube-proxy-nft needs nft (package nftables); install with scripts/setup or apt-get install nftables",
             ));
         }
-        for table in ["nat", "filter"] {
-            let saved = sys::run(
-                self.command(Pod::Node, "iptables-save").args(["-t", table]),
-                None,
-            )?;
-            let kept: String = saved
-                .lines()
-                .filter(|l| {
-                    !l.starts_with(":KUBE-")
-                        && !l.starts_with("-A KUBE-")
-                        && !l.contains("-j KUBE-")
-                })
-                .map(|l| format!("{l}\n"))
-                .collect();
-            sys::run(
-                self.command(Pod::Node, "iptables-restore").arg("-w"),
-                Some(&kept),
-            )?;
-        }
+        self.take_kube_proxy_rules()?;
         self.nft(&topology::kube_proxy_nft_ruleset(
             &topology::lab_service_ports(),
             true,
@@ -351,6 +403,12 @@ impl Lab {
             let ports: Vec<_> = (at..end).map(topology::generated_service_port).collect();
             match self.proxy_mode() {
                 ProxyMode::Iptables => self.restore(&topology::generated_nat_rules(&ports))?,
+                ProxyMode::IptablesLegacy => sys::run(
+                    self.command(Pod::Node, "iptables-legacy-restore")
+                        .args(["-w", "--noflush"]),
+                    Some(&topology::generated_nat_rules(&ports)),
+                )
+                .map(drop)?,
                 ProxyMode::Nftables => {
                     self.nft(&topology::kube_proxy_nft_ruleset(&ports, false))?
                 }
@@ -391,6 +449,20 @@ mod tests {
         assert!(nodelocal
             .contains("-A PREROUTING -d 169.254.20.10/32 -p udp -m udp --dport 53 -j NOTRACK"));
         assert_eq!(nodelocal.matches("NOTRACK").count(), 6);
+    }
+
+    #[test]
+    fn kube_proxys_rules_split_from_the_rest() {
+        let saved = "# Generated by iptables-nft-save v1.8.9 (nf_tables)\n*nat\n:PREROUTING ACCEPT [0:0]\n:IP-MASQ - [0:0]\n:KUBE-SERVICES - [0:0]\n\
+            -A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+            -A POSTROUTING -j IP-MASQ\n-A KUBE-SERVICES -d 10.96.0.1/32 -j KUBE-SVC-X\nCOMMIT\n";
+        let (kept, kube) = split_kube_proxy(saved);
+        assert_eq!(
+            kept,
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:IP-MASQ - [0:0]\n-A POSTROUTING -j IP-MASQ\nCOMMIT\n"
+        );
+        assert!(kube.starts_with("*nat\n:KUBE-SERVICES - [0:0]\n-A PREROUTING"));
+        assert!(kube.ends_with("-A KUBE-SERVICES -d 10.96.0.1/32 -j KUBE-SVC-X\nCOMMIT\n"));
     }
 
     #[test]

@@ -40,10 +40,13 @@ pub enum Scenario {
     KubeProxyNft,
     /// A VXLAN overlay (MTU 1450) while the pods keep MTU 1500.
     OverlayMtu,
+    /// kube-proxy's iptables rules in the legacy backend (x_tables), as on
+    /// nodes whose iptables is iptables-legacy.
+    KubeProxyLegacy,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::DnsRace,
         Scenario::NetpolDrop,
         Scenario::NetpolReject,
@@ -54,6 +57,7 @@ impl Scenario {
         Scenario::NodelocalDns,
         Scenario::KubeProxyNft,
         Scenario::OverlayMtu,
+        Scenario::KubeProxyLegacy,
     ];
 
     /// The name the CLI takes (`--scenario dns-race`).
@@ -69,7 +73,17 @@ impl Scenario {
             Scenario::NodelocalDns => "nodelocal-dns",
             Scenario::KubeProxyNft => "kube-proxy-nft",
             Scenario::OverlayMtu => "overlay-mtu",
+            Scenario::KubeProxyLegacy => "kube-proxy-legacy",
         }
+    }
+
+    /// False for the scenarios that change how the node works without
+    /// breaking anything (a cache, another kube-proxy mode or backend).
+    pub fn is_fault(self) -> bool {
+        !matches!(
+            self,
+            Scenario::NodelocalDns | Scenario::KubeProxyNft | Scenario::KubeProxyLegacy
+        )
     }
 
     /// One line for people: what the fault is.
@@ -95,6 +109,9 @@ impl Scenario {
                 "kube-proxy in nftables mode: Services in the service-ips verdict map"
             }
             Scenario::OverlayMtu => "a VXLAN overlay with MTU 1450 while the pods keep MTU 1500",
+            Scenario::KubeProxyLegacy => {
+                "kube-proxy's iptables rules in the legacy backend (x_tables)"
+            }
         }
     }
 
@@ -164,7 +181,8 @@ impl Scenario {
             | Scenario::NoInvalidDrop
             | Scenario::NodelocalDns
             | Scenario::KubeProxyNft
-            | Scenario::OverlayMtu => Vec::new(),
+            | Scenario::OverlayMtu
+            | Scenario::KubeProxyLegacy => Vec::new(),
         }
     }
 }

@@ -197,7 +197,10 @@ impl Tools {
         let Some((mut cmd, via)) = self.command(tool) else {
             return (format!("{tool} {}", args.join(" ")), Err(RunError::Missing));
         };
-        let line = format!("{via} {}", args.join(" "));
+        let line = std::iter::once(via.as_str())
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ");
         let start = Instant::now();
         let spawned = cmd
             .args(args)
