@@ -60,6 +60,27 @@ fn statuses(report: &serde_json::Value) -> String {
         .collect()
 }
 
+/// `GET /` from the client pod through a Service; the backend's answer
+/// names it.
+fn http_get(lab: &Lab, addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    lab.in_pod(Pod::Client, || {
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+                .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    })
+    .unwrap()
+}
+
 fn node_sh(lab: &Lab, script: &str) {
     let out = run(lab.command(Pod::Node, "sh").args(["-ec", script]));
     assert!(out.status.success(), "{script}: {out:?}");
@@ -240,13 +261,8 @@ fn kube_proxy_nftables_mode_is_counted_from_its_verdict_map() {
         statuses(&report)
     );
     // The Services work through the verdict map.
-    let out = run(lab
-        .command(Pod::Client, "curl")
-        .args(["-s", "-m", "2", "http://web.default/"]));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("backend-"),
-        "{out:?}"
-    );
+    let answer = http_get(&lab, podprobe::lab::Service::Web.addr().into());
+    assert!(answer.contains("backend-"), "{answer}");
 }
 
 #[test]
@@ -258,17 +274,8 @@ fn many_services_in_iptables_mode_warn_and_in_nftables_mode_do_not() {
         let kube_proxy = check(&report, "node.kube-proxy");
         assert_eq!(kube_proxy["status"], expected, "{kube_proxy:#}");
         assert_eq!(kube_proxy["evidence"]["services"], 1_104);
-        let last = generated_service(1_099);
-        let out = run(lab.command(Pod::Client, "curl").args([
-            "-s",
-            "-m",
-            "2",
-            &format!("http://{last}/"),
-        ]));
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("backend-"),
-            "{out:?}"
-        );
+        let answer = http_get(&lab, generated_service(1_099).into());
+        assert!(answer.contains("backend-"), "{answer}");
     }
 }
 
@@ -395,5 +402,47 @@ fn legacy_and_nft_backends_are_read_and_both_together_warn() {
     for k in kube_proxy["evidence"]["iptables"].as_array().unwrap() {
         assert_eq!(k["services"], 5, "{k:#}");
         assert_eq!(k["endpoints"], 6, "{k:#}");
+    }
+}
+
+#[test]
+fn services_bench_quick_run_writes_its_tables() {
+    // A smoke test of bench/services: it completes and writes both tables.
+    // Never a timing assertion: a quick run's numbers on a shared machine
+    // mean nothing.
+    let out_file =
+        std::env::temp_dir().join(format!("podprobe-services-{}.md", std::process::id()));
+    let out = run(std::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/bench/services"
+    ))
+    .args(["--quick", "--out"])
+    .arg(&out_file)
+    .env("PODPROBE", PODPROBE));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&out_file).unwrap();
+    let _ = std::fs::remove_file(&out_file);
+    assert!(
+        text.contains("## First packet of a new connection"),
+        "{text}"
+    );
+    assert!(text.contains("| 304 | "), "{text}");
+    assert!(
+        text.contains("## `podprobe node` on the same nodes"),
+        "{text}"
+    );
+    for mode in [
+        "iptables mode, nft backend",
+        "iptables mode, legacy backend",
+        "nftables mode (verdict map)",
+    ] {
+        assert!(
+            text.contains(&format!("| {mode} | 304 |")),
+            "{mode}: {text}"
+        );
     }
 }

@@ -462,8 +462,8 @@ pub fn snat(rules: &RulesEvidence) -> Check {
     .with_details(details)
     .with_remedy([
         "use fully random source ports: iptables `-j MASQUERADE --random-fully` (iptables 1.6.2+, kernel 3.14+), nft `masquerade fully-random`; \
-         kube-proxy, flannel and Calico add it when the node's iptables supports it, so an old iptables in their image or on the node is the usual cause; \
-         for ip-masq-agent set `--random-fully`"
+         kube-proxy, flannel and Calico add it when the iptables they run supports it, so an old iptables in their image or on the node is the usual cause: \
+         upgrade the component that wrote the rule (its owner above)"
             .to_string(),
     ])
     .with_refs(&["https://tech.xing.com/a-reason-for-unexplained-connection-timeouts-on-kubernetes-docker-abd041cf7e02"])
@@ -530,6 +530,7 @@ pub fn conntrack_invalid(
         );
     }
     let rate = invalid_per_s
+        .filter(|r| *r > 0.0)
         .map(|r| format!("; conntrack marks {r:.2} packets/s INVALID here"))
         .unwrap_or_default();
     Check::new(

@@ -69,7 +69,7 @@ pub fn parse(buf: &[u8]) -> Result<Batch, ParseError> {
                     .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
                 return Err(ParseError(format!(
                     "error {}",
-                    io::Error::from_raw_os_error(-code)
+                    io::Error::from_raw_os_error(code.wrapping_neg())
                 )));
             }
             RTM_NEWLINK => batch.links.push(parse_link(body)?),
@@ -285,6 +285,7 @@ mod tests {
         let good = message(RTM_NEWLINK, &link_body(1, 0, &[attr(IFLA_IFNAME, b"lo\0")]));
         assert!(parse(&good[..good.len() - 2]).is_err());
         assert!(parse(&message(NLMSG_ERROR, &(-1i32).to_ne_bytes())).is_err());
+        assert!(parse(&message(NLMSG_ERROR, &i32::MIN.to_ne_bytes())).is_err());
         assert!(parse(&message(RTM_NEWLINK, &[0; 3])).is_err());
         assert!(parse(&message(RTM_NEWLINK, &link_body(1, 0, &[]))).is_err());
     }

@@ -10,6 +10,8 @@ pub mod judge;
 pub mod links;
 pub mod measure;
 pub mod nft;
+#[cfg(test)]
+mod proptests;
 pub mod rules;
 
 use std::net::{IpAddr, SocketAddr};

@@ -259,7 +259,10 @@ pub fn from_nft(ruleset: &nft::Ruleset, skip: &dyn Fn(&nft::Table) -> bool) -> R
                 facts.snat.push(SnatRule {
                     at: rule_ref(),
                     action: action.to_string(),
-                    fully_random: flags.iter().any(|f| f == "fully-random"),
+                    // nft writes `fully-random`; some versions spelt it `random-fully`.
+                    fully_random: flags
+                        .iter()
+                        .any(|f| f == "fully-random" || f == "random-fully"),
                     random: flags.iter().any(|f| f == "random"),
                     owner: if table.name == "kube-proxy" {
                         "kube-proxy".to_string()
