@@ -386,6 +386,73 @@ class Bench:
                   f"{statistics.median(p50['single-channel']):.2f} ms, per endpoint "
                   f"{statistics.median(p50['per-endpoint']):.2f} ms.")
 
+    # ------------------------------------------------------------------- watch
+
+    def watch(self):
+        duration = 12 if self.quick else 600
+        warmup = 4 if self.quick else 60
+        sample_every = 1 if self.quick else 5
+        log(f"watch: --interval 1s for {duration} s in the client pod, scraped every second")
+        argv = [self.pp, "watch", "--interval", "1s", "--listen", f"127.0.0.1:{WATCH_PORT}",
+                "--timeout", "1s", "--name", "web.default.svc.cluster.local.",
+                "--tcp", "web.default:80", "--grpc", GRPC_SERVICE]
+        log_path = os.path.join(self.tmp, "watch.log")
+        with open(log_path, "w") as err:
+            proc = subprocess.Popen(self.in_pod("client", argv), stdout=subprocess.DEVNULL,
+                                    stderr=err)
+        scraper = None
+        try:
+            # Prometheus's part: a scrape a second, from inside the pod.
+            scraper = subprocess.Popen(
+                self.in_pod("client", ["python3", "-c", SCRAPER, str(WATCH_PORT), str(duration)]),
+                stdout=subprocess.PIPE, text=True)
+            samples = []  # (seconds since start, RSS KiB, CPU s, cycles, open fds)
+            start = time.monotonic()
+            while time.monotonic() - start < duration:
+                time.sleep(sample_every)
+                if proc.poll() is not None:
+                    raise RuntimeError(f"podprobe watch exited: {open(log_path).read().strip()}")
+                samples.append((time.monotonic() - start, *proc_usage(proc.pid),
+                                cycles(open(log_path).read()),
+                                len(os.listdir(f"/proc/{proc.pid}/fd"))))
+            out, _ = scraper.communicate(timeout=30)
+            scrapes = sorted(json.loads(out))
+        finally:
+            if scraper and scraper.poll() is None:
+                scraper.kill()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        text = open(log_path).read()
+        if proc.returncode != 0 or "stopping after" not in text:
+            raise RuntimeError(f"podprobe watch did not stop cleanly ({proc.returncode}): {text[-500:]}")
+        warm = [s for s in samples if s[0] >= warmup]
+        window = max(1, len(warm) // 10)
+        base = statistics.median(s[1] for s in warm[:window])
+        end = statistics.median(s[1] for s in warm[-window:])
+        peak = max(s[1] for s in warm)
+        growth = (end - base) / base * 100
+        (_, _, cpu0, c0, fds0), (_, _, cpu1, c1, fds1) = warm[0], warm[-1]
+        per_cycle = (cpu1 - cpu0) / max(c1 - c0, 1) * 1000
+        overruns = text.count("longer than the interval")
+        self.row(f"`watch --interval 1s` RSS after {warmup} s warm-up, then at the end of {duration} s",
+                 f"{base / 1024:.1f} -> {end / 1024:.1f} MiB ({growth:+.1f} %)", "-", None,
+                 target_le(growth, 10, "% growth"))
+        self.row("`watch` CPU (user+sys) per cycle: resolv.conf, 1 name, 1 TCP target, 300 gRPC RPCs",
+                 f"{per_cycle:.1f} ms", "-", None)
+        self.row(f"`/metrics` scrape latency p50 / p99 / max ({len(scrapes)} scrapes)",
+                 f"{pct(scrapes, 50):.2f} / {pct(scrapes, 99):.2f} / {scrapes[-1]:.2f} ms", "-",
+                 None, target_le(pct(scrapes, 99), 10, "ms (p99)"))
+        self.note(f"- watch: `podprobe {' '.join(argv[1:])}` in the client pod for {duration} s; "
+                  f"{c1} cycles, {overruns} overruns; open file descriptors {fds0} after "
+                  f"warm-up, {fds1} at the end; RSS sampled every {sample_every} s from "
+                  f"/proc/PID/status (peak after warm-up {peak / 1024:.1f} MiB; growth = median of "
+                  f"the last tenth of the samples over the first tenth after warm-up), CPU from "
+                  f"/proc/PID/stat over the cycles after warm-up; scrapes: a new connection and "
+                  f"`GET /metrics` each second from inside the pod, timed to the last byte.")
+
     # ------------------------------------------------------------------ output
 
     def render(self, missing):
@@ -399,7 +466,7 @@ class Bench:
         doc = [
             "# podprobe benchmarks",
             "",
-            f"`bench/run{' --quick' if self.quick else ''}`, {self.a.started}. Ratio = podprobe / baseline "
+            f"`bench/run{' --quick' if self.quick else ''}{self.a.only_flag}`, {self.a.started}. Ratio = podprobe / baseline "
             "(below 1 is better for times, CPU and sizes).",
             "",
             "## Machine",
@@ -422,6 +489,47 @@ class Bench:
 
 
 # ------------------------------------------------------------------- helpers
+
+WATCH_PORT = 9090
+
+# Scrapes http://127.0.0.1:PORT/metrics once a second for DURATION seconds;
+# prints the latencies (ms) as JSON.
+SCRAPER = """
+import http.client, json, sys, time
+port, duration = int(sys.argv[1]), float(sys.argv[2])
+end, times = time.monotonic() + duration, []
+while time.monotonic() < end:
+    t = time.monotonic()
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        r.read()
+        if r.status == 200:
+            times.append((time.monotonic() - t) * 1000)
+        c.close()
+    except OSError:
+        pass
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - t)))
+print(json.dumps(times))
+"""
+
+
+def proc_usage(pid):
+    """(RSS KiB, user+sys CPU seconds) of a running process."""
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return rss, (int(fields[11]) + int(fields[12])) / ticks
+
+
+def cycles(log_text):
+    """Cycles `podprobe watch` has logged so far."""
+    found = re.findall(r"cycle (\d+): ", log_text)
+    return int(found[-1]) if found else 0
+
 
 def stop(proc):
     """Stops a capture with SIGINT as a person would; returns its rusage
@@ -607,8 +715,10 @@ def main():
     ap.add_argument("--tmp", required=True)
     ap.add_argument("--commit", default="?")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="startup,size,dns,capture,streaming,grpc")
+    every = "startup,size,dns,capture,streaming,grpc,watch"
+    ap.add_argument("--only", default=every)
     args = ap.parse_args()
+    args.only_flag = "" if args.only == every else f" --only {args.only}"
     with open("/proc/loadavg") as f:
         args.loadavg = " ".join(f.read().split()[:3])
     args.started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -617,7 +727,7 @@ def main():
     missing = []
     sections = [("startup", b.startup, None), ("size", b.sizes, None), ("dns", b.dns_accuracy, "dns"),
                 ("capture", b.capture, "capture"), ("streaming", b.streaming, "capture"),
-                ("grpc", b.grpc, "grpc")]
+                ("grpc", b.grpc, "grpc"), ("watch", b.watch, "watch")]
     for name, run, command in sections:
         if name not in only:
             continue

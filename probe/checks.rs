@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::metrics::Sample;
 use crate::report::Check;
 
 /// Every area's options for one run of the registry. An area with nothing
@@ -31,6 +32,9 @@ pub struct Entry {
     /// The area, as check ids begin (`dns` for `dns.*`).
     pub area: &'static str,
     pub run: for<'a> fn(&'a Plan) -> Checks<'a>,
+    /// The metrics the area derives from one of its checks' evidence: a
+    /// pure function in the area's `metrics.rs`, for `watch` and `--push`.
+    pub metrics: fn(&Check) -> Vec<Sample>,
 }
 
 /// In report order: where the probe runs first, then what it reaches.
@@ -38,30 +42,37 @@ pub const REGISTRY: &[Entry] = &[
     Entry {
         area: "net",
         run: |plan| Box::pin(crate::net::context_checks(&plan.net)),
+        metrics: crate::net::metrics::samples,
     },
     Entry {
         area: "dns",
         run: |plan| Box::pin(crate::dns::doctor_checks(&plan.dns)),
+        metrics: crate::dns::metrics::samples,
     },
     Entry {
         area: "tcp",
         run: |plan| Box::pin(crate::net::reachability_checks(&plan.net)),
+        metrics: crate::net::metrics::samples,
     },
     Entry {
         area: "grpc",
         run: |plan| Box::pin(crate::grpc::doctor_checks(&plan.grpc)),
+        metrics: crate::grpc::metrics::samples,
     },
     Entry {
         area: "net",
         run: |plan| Box::pin(crate::net::conntrack_checks(&plan.net)),
+        metrics: crate::net::metrics::samples,
     },
     Entry {
         area: "http",
         run: |plan| Box::pin(crate::keepalive::doctor_checks(plan.keepalive.as_ref())),
+        metrics: crate::keepalive::metrics::samples,
     },
     Entry {
         area: "node",
         run: |plan| Box::pin(crate::node::registry_checks(plan.node.as_ref())),
+        metrics: crate::node::metrics::samples,
     },
 ];
 
@@ -73,6 +84,22 @@ pub async fn run(plan: &Plan) -> crate::Result<Vec<Check>> {
         checks.extend((entry.run)(plan).await?);
     }
     Ok(checks)
+}
+
+/// The metrics the areas derive from these checks' evidence: each check
+/// goes to the entry of its area (the id's first part).
+pub fn samples(checks: &[Check]) -> Vec<Sample> {
+    checks
+        .iter()
+        .flat_map(|check| {
+            let area = check.id.split('.').next().unwrap_or_default();
+            REGISTRY
+                .iter()
+                .find(|entry| entry.area == area)
+                .map(|entry| (entry.metrics)(check))
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// Runs blocking measurement code (plain sockets, threads, /proc reads)

@@ -45,6 +45,9 @@ pub enum OutputFormat {
 pub enum Command {
     /// Run every applicable check against this pod's network.
     Doctor(DoctorArgs),
+    /// Run doctor's checks every --interval and serve them as Prometheus
+    /// metrics (/metrics, /healthz, /report).
+    Watch(WatchArgs),
     /// Capture packets in this pod's network namespace: to a pcap file, as a
     /// live pcap stream on stdout (`-w -`), and/or judged with --analyze.
     Capture(CaptureArgs),
@@ -81,7 +84,7 @@ pub struct NodeArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_interval, default_value = "5s")]
     pub interval: Duration,
     /// Where the host's root is mounted; its tools are used when the image has none.
-    #[arg(long, value_name = "PATH", default_value = "/host")]
+    #[arg(long, value_name = "PATH", default_value = crate::node::DEFAULT_HOST_ROOT)]
     pub host_root: PathBuf,
 }
 
@@ -139,6 +142,27 @@ pub struct DoctorArgs {
     /// How long --upstream waits for the app to close an idle connection.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "120s")]
     pub max_wait: Duration,
+    /// Push the run's metrics to a Prometheus Pushgateway
+    /// (http://HOST:9091), as job podprobe grouped by namespace and pod.
+    #[arg(long, value_name = "URL", value_parser = crate::metrics::push::parse_url)]
+    pub push: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub doctor: DoctorArgs,
+    /// Time from the start of one cycle to the next (a random phase per
+    /// process spreads a fleet's cycles).
+    #[arg(long, value_name = "DUR", value_parser = parse_timeout, default_value = "60s")]
+    pub interval: Duration,
+    /// Where to serve /metrics, /healthz and /report (IP:PORT or :PORT).
+    #[arg(long, value_name = "ADDR", default_value = ":9090", value_parser = crate::serve::parse_listen_addr)]
+    pub listen: std::net::SocketAddr,
+    /// Also run `podprobe node`'s checks every cycle (conntrack sampled over
+    /// 5s, the host's tools under /host): in the node's network namespace.
+    #[arg(long)]
+    pub node: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -390,6 +414,24 @@ impl DoctorArgs {
                     timeout: global.timeout,
                 }),
             node: None,
+        }
+    }
+}
+
+impl WatchArgs {
+    pub fn options(&self, global: &GlobalArgs) -> crate::watch::Options {
+        let mut plan = self.doctor.plan(global);
+        plan.node = self.node.then(|| crate::node::NodeOptions {
+            interval: crate::node::DEFAULT_INTERVAL,
+            host_root: crate::node::DEFAULT_HOST_ROOT.into(),
+            timeout: global.timeout,
+        });
+        crate::watch::Options {
+            plan,
+            interval: self.interval,
+            listen: self.listen,
+            push: self.doctor.push.clone(),
+            timeout: global.timeout,
         }
     }
 }

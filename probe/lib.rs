@@ -13,10 +13,12 @@ pub mod error;
 pub mod grpc;
 pub mod keepalive;
 pub mod lab;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod report;
 pub mod serve;
 pub mod stats;
+pub mod watch;
 
 pub use error::{Error, Result};

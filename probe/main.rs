@@ -22,6 +22,9 @@ enum Outcome {
     Print(Vec<u8>),
     /// No report: exit with this code (the command printed what it had to).
     Exit(i32),
+    /// A verdict to render, then what went wrong after it (a failed
+    /// `--push`): exit 3 unless the verdict itself fails.
+    ReportThen(Box<Report>, podprobe::Error),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +59,14 @@ fn main() -> ExitCode {
             exit(0)
         }
         Ok(Outcome::Exit(code)) => exit(code),
+        Ok(Outcome::ReportThen(report, err)) => {
+            print_report(&report, &global, ReportTo::Stdout);
+            eprintln!("podprobe: {err}");
+            exit(match report.exit_code(global.fail_on) {
+                podprobe::report::EXIT_FAIL => podprobe::report::EXIT_FAIL,
+                _ => err.exit_code(),
+            })
+        }
         Err(err) => {
             eprintln!("podprobe: {err:#}");
             exit(
@@ -86,7 +97,28 @@ fn run(command: Command, global: &GlobalArgs) -> anyhow::Result<Outcome> {
             podprobe::capture::Done::Exit(code) => Outcome::Exit(code),
         },
         Command::Doctor(args) => {
-            report(runtime()?.block_on(podprobe::doctor::run(&args.plan(global)))?)
+            let runtime = runtime()?;
+            let done = runtime.block_on(podprobe::doctor::run(&args.plan(global)))?;
+            let pushed = args.push.as_ref().map(|url| {
+                runtime.block_on(podprobe::metrics::push::push_report(
+                    url,
+                    &done,
+                    global.timeout,
+                ))
+            });
+            match pushed {
+                Some(Err(e)) => Outcome::ReportThen(Box::new(done), e),
+                _ => report(done),
+            }
+        }
+        Command::Watch(args) => {
+            let runtime = runtime()?;
+            let watched = runtime.block_on(podprobe::watch::run(&args.options(global)));
+            // A measurement still blocked on a socket has no one left to
+            // report to: do not let it hold up the exit.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            watched?;
+            Outcome::Exit(0)
         }
         Command::Dns(args) => {
             report(runtime()?.block_on(podprobe::dns::run(&args.options(global)))?)

@@ -27,7 +27,7 @@ pub enum Status {
 impl Status {
     /// Severity for the verdict: a failure outranks a check that could not
     /// run, which outranks a warning.
-    fn severity(self) -> u8 {
+    pub fn severity(self) -> u8 {
         match self {
             Status::Pass | Status::Skip => 0,
             Status::Warn => 1,

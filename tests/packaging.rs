@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use podprobe::lab::{Lab, LabSpec, Pod, Service};
-use support::{podprobe, run};
+use support::{manifest_documents, pod_spec, podprobe, run};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const VALIDATOR: &str = "/opt/podprobe-testenv/bin/kubernetes-validate";
@@ -295,22 +295,6 @@ fn manifests_validate_against_the_kubernetes_schemas() {
     assert!(!out.status.success(), "a broken Job passed validation");
 }
 
-fn manifest_documents(file: &str) -> Vec<serde_yaml::Value> {
-    use serde::Deserialize;
-    let text = std::fs::read_to_string(Path::new(ROOT).join("manifests").join(file)).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
-        .collect()
-}
-
-fn pod_spec(doc: &serde_yaml::Value) -> Option<&serde_yaml::Value> {
-    match doc["kind"].as_str()? {
-        "Job" | "Deployment" => Some(&doc["spec"]["template"]["spec"]),
-        "CronJob" => Some(&doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]),
-        _ => None,
-    }
-}
-
 #[test]
 fn every_pod_meets_the_restricted_pod_security_profile() {
     let mut pods = 0;
@@ -318,42 +302,7 @@ fn every_pod_meets_the_restricted_pod_security_profile() {
         for doc in manifest_documents(file) {
             let Some(spec) = pod_spec(&doc) else { continue };
             pods += 1;
-            let pod_sc = &spec["securityContext"];
-            assert_eq!(pod_sc["runAsNonRoot"].as_bool(), Some(true), "{file}");
-            assert_eq!(pod_sc["runAsUser"].as_u64(), Some(65532), "{file}");
-            assert_eq!(
-                pod_sc["seccompProfile"]["type"].as_str(),
-                Some("RuntimeDefault"),
-                "{file}"
-            );
-            let containers = spec["containers"].as_sequence().unwrap();
-            for c in containers {
-                let sc = &c["securityContext"];
-                assert_eq!(
-                    sc["allowPrivilegeEscalation"].as_bool(),
-                    Some(false),
-                    "{file}"
-                );
-                assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true), "{file}");
-                assert_eq!(
-                    sc["capabilities"]["drop"][0].as_str(),
-                    Some("ALL"),
-                    "{file}"
-                );
-                assert!(
-                    sc["capabilities"]["add"].is_null(),
-                    "{file} adds capabilities"
-                );
-                let env: Vec<&str> = c["env"]
-                    .as_sequence()
-                    .unwrap()
-                    .iter()
-                    .filter_map(|e| e["name"].as_str())
-                    .collect();
-                for var in ["POD_NAME", "NODE_NAME"] {
-                    assert!(env.contains(&var), "{file} lacks {var}");
-                }
-            }
+            support::assert_locked_down(spec, file);
         }
     }
     assert_eq!(pods, 3);

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod judge;
 pub mod measure;
+pub mod metrics;
 pub mod resolvconf;
 pub mod search;
 

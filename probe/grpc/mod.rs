@@ -8,6 +8,7 @@ pub mod pb {
 
 pub mod judge;
 pub mod measure;
+pub mod metrics;
 
 use std::time::Duration;
 

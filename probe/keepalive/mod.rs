@@ -5,6 +5,7 @@ pub mod admin;
 pub mod envoy;
 pub mod judge;
 pub mod measure;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

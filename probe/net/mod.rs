@@ -3,6 +3,7 @@
 
 pub mod judge;
 pub mod measure;
+pub mod metrics;
 pub mod resolve;
 
 use std::path::Path;

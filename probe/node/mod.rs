@@ -9,6 +9,7 @@ pub mod ipvs;
 pub mod judge;
 pub mod links;
 pub mod measure;
+pub mod metrics;
 pub mod nft;
 #[cfg(test)]
 mod proptests;
@@ -32,6 +33,11 @@ pub struct NodeOptions {
     /// Bound on a single network wait (the NodeLocal DNSCache probe).
     pub timeout: Duration,
 }
+
+/// The sampling window when none is given (`watch --node`).
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+/// Where `kubectl debug node/...` mounts the host's root.
+pub const DEFAULT_HOST_ROOT: &str = "/host";
 
 /// Where this process's kernel state is read: its own network namespace.
 const PROC: &str = "/proc";

@@ -137,7 +137,7 @@ pub async fn run(args: &Options) -> crate::Result<()> {
 }
 
 /// Waits for SIGTERM (what the kubelet sends) or SIGINT (Ctrl-C).
-async fn shutdown_signal() -> crate::Result<&'static str> {
+pub(crate) async fn shutdown_signal() -> crate::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())
         .map_err(|e| Error::io("installing the SIGTERM handler", e))?;

@@ -138,3 +138,98 @@ impl Drop for Child {
         let _ = self.0.wait();
     }
 }
+
+/// The YAML documents of a file under manifests/ (`"job.yaml"`,
+/// `"fleet/watch-pod.yaml"`).
+pub fn manifest_documents(file: &str) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("manifests")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
+        .collect()
+}
+
+/// The pod template's spec of a workload, `None` for anything else.
+pub fn pod_spec(doc: &serde_yaml::Value) -> Option<&serde_yaml::Value> {
+    match doc["kind"].as_str()? {
+        "Job" | "Deployment" | "DaemonSet" => Some(&doc["spec"]["template"]["spec"]),
+        "CronJob" => Some(&doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]),
+        _ => None,
+    }
+}
+
+/// What the restricted Pod Security profile asks of a pod's security
+/// context, and the downward-API variables podprobe reports: a non-root
+/// numeric user, RuntimeDefault seccomp, no privilege escalation, a
+/// read-only root and every capability dropped, none added.
+pub fn assert_locked_down(spec: &serde_yaml::Value, what: &str) {
+    let pod_sc = &spec["securityContext"];
+    assert_eq!(pod_sc["runAsNonRoot"].as_bool(), Some(true), "{what}");
+    assert_eq!(pod_sc["runAsUser"].as_u64(), Some(65532), "{what}");
+    assert_eq!(
+        pod_sc["seccompProfile"]["type"].as_str(),
+        Some("RuntimeDefault"),
+        "{what}"
+    );
+    for c in spec["containers"].as_sequence().unwrap() {
+        let sc = &c["securityContext"];
+        assert_eq!(
+            sc["allowPrivilegeEscalation"].as_bool(),
+            Some(false),
+            "{what}"
+        );
+        assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true), "{what}");
+        assert_eq!(
+            sc["capabilities"]["drop"][0].as_str(),
+            Some("ALL"),
+            "{what}"
+        );
+        assert!(
+            sc["capabilities"]["add"].is_null(),
+            "{what} adds capabilities"
+        );
+        let env: Vec<&str> = c["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        for var in ["POD_NAME", "NODE_NAME"] {
+            assert!(env.contains(&var), "{what} lacks {var}");
+        }
+    }
+}
+
+/// A directory under the temporary directory, named with the test's tag,
+/// removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "podprobe-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// Writes `text` to `name` in the directory; its path.
+    pub fn file(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
