@@ -446,3 +446,86 @@ fn services_bench_quick_run_writes_its_tables() {
         );
     }
 }
+
+/// `GET path` from inside `pod`, the body when it answers 200.
+fn get_in(lab: &Lab, pod: Pod, addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    lab.in_pod(pod, || {
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).ok()?;
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        let (head, body) = answer.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    })
+    .ok()
+    .flatten()
+}
+
+#[test]
+fn watch_node_serves_the_node_checks_and_their_metrics() {
+    let lab = lab(&[]);
+    // Cluster DNS for the doctor checks of every cycle: the lab's, never the host's.
+    let resolv = std::env::temp_dir().join(format!("podprobe-node-resolv-{}", std::process::id()));
+    std::fs::write(&resolv, podprobe::lab::cluster_first_resolv_conf()).unwrap();
+    let listen: std::net::SocketAddr = "127.0.0.1:9467".parse().unwrap();
+    let mut watch = lab.podprobe(Pod::Node);
+    watch
+        .args([
+            "watch",
+            "--node",
+            "--interval",
+            "60s",
+            "--listen",
+            "127.0.0.1:9467",
+        ])
+        .arg("--resolv-conf")
+        .arg(&resolv)
+        .stdout(std::process::Stdio::null());
+    let _watch = lab.spawn(&mut watch).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let report = loop {
+        if let Some(body) = get_in(&lab, Pod::Node, listen, "/report") {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no report from watch --node"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = std::fs::remove_file(&resolv);
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    support::assert_valid_report(&report);
+    for id in CHECKS {
+        assert_eq!(status(&report, id), "pass", "{}", statuses(&report));
+    }
+    let metrics = get_in(&lab, Pod::Node, listen, "/metrics").unwrap();
+    assert!(
+        metrics.contains("podprobe_conntrack_insert_failed_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"podprobe_check_status{check="node.kube-proxy",status="pass"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn watch_node_in_a_pod_is_refused() {
+    let lab = lab(&[]);
+    let out =
+        run(lab
+            .podprobe(Pod::Client)
+            .args(["watch", "--node", "--listen", "127.0.0.1:9468"]));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a node's network namespace"));
+}
