@@ -439,8 +439,18 @@ impl Lab {
     }
 
     fn start_dns(&mut self) -> Result<()> {
-        let log = self.state_dir().join("dnsmasq.log");
-        let mut args = vec![
+        let mut cmd = self.dnsmasq(Pod::Dns, Pod::Dns.ip(), "dnsmasq.log");
+        cmd.args(topology::dnsmasq_records());
+        self.start(cmd, "dnsmasq.out")
+    }
+
+    /// dnsmasq in `pod`, answering on `listen` only, with no configuration
+    /// of the host's, logging every query to `log` in the state directory.
+    fn dnsmasq(&self, pod: Pod, listen: Ipv4Addr, log: &str) -> Command {
+        let log = self.state_dir().join(log);
+        let dnsmasq = sys::find_tool("dnsmasq").unwrap_or_else(|| PathBuf::from("dnsmasq"));
+        let mut cmd = self.command(pod, dnsmasq);
+        cmd.args([
             "--keep-in-foreground".to_string(),
             "--conf-file=/dev/null".to_string(),
             "--pid-file=".to_string(),
@@ -448,15 +458,11 @@ impl Lab {
             "--no-resolv".to_string(),
             "--no-hosts".to_string(),
             "--bind-interfaces".to_string(),
-            format!("--listen-address={}", Pod::Dns.ip()),
+            format!("--listen-address={listen}"),
             "--log-queries".to_string(),
             format!("--log-facility={}", log.display()),
-        ];
-        args.extend(topology::dnsmasq_records());
-        let dnsmasq = sys::find_tool("dnsmasq").unwrap_or_else(|| PathBuf::from("dnsmasq"));
-        let mut cmd = self.command(Pod::Dns, dnsmasq);
-        cmd.args(args);
-        self.start(cmd, "dnsmasq.out")
+        ]);
+        cmd
     }
 
     /// `podprobe serve` in a backend pod: HTTP and gRPC answering with the

@@ -5,7 +5,6 @@
 //! narrower than the pods' MTU) and a generator of many Services.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::scenario::Scenario;
@@ -333,22 +332,8 @@ impl Lab {
             None,
         )?;
         self.restore(&nodelocal_rules())?;
-        let log = self.state_dir().join("nodelocaldns.log");
-        let dnsmasq = sys::find_tool("dnsmasq").unwrap_or_else(|| PathBuf::from("dnsmasq"));
-        let mut cmd = self.command(Pod::Node, dnsmasq);
-        cmd.args([
-            "--keep-in-foreground".to_string(),
-            "--conf-file=/dev/null".to_string(),
-            "--pid-file=".to_string(),
-            "--user=root".to_string(),
-            "--no-resolv".to_string(),
-            "--no-hosts".to_string(),
-            "--bind-interfaces".to_string(),
-            format!("--listen-address={NODELOCAL_ADDRESS}"),
-            format!("--server={}", Service::KubeDns.ip()),
-            "--log-queries".to_string(),
-            format!("--log-facility={}", log.display()),
-        ]);
+        let mut cmd = self.dnsmasq(Pod::Node, NODELOCAL_ADDRESS, "nodelocaldns.log");
+        cmd.arg(format!("--server={}", Service::KubeDns.ip()));
         self.start(cmd, "nodelocaldns.out")?;
         self.wait_dns(SocketAddr::from((NODELOCAL_ADDRESS, 53)))?;
         let resolv = topology::cluster_first_resolv_conf().replace(

@@ -211,20 +211,27 @@ pub const CONNTRACK_PROC: &str = "/proc";
 /// Reads the conntrack table's state under a proc root, or says why it
 /// cannot (no conntrack module, a /proc that hides it).
 pub fn conntrack(proc_root: &Path) -> Result<ConntrackEvidence, String> {
-    let read = |rel: &str| {
-        std::fs::read_to_string(proc_root.join(rel))
-            .map_err(|e| format!("{}: {e}", proc_root.join(rel).display()))
-    };
-    let number = |rel: &str| -> Result<u64, String> {
-        read(rel)?.trim().parse().map_err(|e| format!("{rel}: {e}"))
-    };
-    let mut evidence = parse_conntrack_stat(&read("net/stat/nf_conntrack")?)?;
-    evidence.count = number("sys/net/netfilter/nf_conntrack_count")?;
-    evidence.max = number("sys/net/netfilter/nf_conntrack_max")?;
+    let mut evidence = parse_conntrack_stat(&read_proc(proc_root, "net/stat/nf_conntrack")?)?;
+    evidence.count = read_proc_number(proc_root, "sys/net/netfilter/nf_conntrack_count")?;
+    evidence.max = read_proc_number(proc_root, "sys/net/netfilter/nf_conntrack_max")?;
     evidence.netns = std::fs::read_link(proc_root.join("self/ns/net"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
     Ok(evidence)
+}
+
+/// A file under a proc root, or why it could not be read.
+pub fn read_proc(proc_root: &Path, rel: &str) -> Result<String, String> {
+    let path = proc_root.join(rel);
+    std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A file under a proc root that holds one number (a sysctl, a count).
+pub fn read_proc_number(proc_root: &Path, rel: &str) -> Result<u64, String> {
+    read_proc(proc_root, rel)?
+        .trim()
+        .parse()
+        .map_err(|e| format!("{rel}: {e}"))
 }
 
 /// /proc/net/stat/nf_conntrack: one row of event counters per CPU, named

@@ -288,8 +288,8 @@ pub fn kube_proxy(rules: &RulesEvidence, ipvs_interface: bool, cnis: &[String]) 
         .collect();
     let alternatives = "switch kube-proxy to nftables mode (GA in Kubernetes 1.33; `mode: nftables` in the KubeProxyConfiguration, \
          kernel 5.13+): its verdict map finds a Service in one lookup whatever their number; IPVS mode also hashes, but is in maintenance";
-    let bench = "measured in the lab (bench/results.md, first-packet connect to a Service halfway down the chain): \
-         see the O(n) table in the README";
+    let bench = "measured in podprobe's lab (bench/services.md): at 30,000 Services a new connection's first packet to a Service \
+         halfway down KUBE-SERVICES took about 250 us (p50) in iptables mode against about 20 us through nftables mode's verdict map";
     let (status, summary, remedy, refs): (Status, String, Vec<String>, Vec<&str>) = match mode {
         ProxyMode::Iptables if backends.len() > 1 => (
             Status::Warn,

@@ -16,7 +16,9 @@ use super::iptables::{self, Backend};
 use super::links::Link;
 use super::rules::{self, RuleFacts};
 use super::{ipvs, nft};
-use crate::net::measure::{parse_conntrack_stat_table, ConntrackStat, DefaultRoute, Interface};
+use crate::net::measure::{
+    parse_conntrack_stat_table, read_proc, read_proc_number, ConntrackStat, DefaultRoute, Interface,
+};
 use crate::report::millis;
 
 /// A table with more chains than this is not saved whole: iptables-nft-save
@@ -90,6 +92,21 @@ pub struct RulesEvidence {
     pub sources: Vec<SourceReport>,
     pub facts: RuleFacts,
     pub ipvs: Option<IpvsSummary>,
+}
+
+impl SourceReport {
+    /// A source with nothing to read here.
+    fn absent(source: &str, command: String, reason: &str) -> SourceReport {
+        SourceReport {
+            source: source.to_string(),
+            command,
+            status: SourceStatus::Absent,
+            reason: Some(reason.to_string()),
+            rules: 0,
+            read_ms: 0.0,
+            parse_ms: 0.0,
+        }
+    }
 }
 
 impl RulesEvidence {
@@ -356,15 +373,11 @@ fn read_legacy(
     let tables = std::fs::read_to_string(&names).unwrap_or_default();
     if tables.trim().is_empty() {
         return (
-            SourceReport {
-                source,
-                command: names.display().to_string(),
-                status: SourceStatus::Absent,
-                reason: Some("no legacy iptables tables in this namespace".into()),
-                rules: 0,
-                read_ms: 0.0,
-                parse_ms: 0.0,
-            },
+            SourceReport::absent(
+                &source,
+                names.display().to_string(),
+                "no legacy iptables tables in this namespace",
+            ),
             RuleFacts::default(),
         );
     }
@@ -707,15 +720,7 @@ fn read_ipvs(
         Ok(text) => (path.display().to_string(), text, ipvs::Format::Proc),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return (
-                SourceReport {
-                    source: "ipvs".into(),
-                    command: path.display().to_string(),
-                    status: SourceStatus::Absent,
-                    reason: Some("IPVS is not loaded".into()),
-                    rules: 0,
-                    read_ms: 0.0,
-                    parse_ms: 0.0,
-                },
+                SourceReport::absent("ipvs", path.display().to_string(), "IPVS is not loaded"),
                 None,
             )
         }
@@ -762,15 +767,9 @@ pub struct ConntrackReading {
 }
 
 pub fn read_conntrack(proc_root: &Path) -> Result<ConntrackReading, String> {
-    let read = |rel: &str| {
-        std::fs::read_to_string(proc_root.join(rel))
-            .map_err(|e| format!("{}: {e}", proc_root.join(rel).display()))
-    };
-    let number = |rel: &str| -> Result<u64, String> {
-        read(rel)?.trim().parse().map_err(|e| format!("{rel}: {e}"))
-    };
+    let number = |rel: &str| read_proc_number(proc_root, rel);
     Ok(ConntrackReading {
-        stat: parse_conntrack_stat_table(&read("net/stat/nf_conntrack")?)?,
+        stat: parse_conntrack_stat_table(&read_proc(proc_root, "net/stat/nf_conntrack")?)?,
         count: number("sys/net/netfilter/nf_conntrack_count")?,
         max: number("sys/net/netfilter/nf_conntrack_max")?,
         buckets: number("sys/net/netfilter/nf_conntrack_buckets").ok(),
@@ -905,11 +904,7 @@ pub struct Interfaces {
 
 /// A sysctl under the proc root, as a number.
 pub fn sysctl(proc_root: &Path, name: &str) -> Option<u64> {
-    std::fs::read_to_string(proc_root.join("sys").join(name.replace('.', "/")))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    read_proc_number(proc_root, &format!("sys/{}", name.replace('.', "/"))).ok()
 }
 
 #[cfg(test)]
