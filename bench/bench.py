@@ -455,6 +455,55 @@ class Bench:
 
     # ------------------------------------------------------------------ output
 
+    # ------------------------------------------------------- Envoy config dump
+
+    def envoy_dump(self):
+        """Peak RSS of `podprobe keepalive` reading a large /config_dump from
+        an admin API on loopback, against python3's json.load of the same
+        bytes (what a script reading the dump does)."""
+        size_mb = 8 if self.quick else 100
+        log(f"envoy dump: a {size_mb} MB config dump read from an admin API")
+        path = os.path.join(self.tmp, "admin", "config_dump")
+        os.makedirs(os.path.dirname(path))
+        size = write_large_dump(ISTIO_DUMP, path, size_mb * 10**6)
+        if size < 10**7 and not self.quick:
+            raise RuntimeError(f"the generated dump has only {size} bytes")
+        admin = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
+                                  "--directory", os.path.dirname(path)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        app = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
+                                "--directory", self.tmp],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            admin_port, app_port = serving_port(admin), serving_port(app)
+            rounds = 1 if self.quick else 3
+            pp, base, found = [], [], None
+            for _ in range(rounds):
+                # podprobe and the baseline alternate.
+                rss, out = peak_rss([self.pp, "-o", "json", "keepalive", f"127.0.0.1:{app_port}",
+                                     "--envoy-admin", f"http://127.0.0.1:{admin_port}"])
+                pp.append(rss)
+                found = json.loads(out)["checks"][0]["evidence"].get("cluster")
+                rss, _ = peak_rss([sys.executable, "-c",
+                                   "import json,sys; json.load(open(sys.argv[1], 'rb'))", path])
+                base.append(rss)
+        finally:
+            for proc in (admin, app):
+                proc.kill()
+                proc.wait()
+        if not found:
+            raise RuntimeError("podprobe found no cluster in the generated dump")
+        pp_rss, base_rss = statistics.median(pp), statistics.median(base)
+        self.row(f"peak RSS reading a {size / 1e6:.0f} MB Envoy config dump from the admin API",
+                 f"{mib(pp_rss)} ({pp_rss / size:.2f}x the dump)",
+                 f"{mib(base_rss)} (python3 json.load)", pp_rss / base_rss,
+                 # A small dump measures the binary's own few MiB, not the parser.
+                 "" if self.quick else target_le(pp_rss / size, 2, "x the dump"))
+        self.note(f"- Envoy dump: the Istio 1.18 sidecar fixture's clusters, listeners, routes and "
+                  f"endpoints repeated under renamed hosts to {size / 1e6:.1f} MB, served by "
+                  f"`python3 -m http.server` as /config_dump; `podprobe keepalive` reads it (and "
+                  f"routes through it: cluster {found}); peak RSS from GNU time, median of {rounds}, alternating with the baseline.")
+
     def render(self, missing):
         lines = ["| figure | podprobe | baseline | ratio | target |", "|---|---|---|---|---|"]
         for fig, pp, base, ratio, tgt in self.rows:
@@ -669,6 +718,53 @@ def dns_pairs(path):
     return pairs
 
 
+ISTIO_DUMP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures",
+                          "envoy", "istio-1.18-deathstarbench-config_dump.json")
+
+
+def write_large_dump(fixture, path, target):
+    """A config dump of about `target` bytes: the fixture's dynamic lists
+    repeated with the service hosts renamed per copy. Returns its size."""
+    with open(fixture) as f:
+        doc = json.load(f)
+    lists = []
+    for section in doc["configs"]:
+        for key, value in section.items():
+            if key.startswith("dynamic_") and isinstance(value, list) and value:
+                lists.append((section, key, ",".join(json.dumps(e) for e in value)))
+    one = sum(len(text) for _, _, text in lists)
+    copies = max(1, target // max(one, 1))
+    for n, (section, key, text) in enumerate(lists):
+        section[key] = f"@@LIST{n}@@"
+    out = json.dumps(doc)
+    for n, (_, key, text) in enumerate(lists):
+        body = ",".join(text.replace(".svc.cluster.local", f".svc{i}.cluster.local") if i else text
+                        for i in range(copies))
+        out = out.replace(f'"@@LIST{n}@@"', f"[{body}]")
+    with open(path, "w") as f:
+        f.write(out)
+    return len(out)
+
+
+def peak_rss(argv):
+    """Peak RSS (bytes) and stdout of a command, from GNU time: wait4 on a
+    child forked from this process would count this process's own pages."""
+    r = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], capture_output=True, text=True)
+    last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
+    if not last.isdigit():
+        raise RuntimeError(f"{argv[0]} failed: {r.stderr.strip()[-300:]}")
+    return int(last) * 1024, r.stdout
+
+
+def serving_port(proc):
+    """The port `python3 -m http.server 0` chose, from its first line."""
+    line = proc.stdout.readline()
+    m = re.search(r"port (\d+)", line)
+    if not m:
+        raise RuntimeError(f"http.server did not start: {line!r}")
+    return int(m.group(1))
+
+
 def machine(loadavg):
     cpu = "?"
     with open("/proc/cpuinfo") as f:
@@ -715,7 +811,7 @@ def main():
     ap.add_argument("--tmp", required=True)
     ap.add_argument("--commit", default="?")
     ap.add_argument("--quick", action="store_true")
-    every = "startup,size,dns,capture,streaming,grpc,watch"
+    every = "startup,size,dns,capture,streaming,grpc,watch,envoy"
     ap.add_argument("--only", default=every)
     args = ap.parse_args()
     args.only_flag = "" if args.only == every else f" --only {args.only}"
@@ -727,7 +823,8 @@ def main():
     missing = []
     sections = [("startup", b.startup, None), ("size", b.sizes, None), ("dns", b.dns_accuracy, "dns"),
                 ("capture", b.capture, "capture"), ("streaming", b.streaming, "capture"),
-                ("grpc", b.grpc, "grpc"), ("watch", b.watch, "watch")]
+                ("grpc", b.grpc, "grpc"), ("watch", b.watch, "watch"),
+                ("envoy", b.envoy_dump, "keepalive")]
     for name, run, command in sections:
         if name not in only:
             continue

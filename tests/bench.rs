@@ -60,6 +60,7 @@ fn bench_quick_run_writes_a_table() {
         "capture to a pipe",
         "streaming latency",
         "gRPC",
+        "Envoy config dump",
     ] {
         assert!(
             rows.iter().any(|r| r[0].contains(figure)),

@@ -4,8 +4,10 @@
 
 use serde::Serialize;
 
-use super::envoy::{Match, ProxyKind, ProxySide, ProxySource};
+use super::envoy::{ProxyKind, ProxySide, ProxySource};
 use super::measure::{AppSide, ClosedBy};
+use super::route::FoundBy;
+use super::servers::{self, ServerKind};
 use crate::report::{Check, Status};
 
 pub const ID: &str = "http.keepalive-mismatch";
@@ -14,6 +16,12 @@ pub const TITLE: &str = "Envoy upstream idle timeout vs the app's keep-alive";
 /// The race window is the time between the app's FIN and Envoy noticing
 /// it; a proxy that idles out this much sooner is safe.
 const MARGIN_S: f64 = 1.0;
+/// The wire measurement starts when the response's last byte is read, a
+/// little after the server started its timer: samples land a few ms short.
+const SLACK_S: f64 = 0.05;
+/// A server that closes on a once-a-second sweep may close up to this much
+/// earlier than a sample shows.
+const TICK_S: f64 = 1.0;
 
 const REFS: &[&str] = &[
     "https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/core/v3/protocol.proto#envoy-v3-api-field-config-core-v3-httpprotocoloptions-idle-timeout",
@@ -44,8 +52,27 @@ fn secs(s: f64) -> String {
     format!("{r} s")
 }
 
+/// The proxy's idle timeout in words (`0s` disables it).
+fn idle_words(t: Option<f64>) -> String {
+    t.map_or("never (idle_timeout 0s disables it)".to_string(), secs)
+}
+
 fn cluster_name(proxy: &ProxySide) -> String {
     proxy.cluster.clone().unwrap_or_else(|| "-".into())
+}
+
+/// The app closes on a timer tick: its samples spread, or it is lighttpd.
+fn ticks(app: &AppSide) -> bool {
+    app.spread_note().is_some() || app.server_kind == ServerKind::Lighttpd
+}
+
+/// How much sooner than the app's shortest sample the proxy must idle out.
+fn margin(app: &AppSide) -> f64 {
+    if ticks(app) {
+        MARGIN_S + TICK_S - SLACK_S
+    } else {
+        MARGIN_S - SLACK_S
+    }
 }
 
 fn verdict(app: &AppSide, proxy: &ProxySide) -> (Status, String) {
@@ -69,7 +96,7 @@ fn verdict(app: &AppSide, proxy: &ProxySide) -> (Status, String) {
             format!(
                 "it is happening: Envoy cluster {} lost {destroyed} upstream connection(s) closed by the app with a request on them (upstream_cx_destroy_remote_with_active_rq); {app_said}, Envoy after {}",
                 cluster_name(proxy),
-                secs(proxy_t)
+                idle_words(proxy_t)
             ),
         );
     }
@@ -79,44 +106,68 @@ fn verdict(app: &AppSide, proxy: &ProxySide) -> (Status, String) {
             format!("{up} closes every connection right after its response ({} {}), so the proxy never reuses an idle one", app.http_version, app.connection_header.as_deref().map_or("without keep-alive".to_string(), |c| format!("Connection: {c}"))),
         );
     }
+    if app.server_kind == ServerKind::Envoy {
+        return (
+            Status::Warn,
+            format!(
+                "{up} answered through an Envoy ({}): {app_said}, but that is Envoy's downstream idle timeout, not the app's; measure the app where no proxy is in between (127.0.0.1:PORT in its own pod)",
+                app.server_identified_by
+            ),
+        );
+    }
     if proxy.proxy_source == ProxySource::Default {
         let why = proxy.notes.first().map_or("", String::as_str);
         return (
             Status::Warn,
             format!(
                 "{app_said}; {why}, so the proxy's idle timeout of {} is an assumption (Envoy's default, which Istio keeps)",
-                secs(proxy_t)
+                idle_words(proxy_t)
             ),
         );
     }
     let cluster = cluster_name(proxy);
+    if proxy.cluster_found_by == Some(FoundBy::TcpProxy) {
+        return (
+            Status::Pass,
+            format!("Envoy relays this port as plain TCP (tcp_proxy to cluster {cluster}): every client connection has an upstream connection of its own, so Envoy never reuses an idle one (the client's own pool must idle out before the app: {app_said})"),
+        );
+    }
     if proxy.max_requests_per_connection == Some(1) {
         return (
             Status::Pass,
             format!("Envoy cluster {cluster} sends one request per upstream connection (max_requests_per_connection: 1), so it never reuses an idle one; {app_said}"),
         );
     }
-    match app.app_idle_timeout_s {
-        Some(app_t) if app_t >= proxy_t + MARGIN_S => (
+    let weighted = if proxy.clusters.len() > 1 {
+        format!(
+            " (the longest of the {} weighted clusters the route picks)",
+            proxy.clusters.len()
+        )
+    } else {
+        String::new()
+    };
+    let margin = margin(app);
+    match (app.app_idle_timeout_s, proxy_t) {
+        (Some(app_t), Some(proxy_t)) if app_t >= proxy_t + margin => (
             Status::Pass,
-            format!("Envoy cluster {cluster} idles out after {}, before the app: {app_said}", secs(proxy_t)),
+            format!("Envoy cluster {cluster} idles out after {}{weighted}, before the app: {app_said}", secs(proxy_t)),
         ),
-        Some(_) => (
+        (Some(_), _) => (
             Status::Fail,
             format!(
-                "{app_said} but Envoy cluster {cluster} keeps them up to {}: Envoy can send a request on a connection the app is closing (503 UC)",
-                secs(proxy_t)
+                "{app_said} but Envoy cluster {cluster} keeps them {}{weighted}: Envoy can send a request on a connection the app is closing (503 UC)",
+                proxy_t.map_or("open forever (idle_timeout 0s disables the timeout)".to_string(), |t| format!("up to {}", secs(t)))
             ),
         ),
-        None if app.max_wait_s >= proxy_t + MARGIN_S => (
+        (None, Some(proxy_t)) if app.max_wait_s >= proxy_t + margin => (
             Status::Pass,
-            format!("Envoy cluster {cluster} idles out after {}, before the app: {app_said}", secs(proxy_t)),
+            format!("Envoy cluster {cluster} idles out after {}{weighted}, before the app: {app_said}", secs(proxy_t)),
         ),
-        None => (
+        (None, _) => (
             Status::Warn,
             format!(
-                "{app_said}, but Envoy cluster {cluster} keeps them up to {}: wait longer than that to compare",
-                secs(proxy_t)
+                "{app_said}, but Envoy cluster {cluster} keeps them {}{weighted}: wait longer than that to compare",
+                proxy_t.map_or("forever (idle_timeout 0s)".to_string(), |t| format!("up to {}", secs(t)))
             ),
         ),
     }
@@ -131,20 +182,22 @@ fn details(app: &AppSide, proxy: &ProxySide, summary: &str) -> Vec<String> {
         .collect();
     let mut lines = vec![
         format!(
-            "app:   {} {} server={} advertised Keep-Alive timeout={} measured={} closed_by={} samples=[{}]",
+            "app:   {} {} server={} ({}: {}) advertised Keep-Alive timeout={} measured={} closed_by={} samples=[{}]",
             app.http_version,
             app.status_code,
             app.server.as_deref().unwrap_or("-"),
+            app.server_kind.name(),
+            app.server_identified_by,
             opt(app.advertised_keepalive_s),
             opt(app.app_idle_timeout_s),
             app.closed_by.label(),
             samples.join(", ")
         ),
         format!(
-            "proxy: {} cluster={} idle_timeout={} ({}) max_requests_per_connection={}",
+            "proxy: {} cluster={} idle_timeout={} ({}) max_requests_per_connection={} found_by={}",
             if proxy.proxy == ProxyKind::Envoy { "envoy" } else { "none" },
             cluster_name(proxy),
-            secs(proxy.proxy_idle_timeout_s),
+            idle_words(proxy.proxy_idle_timeout_s),
             match (&proxy.proxy_source, &proxy.idle_timeout_field) {
                 (ProxySource::Default, _) => "assumed default".to_string(),
                 (ProxySource::ConfigDump, Some(field)) => field.clone(),
@@ -152,9 +205,25 @@ fn details(app: &AppSide, proxy: &ProxySide, summary: &str) -> Vec<String> {
             },
             proxy
                 .max_requests_per_connection
-                .map_or("-".to_string(), |n| n.to_string())
+                .map_or("-".to_string(), |n| n.to_string()),
+            proxy
+                .cluster_found_by
+                .map_or("-".to_string(), |f| format!("{f:?}").to_lowercase())
         ),
     ];
+    for step in &proxy.route {
+        lines.push(format!("route: {step}"));
+    }
+    if proxy.clusters.len() > 1 {
+        for c in &proxy.clusters {
+            lines.push(format!(
+                "weighted: {} weight={} idle_timeout={}",
+                c.name,
+                c.weight.map_or("-".to_string(), |w| w.to_string()),
+                idle_words(c.idle_timeout_s)
+            ));
+        }
+    }
     if !proxy.counters.is_empty() {
         let counters: Vec<String> = proxy
             .counters
@@ -162,6 +231,9 @@ fn details(app: &AppSide, proxy: &ProxySide, summary: &str) -> Vec<String> {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         lines.push(format!("stats: {}", counters.join(" ")));
+    }
+    if let Some(note) = app.spread_note() {
+        lines.push(format!("note: {note}"));
     }
     if let (Some(adv), Some(measured)) = (app.advertised_keepalive_s, app.app_idle_timeout_s) {
         if (adv - measured).abs() >= 0.5 {
@@ -193,17 +265,29 @@ fn yaml_duration(s: f64) -> String {
 
 fn remedy(app: &AppSide, proxy: &ProxySide) -> Vec<String> {
     let mut out = Vec::new();
+    if app.server_kind == ServerKind::Envoy {
+        out.push(format!(
+            "run podprobe keepalive 127.0.0.1:PORT in the app's own pod (kubectl debug -it POD --image=podprobe --target=APP), where no Envoy answers for the app{}",
+            proxy
+                .cluster
+                .as_deref()
+                .map_or(String::new(), |c| format!("; the Envoy cluster judged there is {c}"))
+        ));
+        return out;
+    }
+    let proxy_t = proxy.proxy_idle_timeout_s;
     let Some(app_t) = app.app_idle_timeout_s else {
         out.push(format!(
             "measure longer: podprobe keepalive {} --max-wait {}s",
             app.upstream,
-            (proxy.proxy_idle_timeout_s + 5.0).ceil()
+            proxy_t.map_or(3605.0, |t| (t + 5.0).ceil())
         ));
         return out;
     };
-    // Below the app's timeout by the race margin, but never zero.
-    let idle = if app_t >= 2.0 * MARGIN_S {
-        (app_t - MARGIN_S).floor()
+    // Below the app's shortest close by the race margin, but never zero.
+    let margin = margin(app);
+    let idle = if app_t >= 2.0 * margin {
+        (app_t - margin).floor()
     } else {
         app_t / 2.0
     };
@@ -211,16 +295,12 @@ fn remedy(app: &AppSide, proxy: &ProxySide) -> Vec<String> {
         .service_host
         .clone()
         .or_else(|| {
-            (proxy.cluster_match == Some(Match::Outbound))
-                .then(|| {
-                    proxy
-                        .cluster
-                        .as_deref()?
-                        .rsplit('|')
-                        .next()
-                        .map(str::to_string)
-                })
+            let name = proxy.cluster.as_deref()?;
+            let parts: Vec<&str> = name.split('|').collect();
+            matches!(parts.first(), Some(&"outbound") | Some(&"inbound-vip"))
+                .then(|| parts.last().map(|h| h.to_string()))
                 .flatten()
+                .filter(|h| !h.is_empty())
         })
         .unwrap_or_else(|| "SERVICE.NAMESPACE.svc.cluster.local".to_string());
     let name = host.split('.').next().unwrap_or("app");
@@ -232,32 +312,14 @@ fn remedy(app: &AppSide, proxy: &ProxySide) -> Vec<String> {
          spec:\n  host: {host}\n  trafficPolicy:\n    connectionPool:\n      http:\n        idleTimeout: {}",
         yaml_duration(idle)
     ));
-    let keep = (proxy.proxy_idle_timeout_s + 5.0).ceil();
-    let server = app.server.as_deref().unwrap_or("").to_ascii_lowercase();
-    let app_side = if server.contains("uvicorn") {
-        format!("uvicorn --timeout-keep-alive {keep}")
-    } else if server.contains("gunicorn") {
-        format!("gunicorn --keep-alive {keep}")
-    } else if server.contains("nginx") {
-        format!("nginx: keepalive_timeout {keep}s;")
-    } else if server.contains("apache") {
-        format!("Apache: KeepAliveTimeout {keep}")
-    } else if app.server.is_none() && app.advertised_keepalive_s.is_some() {
-        // Node's http server sends Keep-Alive: timeout=N and no Server header.
-        format!(
-            "Node.js: server.keepAliveTimeout = {}; server.headersTimeout above it",
-            keep * 1000.0
-        )
-    } else {
-        format!(
-            "Node.js server.keepAliveTimeout = {}, gunicorn --keep-alive {keep}, uvicorn --timeout-keep-alive {keep}, nginx keepalive_timeout {keep}s",
-            keep * 1000.0
-        )
-    };
-    out.push(format!(
-        "or keep idle connections open in the app longer than Envoy's {}: {app_side}",
-        secs(proxy.proxy_idle_timeout_s)
-    ));
+    if let Some(proxy_t) = proxy_t {
+        let keep = (proxy_t + 5.0).ceil();
+        out.push(format!(
+            "or keep idle connections open in the app longer than Envoy's {}: {}",
+            secs(proxy_t),
+            servers::setting(app.server_kind, keep)
+        ));
+    }
     out.push(
         "and retry idempotent routes on a reset (VirtualService http[].retries: attempts: 2, retryOn: reset,connect-failure)"
             .to_string(),
@@ -268,7 +330,8 @@ fn remedy(app: &AppSide, proxy: &ProxySide) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keepalive::envoy::{self, ProxySide};
+    use crate::keepalive::envoy::ProxySide;
+    use crate::keepalive::{dump, route};
 
     fn app(timeout: Option<f64>, closed_by: ClosedBy, server: Option<&str>) -> AppSide {
         AppSide {
@@ -276,28 +339,49 @@ mod tests {
             http_version: "HTTP/1.1".into(),
             status_code: 200,
             server: server.map(str::to_string),
+            server_kind: match server {
+                Some(s) if s.starts_with("nginx") => ServerKind::Nginx,
+                Some("uvicorn") => ServerKind::Uvicorn,
+                _ => ServerKind::Unknown,
+            },
+            server_identified_by: "test".into(),
             connection_header: Some("keep-alive".into()),
             advertised_keepalive_s: None,
             app_idle_timeout_s: timeout,
             closed_by,
-            samples_s: vec![timeout; 3],
+            samples_s: vec![timeout; 4],
+            samples_spread_s: timeout.map(|_| 0.0),
             max_wait_s: 10.0,
         }
     }
 
+    /// The Istio 1.18 sidecar dump judged for 127.0.0.1:8083, with an idle
+    /// timeout put where Istio puts it (the typed HttpProtocolOptions).
     fn sidecar(idle: Option<&str>, stats: &str) -> ProxySide {
         let mut dump =
             include_str!("../../tests/fixtures/envoy/istio-1.18-deathstarbench-config_dump.json")
                 .to_string();
         if let Some(idle) = idle {
-            dump = dump.replacen(
-                r#""name": "inbound|8083||","#,
-                &format!(r#""name": "inbound|8083||", "common_http_protocol_options": {{"idle_timeout": "{idle}"}},"#),
-                1,
+            let typed = r#""name": "inbound|8083||","#;
+            let at = dump.find(typed).unwrap();
+            let options = r#""use_downstream_protocol_config": {"#;
+            let at = at + dump[at..].find(options).unwrap();
+            dump.insert_str(
+                at,
+                &format!(r#""common_http_protocol_options": {{"idle_timeout": "{idle}"}}, "#),
             );
         }
-        let clusters = envoy::parse_config_dump(&dump).unwrap();
-        ProxySide::from_config("dump".into(), &clusters, "127.0.0.1", 8083, Ok(stats))
+        let parsed = dump::parse(dump.as_bytes()).unwrap();
+        let destinations = ["127.0.0.1:8083".parse().unwrap()];
+        let req = route::Request {
+            host: "127.0.0.1",
+            port: 8083,
+            destinations: &destinations,
+            authority: "127.0.0.1:8083",
+            path: "/",
+            headers: &[],
+        };
+        ProxySide::from_config("dump".into(), &parsed, &req, Ok(stats))
     }
 
     fn no_admin() -> ProxySide {
@@ -317,6 +401,7 @@ mod tests {
         assert_eq!(check.evidence["proxy_source"], "config_dump");
         assert_eq!(check.evidence["proxy_idle_timeout_s"], 3600.0);
         assert_eq!(check.evidence["cluster"], "inbound|8083||");
+        assert_eq!(check.evidence["cluster_found_by"], "name_rule");
         assert!(
             check.remedy[0].contains("idleTimeout: 2s"),
             "{:?}",

@@ -1,8 +1,10 @@
 //! The app's side, on the wire: how long it keeps an idle HTTP/1.1
-//! connection open after a response. Three connections in parallel (the
-//! median is reported), each
-//! sends one keep-alive request, reads the whole response, then waits for
-//! the server's FIN or RST (or `--max-wait`).
+//! connection open after a response. Four connections, started
+//! [`STAGGER`] apart so that servers closing idle connections on a timer
+//! tick (lighttpd checks once a second) show their spread; each sends one
+//! keep-alive request, reads the whole response, then waits for the
+//! server's FIN or RST (or `--max-wait`). The shortest sample is the app's
+//! timeout: a proxy must idle out before the earliest close.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -13,7 +15,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use super::servers::{self, ServerKind};
 use crate::Error;
+
+/// Connections measured, and the delay between their starts: together
+/// they span more than a second, so a once-a-second idle sweep is seen at
+/// different phases.
+pub const CONNECTIONS: usize = 4;
+pub const STAGGER: Duration = Duration::from_millis(400);
+/// Samples further apart than this say the app closes on a tick.
+const SPREAD_NOTE_S: f64 = 0.25;
+/// Bytes of the body kept to tell who answered.
+const BODY_KEPT: usize = 1024;
 
 /// Larger response heads are not HTTP servers we can reason about.
 const MAX_HEAD: usize = 64 * 1024;
@@ -52,15 +65,22 @@ pub struct AppSide {
     pub status_code: u16,
     /// The `Server` header, to name the setting to change.
     pub server: Option<String>,
+    /// The server as identified from its headers and behaviour.
+    pub server_kind: ServerKind,
+    /// What identified it, in words.
+    pub server_identified_by: String,
     pub connection_header: Option<String>,
     /// What the app promises in `Keep-Alive: timeout=N`.
     pub advertised_keepalive_s: Option<f64>,
-    /// The median measured idle time before the app closed; `None` when the
-    /// connections were still open at `--max-wait`.
+    /// The shortest measured idle time before the app closed; `None` when
+    /// the connections were still open at `--max-wait`.
     pub app_idle_timeout_s: Option<f64>,
     pub closed_by: ClosedBy,
-    /// Per connection: seconds from the end of the response to the close.
+    /// Per connection, in the order started: seconds from the end of the
+    /// response to the close.
     pub samples_s: Vec<Option<f64>>,
+    /// Longest minus shortest closed sample.
+    pub samples_spread_s: Option<f64>,
     pub max_wait_s: f64,
 }
 
@@ -68,19 +88,23 @@ pub struct AppSide {
 #[derive(Debug, Clone)]
 struct Sample {
     head: ResponseHead,
+    /// The start of the body, to tell who answered.
+    body: Vec<u8>,
     closed_by: ClosedBy,
     after_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default)]
-struct ResponseHead {
-    version: String,
-    status: u16,
-    headers: Vec<(String, String)>,
+pub struct ResponseHead {
+    pub version: String,
+    pub status: u16,
+    pub reason: String,
+    /// In the order sent, names as sent.
+    pub headers: Vec<(String, String)>,
 }
 
 impl ResponseHead {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -99,7 +123,7 @@ impl ResponseHead {
     }
 
     /// `Keep-Alive: timeout=5, max=100` -> 5.
-    fn advertised_keepalive_s(&self) -> Option<f64> {
+    pub fn advertised_keepalive_s(&self) -> Option<f64> {
         self.header("keep-alive")?.split(',').find_map(|p| {
             let (k, v) = p.split_once('=')?;
             k.trim()
@@ -123,48 +147,110 @@ pub async fn measure_app(
 ) -> crate::Result<AppSide> {
     let host = upstream.to_string();
     let progress = tokio::spawn(progress(upstream.to_string(), max_wait));
-    let one = || one_connection(addrs, &host, path, io_timeout, max_wait);
+    let one = |i: u32| {
+        let host = &host;
+        async move {
+            tokio::time::sleep(STAGGER * i).await;
+            one_connection(addrs, host, path, io_timeout, max_wait).await
+        }
+    };
     // The first failure ends the run: the other connections would fail alike.
-    let result = tokio::try_join!(one(), one(), one());
+    let result = tokio::try_join!(one(0), one(1), one(2), one(3));
     progress.abort();
     let _ = progress.await;
-    let (a, b, c) = result?;
-    let samples = [a, b, c];
+    let (a, b, c, d) = result?;
+    let samples = [a, b, c, d];
+    check_answer(upstream, &samples[0])?;
     Ok(summarize(upstream, &samples, max_wait))
 }
 
+/// Answers that measure nothing: a plain request to a TLS port answered
+/// with 400, or any error answer the server closes right away.
+fn check_answer(upstream: &str, sample: &Sample) -> crate::Result<()> {
+    let head = &sample.head;
+    let body = String::from_utf8_lossy(&sample.body);
+    let first_line = body
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    let text = body.to_ascii_lowercase();
+    if matches!(head.status, 400 | 497) && ["https", "ssl", "tls"].iter().any(|w| text.contains(w))
+    {
+        return Err(Error::unavailable(format!(
+            "{upstream} is an HTTPS port: it answered the plain HTTP request with {} {} {:?}{}; measure the port that speaks plain HTTP (Envoy's upstream), or the app behind the TLS",
+            head.version,
+            head.status,
+            first_line.chars().take(120).collect::<String>(),
+            head.header("server").map_or(String::new(), |s| format!(" (Server: {s})"))
+        )));
+    }
+    if head.status >= 400 && sample.closed_by == ClosedBy::Immediate {
+        return Err(Error::unavailable(format!(
+            "{upstream} answered {} {} and closed the connection: an error answer says nothing of how it keeps good ones; use --path with a path that answers 2xx or 3xx",
+            head.status, head.reason
+        )));
+    }
+    Ok(())
+}
+
 fn summarize(upstream: &str, samples: &[Sample], max_wait: Duration) -> AppSide {
-    // Order by close time, connections still open last; the middle one is
-    // the median.
-    let mut ordered: Vec<&Sample> = samples.iter().collect();
-    ordered.sort_by(|a, b| {
+    let closed: Vec<&Sample> = samples.iter().filter(|s| s.after_s.is_some()).collect();
+    let shortest = closed.iter().min_by(|a, b| {
         a.after_s
-            .unwrap_or(f64::INFINITY)
-            .total_cmp(&b.after_s.unwrap_or(f64::INFINITY))
+            .unwrap_or(0.0)
+            .total_cmp(&b.after_s.unwrap_or(0.0))
     });
-    let median = ordered[ordered.len() / 2];
-    let first = &samples[0].head;
+    let longest = closed
+        .iter()
+        .filter_map(|s| s.after_s)
+        .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
+    let first = &samples[0];
     let all_immediate = samples.iter().all(|s| s.closed_by == ClosedBy::Immediate);
+    let app_idle_timeout_s = shortest.and_then(|s| s.after_s).map(round_ms);
+    let (server_kind, server_identified_by) =
+        servers::identify(&first.head, &first.body, app_idle_timeout_s);
     AppSide {
         upstream: upstream.to_string(),
-        http_version: first.version.clone(),
-        status_code: first.status,
-        server: first.header("server").map(str::to_string),
-        connection_header: first.header("connection").map(str::to_string),
-        advertised_keepalive_s: first.advertised_keepalive_s(),
-        app_idle_timeout_s: median.after_s.map(round_ms),
+        http_version: first.head.version.clone(),
+        status_code: first.head.status,
+        server: first.head.header("server").map(str::to_string),
+        server_kind,
+        server_identified_by,
+        connection_header: first.head.header("connection").map(str::to_string),
+        advertised_keepalive_s: first.head.advertised_keepalive_s(),
+        app_idle_timeout_s,
         closed_by: if all_immediate {
             ClosedBy::Immediate
         } else {
-            median.closed_by
+            shortest.map_or(ClosedBy::None, |s| s.closed_by)
         },
         samples_s: samples.iter().map(|s| s.after_s.map(round_ms)).collect(),
+        samples_spread_s: app_idle_timeout_s
+            .zip(longest)
+            .map(|(short, long)| round_ms(long - short)),
         max_wait_s: max_wait.as_secs_f64(),
+    }
+}
+
+impl AppSide {
+    /// The samples spread: the app closes on a timer tick, or under load.
+    pub fn spread_note(&self) -> Option<String> {
+        let spread = self.samples_spread_s.filter(|s| *s >= SPREAD_NOTE_S)?;
+        Some(format!(
+            "the connections, started {} ms apart, closed up to {spread} s apart: the app closes idle connections on a timer tick (lighttpd sweeps once a second), so a connection can close as early as the shortest sample; judged on it",
+            STAGGER.as_millis()
+        ))
     }
 }
 
 fn round_ms(s: f64) -> f64 {
     (s * 1000.0).round() / 1000.0
+}
+
+/// The User-Agent of the measuring requests (also what routing sees).
+pub fn user_agent() -> String {
+    format!("podprobe/{}", env!("CARGO_PKG_VERSION"))
 }
 
 async fn one_connection(
@@ -176,15 +262,15 @@ async fn one_connection(
 ) -> crate::Result<Sample> {
     let (mut stream, addr) = connect(addrs, io_timeout).await?;
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: podprobe/{}\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n",
-        env!("CARGO_PKG_VERSION")
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {}\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n",
+        user_agent()
     );
     timeout(io_timeout, stream.write_all(request.as_bytes()))
         .await
         .map_err(|_| Error::unavailable(format!("sending the request to {addr}: timed out")))?
         .map_err(|e| Error::io(format!("sending the request to {addr}"), e))?;
     let deadline = Instant::now() + io_timeout;
-    let (head, close_delimited) = read_response(&mut stream, addr, deadline).await?;
+    let (head, body, close_delimited) = read_response(&mut stream, addr, deadline).await?;
     let closed = if close_delimited {
         Some((ClosedBy::Fin, 0.0))
     } else {
@@ -199,6 +285,7 @@ async fn one_connection(
         },
         after_s: closed.map(|(_, after)| after),
         head,
+        body,
     })
 }
 
@@ -239,18 +326,19 @@ async fn wait_for_close(stream: &mut TcpStream, max_wait: Duration) -> Option<(C
     }
 }
 
-/// Reads one whole response (skipping 1xx). Returns its head and whether
-/// the body ran to the close of the connection.
+/// Reads one whole response (skipping 1xx). Returns its head, the start of
+/// its body and whether the body ran to the close of the connection.
 async fn read_response(
     stream: &mut TcpStream,
     addr: SocketAddr,
     deadline: Instant,
-) -> crate::Result<(ResponseHead, bool)> {
+) -> crate::Result<(ResponseHead, Vec<u8>, bool)> {
     let mut reader = Reader {
         stream,
         buf: Vec::new(),
         deadline,
         addr,
+        kept: Vec::new(),
     };
     loop {
         let head_bytes = reader.until_blank_line().await?;
@@ -269,21 +357,21 @@ async fn read_response(
             continue;
         }
         if matches!(head.status, 204 | 304) {
-            return Ok((head, false));
+            return Ok((head, reader.kept, false));
         }
         if head.has_token("transfer-encoding", "chunked") {
             reader.chunked_body().await?;
-            return Ok((head, false));
+            return Ok((head, reader.kept, false));
         }
         if let Some(len) = head.header("content-length") {
             let len: u64 = len.trim().parse().map_err(|_| {
                 Error::unavailable(format!("{addr} sent a bad Content-Length {len:?}"))
             })?;
             reader.skip(len).await?;
-            return Ok((head, false));
+            return Ok((head, reader.kept, false));
         }
         reader.drain_to_eof().await?;
-        return Ok((head, true));
+        return Ok((head, reader.kept, true));
     }
 }
 
@@ -292,6 +380,8 @@ struct Reader<'a> {
     buf: Vec<u8>,
     deadline: Instant,
     addr: SocketAddr,
+    /// The first [`BODY_KEPT`] bytes of the body.
+    kept: Vec<u8>,
 }
 
 impl Reader<'_> {
@@ -321,22 +411,26 @@ impl Reader<'_> {
         }
     }
 
+    /// Removes `n` buffered body bytes, keeping the first ones.
+    fn consume_body(&mut self, n: usize) {
+        let keep = n.min(BODY_KEPT.saturating_sub(self.kept.len()));
+        self.kept.extend_from_slice(&self.buf[..keep]);
+        self.buf.drain(..n);
+    }
+
+    /// The response head up to its blank line; bare LF line ends are read
+    /// as servers and clients read them.
     async fn until_blank_line(&mut self) -> crate::Result<Vec<u8>> {
         loop {
-            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+            if let Some((i, len)) = head_end(&self.buf) {
                 let head = self.buf[..i].to_vec();
-                self.buf.drain(..i + 4);
+                self.buf.drain(..i + len);
                 return Ok(head);
             }
-            // Not HTTP at all (an SSH banner, TLS, a binary protocol): say so
-            // now rather than wait for a blank line that never comes.
-            let seen = self.buf.len().min(5);
-            if self.buf[..seen] != b"HTTP/"[..seen] {
-                return Err(Error::unavailable(format!(
-                    "{} did not answer with HTTP/1.x: {:?}",
-                    self.addr,
-                    String::from_utf8_lossy(&self.buf[..self.buf.len().min(60)])
-                )));
+            // Not HTTP/1.x at all: say what answered now rather than wait
+            // for a blank line that never comes.
+            if let Some(what) = not_http1(&self.buf) {
+                return Err(Error::unavailable(format!("{} {what}", self.addr)));
             }
             if self.buf.len() > MAX_HEAD {
                 return Err(Error::unavailable(format!(
@@ -349,19 +443,23 @@ impl Reader<'_> {
                     format!("{} closed the connection without answering", self.addr)
                 } else {
                     format!(
-                        "{} closed the connection in the middle of a response head",
-                        self.addr
+                        "{} closed the connection in the middle of a response head: {:?}",
+                        self.addr,
+                        String::from_utf8_lossy(&self.buf[..self.buf.len().min(60)])
                     )
                 }));
             }
         }
     }
 
+    /// One line (chunk size or trailer), LF or CRLF terminated.
     async fn line(&mut self) -> crate::Result<String> {
         loop {
-            if let Some(i) = find(&self.buf, b"\r\n") {
-                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
-                self.buf.drain(..i + 2);
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line = String::from_utf8_lossy(&self.buf[..i])
+                    .trim_end_matches('\r')
+                    .to_string();
+                self.buf.drain(..i + 1);
                 return Ok(line);
             }
             if self.buf.len() > MAX_HEAD {
@@ -377,7 +475,7 @@ impl Reader<'_> {
     async fn skip(&mut self, mut n: u64) -> crate::Result<()> {
         loop {
             let take = (self.buf.len() as u64).min(n) as usize;
-            self.buf.drain(..take);
+            self.consume_body(take);
             n -= take as u64;
             if n == 0 {
                 return Ok(());
@@ -398,25 +496,83 @@ impl Reader<'_> {
                 while !self.line().await?.is_empty() {}
                 return Ok(());
             }
-            self.skip(size + 2).await?;
+            self.skip(size).await?;
+            // The chunk's line end (CRLF, or a bare LF).
+            self.line().await?;
         }
     }
 
     async fn drain_to_eof(&mut self) -> crate::Result<()> {
-        while self.fill().await? {
-            self.buf.clear();
+        loop {
+            let n = self.buf.len();
+            self.consume_body(n);
+            if !self.fill().await? {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// Where the head ends: the first blank line, `CRLF CRLF` or bare `LF LF`
+/// (and their mixes); returns its offset and the terminator's length.
+fn head_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + off;
+        let rest = &buf[nl + 1..];
+        if rest.starts_with(b"\n") {
+            return Some((nl, 2));
+        }
+        if rest.starts_with(b"\r\n") {
+            return Some((nl, 3));
+        }
+        i = nl + 1;
+    }
+    None
+}
+
+/// Names what answered when it is not HTTP/1.x, from its first bytes;
+/// `None` while it may still be HTTP/1.x (or too few bytes to tell).
+fn not_http1(buf: &[u8]) -> Option<String> {
+    let seen = buf.len().min(5);
+    if seen == 0 || buf[..seen] == b"HTTP/"[..seen] {
+        return None;
+    }
+    if matches!(buf[0], 0x15 | 0x16) && buf.get(1) == Some(&3) {
+        let what = if buf[0] == 0x15 {
+            "a TLS alert"
+        } else {
+            "a TLS handshake"
+        };
+        return Some(format!(
+            "answered the plain HTTP request with {what}: it is a TLS port; measure the port that speaks plain HTTP"
+        ));
+    }
+    if buf[0] == 0 {
+        // An HTTP/2 frame header: length (3), type, flags, stream 0.
+        if buf.len() < 9 {
+            return None;
+        }
+        let kind = match buf[3] {
+            4 => Some("SETTINGS"),
+            7 => Some("GOAWAY"),
+            _ => None,
+        };
+        if let Some(kind) = kind.filter(|_| buf[5..9] == [0, 0, 0, 0]) {
+            return Some(format!(
+                "answered with an HTTP/2 {kind} frame: it speaks only HTTP/2 (h2c, as gRPC servers do), so there is no HTTP/1.1 keep-alive to measure"
+            ));
+        }
+    }
+    Some(format!(
+        "did not answer with HTTP/1.x: {:?}",
+        String::from_utf8_lossy(&buf[..buf.len().min(60)])
+    ))
 }
 
 fn parse_head(bytes: &[u8]) -> Result<ResponseHead, &'static str> {
     let text = std::str::from_utf8(bytes).map_err(|_| "the head is not text")?;
-    let mut lines = text.split("\r\n");
+    let mut lines = text.split('\n').map(|l| l.trim_end_matches('\r'));
     let status_line = lines.next().unwrap_or("");
     let mut parts = status_line.splitn(3, ' ');
     let version = parts.next().unwrap_or("");
@@ -428,6 +584,7 @@ fn parse_head(bytes: &[u8]) -> Result<ResponseHead, &'static str> {
         .and_then(|s| s.parse::<u16>().ok())
         .filter(|s| (100..600).contains(s))
         .ok_or("no status code")?;
+    let reason = parts.next().unwrap_or("").to_string();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -435,6 +592,7 @@ fn parse_head(bytes: &[u8]) -> Result<ResponseHead, &'static str> {
     Ok(ResponseHead {
         version: version.to_string(),
         status,
+        reason,
         headers,
     })
 }
@@ -502,34 +660,65 @@ mod tests {
     }
 
     #[test]
-    fn median_puts_open_connections_last() {
+    fn the_shortest_sample_is_the_apps_timeout() {
         let s = |closed_by, after_s| Sample {
             head: head("HTTP/1.1 200 OK"),
+            body: Vec::new(),
             closed_by,
             after_s,
         };
+        // A tick-based closer (lighttpd): staggered connections close
+        // apart; the earliest is what a proxy must beat.
         let app = summarize(
             "127.0.0.1:1",
             &[
+                s(ClosedBy::Fin, Some(4.6)),
+                s(ClosedBy::Fin, Some(4.2004)),
                 s(ClosedBy::None, None),
-                s(ClosedBy::Fin, Some(3.0004)),
-                s(ClosedBy::Fin, Some(3.2)),
+                s(ClosedBy::Fin, Some(5.0)),
             ],
             Duration::from_secs(10),
         );
-        assert_eq!(app.app_idle_timeout_s, Some(3.2));
+        assert_eq!(app.app_idle_timeout_s, Some(4.2));
         assert_eq!(app.closed_by, ClosedBy::Fin);
-        assert_eq!(app.samples_s, vec![None, Some(3.0), Some(3.2)]);
+        assert_eq!(app.samples_s, vec![Some(4.6), Some(4.2), None, Some(5.0)]);
+        assert_eq!(app.samples_spread_s, Some(0.8));
+        assert!(app.spread_note().is_some());
         let open = summarize(
             "127.0.0.1:1",
-            &[
-                s(ClosedBy::None, None),
-                s(ClosedBy::None, None),
-                s(ClosedBy::Fin, Some(3.0)),
-            ],
+            &[s(ClosedBy::None, None), s(ClosedBy::None, None)],
             Duration::from_secs(10),
         );
         assert_eq!(open.app_idle_timeout_s, None);
         assert_eq!(open.closed_by, ClosedBy::None);
+        assert_eq!(open.spread_note(), None);
+    }
+
+    #[test]
+    fn bare_lf_heads_parse() {
+        let text = b"HTTP/1.1 200 OK\nContent-Length: 3\nKeep-Alive: timeout=4\n\nok\n";
+        let (end, len) = head_end(text).unwrap();
+        assert_eq!((end, len), (text.len() - 5, 2));
+        let h = parse_head(&text[..end]).unwrap();
+        assert_eq!(h.header("content-length"), Some("3"));
+        assert_eq!(h.advertised_keepalive_s(), Some(4.0));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n"), Some((22, 3)));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n"), None);
+        assert_eq!(head("HTTP/1.1 200 ").reason, "");
+    }
+
+    #[test]
+    fn what_answered_when_not_http1() {
+        assert_eq!(not_http1(b"HTTP/1."), None);
+        assert_eq!(not_http1(b""), None);
+        // A TLS alert, as Go's TLS server answers a plain request.
+        assert!(not_http1(&[0x15, 3, 1, 0, 2, 2, 10])
+            .unwrap()
+            .contains("TLS alert"));
+        // hyper's HTTP/2-only server: a SETTINGS frame on stream 0.
+        let settings = [0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100];
+        assert!(not_http1(&settings).unwrap().contains("HTTP/2 SETTINGS"));
+        assert_eq!(not_http1(&settings[..5]), None);
+        assert!(not_http1(b"SSH-2.0-OpenSSH").unwrap().contains("SSH-2.0"));
     }
 }

@@ -2,10 +2,13 @@
 //! Envoy sidecar's upstream idle timeout, the cause of sporadic 503 UC.
 
 pub mod admin;
+pub mod dump;
 pub mod envoy;
 pub mod judge;
 pub mod measure;
 pub mod metrics;
+pub mod route;
+pub mod servers;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +49,9 @@ pub async fn run(options: &Options) -> crate::Result<Report> {
             options.path
         )));
     }
+    if let Some(url) = options.envoy_admin.as_deref() {
+        admin::check_admin_url(url)?;
+    }
     let saved = options
         .config_dump
         .as_deref()
@@ -67,6 +73,9 @@ pub async fn doctor_checks(options: Option<&Options>) -> crate::Result<Vec<Check
     let Some(options) = options else {
         return Ok(Vec::new());
     };
+    if let Some(url) = options.envoy_admin.as_deref() {
+        admin::check_admin_url(url)?;
+    }
     let check = timed_async(async {
         let measured = match resolve::resolve_target(&options.upstream, options.timeout).await {
             Ok(addrs) => measure_and_judge(options, None, &addrs).await,
@@ -84,6 +93,21 @@ async fn measure_and_judge(
     addrs: &[SocketAddr],
 ) -> crate::Result<Check> {
     let (host, port) = resolve::split_host_port(&options.upstream)?;
+    let user_agent = measure::user_agent();
+    let headers = [
+        ("user-agent", user_agent.as_str()),
+        ("accept", "*/*"),
+        ("connection", "keep-alive"),
+    ];
+    // The request as Envoy would see it: what the app sends to UPSTREAM.
+    let request = route::Request {
+        host: &host,
+        port,
+        destinations: addrs,
+        authority: &options.upstream,
+        path: &options.path,
+        headers: &headers,
+    };
     let (app, proxy) = tokio::join!(
         measure::measure_app(
             &options.upstream,
@@ -93,8 +117,7 @@ async fn measure_and_judge(
             options.max_wait
         ),
         admin::read_proxy(
-            &host,
-            port,
+            &request,
             saved,
             options.envoy_admin.as_deref(),
             options.timeout
@@ -109,11 +132,49 @@ fn read_saved_dump(path: &Path) -> crate::Result<SavedDump> {
         path: path.display().to_string(),
         cause,
     };
-    let text = std::fs::read_to_string(path).map_err(input)?;
-    let clusters = envoy::parse_config_dump(&text)
+    let bytes = std::fs::read(path).map_err(input)?;
+    dump::parse(&bytes)
         .map_err(|why| input(std::io::Error::new(std::io::ErrorKind::InvalidData, why)))?;
     Ok(SavedDump {
         from: path.display().to_string(),
-        clusters,
+        bytes,
     })
+}
+
+/// Test data shared by the area's unit tests.
+#[cfg(test)]
+pub(crate) mod testdata {
+    /// A fixture from tests/fixtures/envoy.
+    pub fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/tests/fixtures/envoy/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// Inputs for "never panics" tests: random bytes and a real dump cut
+    /// short with bytes flipped, from a fixed xorshift seed.
+    pub fn mutated_inputs() -> impl Iterator<Item = Vec<u8>> {
+        let seed = fixture("consul-k8s-test_config_dump.json");
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        (0..2000).map(move |round| {
+            let len = (next() % 600) as usize;
+            if round % 2 == 0 {
+                (0..len).map(|_| next() as u8).collect()
+            } else {
+                let mut b = seed[..len.min(seed.len())].to_vec();
+                for _ in 0..4 {
+                    if !b.is_empty() {
+                        let i = (next() as usize) % b.len();
+                        b[i] = next() as u8;
+                    }
+                }
+                b
+            }
+        })
+    }
 }

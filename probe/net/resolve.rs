@@ -28,6 +28,18 @@ pub async fn resolve_host(host: &str, timeout: Duration) -> crate::Result<Vec<Ip
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![ip]);
     }
+    // /etc/hosts first, as glibc ("hosts: files dns"), musl and Go do: a
+    // name there resolves even when no DNS server answers.
+    let hosts_first =
+        std::fs::read_to_string("/etc/nsswitch.conf").map_or(true, |conf| files_before_dns(&conf));
+    if hosts_first {
+        if let Ok(text) = std::fs::read_to_string("/etc/hosts") {
+            let addrs = hosts_lookup(&text, host);
+            if !addrs.is_empty() {
+                return Ok(addrs);
+            }
+        }
+    }
     let resolver = hickory_resolver::TokioResolver::builder_tokio()
         .map_err(|e| Error::unavailable(format!("cannot read the resolver configuration: {e}")))?
         .build()
@@ -52,6 +64,43 @@ pub async fn resolve_host(host: &str, timeout: Duration) -> crate::Result<Vec<Ip
         return Err(Error::usage(format!("could not resolve host '{host}'")));
     }
     Ok(addrs)
+}
+
+/// The addresses /etc/hosts gives `name` (case-insensitive, a trailing dot
+/// ignored), in file order.
+pub fn hosts_lookup(hosts: &str, name: &str) -> Vec<IpAddr> {
+    let name = name.trim_end_matches('.');
+    hosts
+        .lines()
+        .filter_map(|line| {
+            let line = line.split('#').next().unwrap_or("");
+            let mut fields = line.split_whitespace();
+            let ip = fields.next()?.parse::<IpAddr>().ok()?;
+            fields
+                .any(|n| n.trim_end_matches('.').eq_ignore_ascii_case(name))
+                .then_some(ip)
+        })
+        .collect()
+}
+
+/// nsswitch.conf's `hosts:` line consults files before dns (also when it
+/// has no such line, glibc's default).
+fn files_before_dns(conf: &str) -> bool {
+    let Some(sources) = conf.lines().find_map(|l| {
+        l.split('#')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .strip_prefix("hosts:")
+    }) else {
+        return true;
+    };
+    let position = |s: &str| sources.split_whitespace().position(|w| w == s);
+    match (position("files"), position("dns")) {
+        (Some(f), Some(d)) => f < d,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
 }
 
 /// `HOST:PORT` to socket addresses, resolving the host.
@@ -82,6 +131,27 @@ mod tests {
         assert!(split_host_port(":80").is_err());
         assert!(split_host_port("web:http").is_err());
         assert!(split_host_port("web:70000").is_err());
+    }
+
+    #[test]
+    fn hosts_file_names_as_libc_reads_them() {
+        let hosts = "127.0.0.1\tlocalhost\n# 10.0.0.9 commented\n10.96.0.7 details details.default.svc.cluster.local # svc\nfe80::1%eth0 bad\n::1 localhost ip6-localhost\n";
+        assert_eq!(
+            hosts_lookup(hosts, "DETAILS."),
+            vec![IpAddr::from([10, 96, 0, 7])]
+        );
+        assert_eq!(
+            hosts_lookup(hosts, "localhost"),
+            vec![
+                IpAddr::from([127, 0, 0, 1]),
+                "::1".parse::<IpAddr>().unwrap()
+            ]
+        );
+        assert!(hosts_lookup(hosts, "commented").is_empty());
+        assert!(files_before_dns("hosts: files dns\n"));
+        assert!(files_before_dns("passwd: files\n"));
+        assert!(!files_before_dns("hosts: dns files\n"));
+        assert!(!files_before_dns("hosts: dns\n"));
     }
 
     #[tokio::test]
