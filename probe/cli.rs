@@ -73,6 +73,30 @@ pub enum Command {
     },
     /// A Kubernetes node in network namespaces, to reproduce failures (root).
     Lab(LabArgs),
+    /// The node's side, run in the node's network namespace (kubectl debug
+    /// node/NAME): conntrack, kube-proxy, SNAT, INVALID, NodeLocal DNSCache, CNI.
+    Node(NodeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// How long to sample conntrack's counters (rates are over this window).
+    #[arg(long, value_name = "DUR", value_parser = parse_interval, default_value = "5s")]
+    pub interval: Duration,
+    /// Where the host's root is mounted; its tools are used when the image has none.
+    #[arg(long, value_name = "PATH", default_value = crate::node::DEFAULT_HOST_ROOT)]
+    pub host_root: PathBuf,
+}
+
+/// A sampling window: long enough for a rate, short enough for a probe.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d < Duration::from_secs(1) => {
+            Err(format!("'{text}' is under 1s; rates need a window"))
+        }
+        d if d > Duration::from_secs(3600) => Err(format!("'{text}' is over 1h")),
+        d => Ok(d),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -143,6 +167,10 @@ pub struct WatchArgs {
     /// Where to serve /metrics, /healthz and /report (IP:PORT or :PORT).
     #[arg(long, value_name = "ADDR", default_value = ":9090", value_parser = crate::serve::parse_listen_addr)]
     pub listen: std::net::SocketAddr,
+    /// Also run `podprobe node`'s checks every cycle (conntrack sampled over
+    /// 5s, the host's tools under /host): in the node's network namespace.
+    #[arg(long)]
+    pub node: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -350,6 +378,15 @@ pub enum LabCommand {
         #[arg(long, value_enum, default_value_t = crate::lab::DnsMode::Healthy)]
         mode: crate::lab::DnsMode,
     },
+    /// Add N Services (10.100.0.0 upwards, one backend each) to a running
+    /// lab, in its kube-proxy mode (iptables, or nftables with kube-proxy-nft).
+    Services {
+        #[arg(long, default_value = crate::lab::command::DEFAULT_NAME)]
+        name: String,
+        /// How many Services to add.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+        count: u32,
+    },
     /// DNS forwarder slow for one domain (run by the slow-dns scenario).
     #[command(hide = true)]
     DnsDelay {
@@ -430,14 +467,21 @@ impl DoctorArgs {
                     config_dump: None,
                     timeout: global.timeout,
                 }),
+            node: None,
         }
     }
 }
 
 impl WatchArgs {
     pub fn options(&self, global: &GlobalArgs) -> crate::watch::Options {
+        let mut plan = self.doctor.plan(global);
+        plan.node = self.node.then(|| crate::node::NodeOptions {
+            interval: crate::node::DEFAULT_INTERVAL,
+            host_root: crate::node::DEFAULT_HOST_ROOT.into(),
+            timeout: global.timeout,
+        });
         crate::watch::Options {
-            plan: self.doctor.plan(global),
+            plan,
             interval: self.interval,
             listen: self.listen,
             push: self.doctor.push.clone(),
@@ -522,6 +566,16 @@ impl ServeArgs {
     }
 }
 
+impl NodeArgs {
+    pub fn options(&self, global: &GlobalArgs) -> crate::node::NodeOptions {
+        crate::node::NodeOptions {
+            interval: self.interval,
+            host_root: self.host_root.clone(),
+            timeout: global.timeout,
+        }
+    }
+}
+
 impl LabArgs {
     pub fn action(&self, global: &GlobalArgs) -> crate::lab::command::Action {
         use crate::lab::command::Action;
@@ -544,6 +598,10 @@ impl LabArgs {
                 name: name.clone(),
                 pod: pod.clone(),
                 command: command.clone(),
+            },
+            LabCommand::Services { name, count } => Action::Services {
+                name: name.clone(),
+                count: *count as usize,
             },
             LabCommand::Demo => Action::Demo {
                 json: global.output == OutputFormat::Json,

@@ -33,6 +33,8 @@ pub enum Action {
     /// Each scenario in turn, with the podprobe command that finds it; the
     /// reports as JSON when `json`.
     Demo { json: bool },
+    /// Add generated Services to a running lab.
+    Services { name: String, count: usize },
     /// The slow-dns scenario's forwarder.
     DnsDelay {
         listen: std::net::SocketAddr,
@@ -147,6 +149,20 @@ pub fn run(action: &Action) -> Result<i32> {
             Ok(status.code().unwrap_or(1))
         }
         Action::Demo { json } => demo(*json),
+        Action::Services { name, count } => {
+            super::sys::require_root()?;
+            let mut lab = Lab::open(name)?;
+            let started = std::time::Instant::now();
+            let total = lab.add_services(*count)?;
+            let mode = lab.proxy_mode().name();
+            say(&format!(
+                "lab '{name}': {count} Services added in {:.1} s ({mode} mode), {total} generated in all: {}..{}\n",
+                started.elapsed().as_secs_f64(),
+                super::generated_service(0),
+                super::generated_service(total - 1)
+            ));
+            Ok(0)
+        }
     }
 }
 
@@ -155,6 +171,8 @@ pub fn run(action: &Action) -> Result<i32> {
 struct Step {
     scenario: Option<Scenario>,
     about: &'static str,
+    /// Where the command runs: the client pod, or the node's namespace.
+    pod: Pod,
     args: Vec<String>,
 }
 
@@ -164,7 +182,25 @@ fn demo_steps() -> Vec<Step> {
     let step = |scenario, about, args: &[&str]| Step {
         scenario,
         about,
+        pod: Pod::Client,
         args: args.iter().map(|s| s.to_string()).collect(),
+    };
+    // `podprobe node` in the node's namespace; a fault that warns exits 1
+    // with --fail-on warn.
+    let node_step = |scenario: Scenario, fail_on_warn: bool| Step {
+        scenario: Some(scenario),
+        about: scenario.describe(),
+        pod: Pod::Node,
+        args: ["node", "--interval", "1s"]
+            .into_iter()
+            .chain(
+                fail_on_warn
+                    .then_some(["--fail-on", "warn"])
+                    .into_iter()
+                    .flatten(),
+            )
+            .map(String::from)
+            .collect(),
     };
     vec![
         step(
@@ -211,6 +247,13 @@ fn demo_steps() -> Vec<Step> {
             Scenario::NetpolReject.describe(),
             &["doctor", "--tcp", &web],
         ),
+        node_step(Scenario::ConntrackFull, false),
+        node_step(Scenario::SnatNorandom, true),
+        node_step(Scenario::NoInvalidDrop, true),
+        node_step(Scenario::OverlayMtu, true),
+        node_step(Scenario::NodelocalDns, false),
+        node_step(Scenario::KubeProxyNft, false),
+        node_step(Scenario::KubeProxyLegacy, false),
     ]
 }
 
@@ -228,13 +271,17 @@ fn demo(json: bool) -> Result<i32> {
         say(&format!("=== {title}\n"));
         eprintln!("building a lab with scenario {name}...");
         let lab = Lab::up(&spec)?;
-        say(&format!("$ podprobe {}\n", step.args.join(" ")));
+        let place = match step.pod {
+            Pod::Node => " (in the node's namespace)",
+            _ => "",
+        };
+        say(&format!("$ podprobe {}{place}\n", step.args.join(" ")));
         let status = lab
-            .podprobe(Pod::Client)
+            .podprobe(step.pod)
             .args(&step.args)
             .args(["-o", output])
             .status()
-            .map_err(|e| Error::io("running podprobe in the client pod", e))?;
+            .map_err(|e| Error::io(format!("running podprobe in {}", lab.netns(step.pod)), e))?;
         let code = status.code().unwrap_or(1);
         say(&format!("(exit code {code})\n\n"));
         summary.push((name, step.args.join(" "), code));
@@ -246,8 +293,15 @@ fn demo(json: bool) -> Result<i32> {
         .map(|(_, args, _)| args.len())
         .max()
         .unwrap_or(0);
+    let name_width = summary
+        .iter()
+        .map(|(name, _, _)| name.len())
+        .max()
+        .unwrap_or(0);
     for (name, args, code) in summary {
-        say(&format!("  {name:<14} podprobe {args:<width$}  {code}\n"));
+        say(&format!(
+            "  {name:<name_width$} podprobe {args:<width$}  {code}\n"
+        ));
     }
     Ok(0)
 }

@@ -365,7 +365,7 @@ impl Lab {
         let mut cmd = self.command(Pod::Dns, program);
         match server {
             DnsServer::Dnsmasq => {
-                cmd.args(dnsmasq_args(addr, &dir.join("queries.log"), refused));
+                cmd.args(dnsmasq_args(addr, &dir.join("queries.log"), !refused));
             }
             DnsServer::Unbound => {
                 let conf = write("unbound.conf", unbound_conf(addr, &dir, refused))?;
@@ -389,9 +389,9 @@ impl Lab {
     }
 }
 
-/// dnsmasq with the lab's records on `addr`, logging every query to `log`,
-/// or with no records and no upstream (it then refuses every query).
-pub(super) fn dnsmasq_args(addr: Ipv4Addr, log: &Path, refused: bool) -> Vec<String> {
+/// dnsmasq on `addr`, logging every query to `log`, with the lab's records
+/// or with none (and no upstream, it then refuses every query).
+pub(super) fn dnsmasq_args(addr: Ipv4Addr, log: &Path, with_records: bool) -> Vec<String> {
     let mut args = vec![
         "--keep-in-foreground".to_string(),
         "--conf-file=/dev/null".to_string(),
@@ -404,7 +404,7 @@ pub(super) fn dnsmasq_args(addr: Ipv4Addr, log: &Path, refused: bool) -> Vec<Str
         "--log-queries".to_string(),
         format!("--log-facility={}", log.display()),
     ];
-    if !refused {
+    if with_records {
         args.extend(topology::dnsmasq_records());
     }
     args
@@ -508,7 +508,7 @@ mod tests {
         assert!(kresd.contains("todname('web.default.svc.cluster.local.')"));
         assert!(kresd.ends_with("policy.add(policy.all(policy.DENY))\n"));
         assert!(kresd_conf(addr, true).contains("policy.REFUSE"));
-        assert!(!dnsmasq_args(addr, dir, true)
+        assert!(!dnsmasq_args(addr, dir, false)
             .iter()
             .any(|a| a.starts_with("--host-record")));
     }

@@ -21,6 +21,7 @@
 
 pub mod command;
 mod dns;
+mod node;
 mod replicas;
 mod scenario;
 mod servers;
@@ -36,6 +37,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use dns::{DnsInstance, DnsMode, DnsServer};
+pub use node::{
+    generated_service, ProxyMode, CONNTRACK_FILL, NODELOCAL_ADDRESS, NODELOCAL_INTERFACE,
+    NODE_ADDRESS, OVERLAY_INTERFACE, OVERLAY_MTU, UPLINK, UPLINK_MTU,
+};
 pub use replicas::{Replicas, MAX_REPLICAS};
 pub use scenario::{Scenario, SLOW_DNS_DELAY};
 pub use topology::{
@@ -113,6 +118,9 @@ struct State {
     dns_server: DnsServer,
     #[serde(default)]
     dns_instances: Vec<DnsInstance>,
+    /// Services added by [`Lab::add_services`].
+    #[serde(default)]
+    services: usize,
 }
 
 /// A running lab. Dropping it removes everything it made.
@@ -186,6 +194,7 @@ impl Lab {
                 extra_netns: Vec::new(),
                 dns_server: spec.dns_server,
                 dns_instances: Vec::new(),
+                services: 0,
             },
             children: Vec::new(),
             owned: true,
@@ -321,6 +330,18 @@ impl Lab {
                 "netpol-drop and netpol-reject block the same port; choose one",
             ));
         }
+        let iptables_dns = [Scenario::SlowDns, Scenario::KubeProxyNft];
+        if iptables_dns.contains(&scenario)
+            && self
+                .state
+                .scenarios
+                .iter()
+                .any(|s| iptables_dns.contains(s))
+        {
+            return Err(Error::usage(
+                "slow-dns re-points kube-dns's iptables rule, which kube-proxy-nft replaces; choose one",
+            ));
+        }
         for rule in scenario.forward_rules() {
             sys::run(
                 self.command(Pod::Node, "iptables")
@@ -332,6 +353,7 @@ impl Lab {
         if scenario == Scenario::SlowDns {
             self.start_slow_dns()?;
         }
+        self.add_node_scenario(scenario)?;
         self.state.scenarios.push(scenario);
         self.save()
     }
@@ -404,6 +426,7 @@ impl Lab {
                 .args(["-w", "--noflush"]),
             Some(&topology::kube_proxy_nat_rules()),
         )?;
+        self.build_node()?;
         self.start_dns()?;
         for pod in Pod::BACKENDS {
             self.start_backend(pod)?;
@@ -440,17 +463,25 @@ impl Lab {
         if self.state.dns_server != DnsServer::Dnsmasq {
             return self.start_main_dns(self.state.dns_server);
         }
-        let log = self.state_dir().join("dnsmasq.log");
-        let mut args = dns::dnsmasq_args(Pod::Dns.ip(), &log, false);
+        let mut cmd = self.dnsmasq(Pod::Dns, Pod::Dns.ip(), "dnsmasq.log");
+        cmd.args(topology::dnsmasq_records());
         // Replica sets add their names here.
-        args.push(format!(
+        cmd.arg(format!(
             "--hostsdir={}",
             self.state_dir().join(HOSTS_DIR).display()
         ));
-        let dnsmasq = sys::find_tool("dnsmasq").unwrap_or_else(|| PathBuf::from("dnsmasq"));
-        let mut cmd = self.command(Pod::Dns, dnsmasq);
-        cmd.args(args);
         self.start(cmd, "dnsmasq.out")
+    }
+
+    /// dnsmasq in `pod`, answering on `listen` only, with no records and no
+    /// configuration of the host's, logging every query to `log` in the
+    /// state directory.
+    fn dnsmasq(&self, pod: Pod, listen: Ipv4Addr, log: &str) -> Command {
+        let log = self.state_dir().join(log);
+        let dnsmasq = sys::find_tool("dnsmasq").unwrap_or_else(|| PathBuf::from("dnsmasq"));
+        let mut cmd = self.command(pod, dnsmasq);
+        cmd.args(dns::dnsmasq_args(listen, &log, false));
+        cmd
     }
 
     /// `podprobe serve` in a backend pod: HTTP and gRPC answering with the

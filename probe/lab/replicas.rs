@@ -181,29 +181,15 @@ impl Lab {
                     .map_err(|e| Error::io(path.display().to_string(), e))?;
             }
         }
-        let endpoints: Vec<Ipv4Addr> = (0..count).map(|i| set.ip(i)).collect();
-        let (chains, rules) = topology::service_port_rules(
-            &format!("{POD_NAMESPACE}/{name}:grpc"),
-            set.cluster_ip(),
+        self.program_services(&[topology::ServicePort {
+            name: format!("{POD_NAMESPACE}/{name}:grpc"),
+            ip: set.cluster_ip(),
             port,
-            "tcp",
-            &endpoints,
-            port,
-        );
-        let mut restore = String::from("*nat\n");
-        for chain in chains {
-            restore.push_str(&format!(":{chain} - [0:0]\n"));
-        }
-        for rule in rules {
-            restore.push_str(&rule);
-            restore.push('\n');
-        }
-        restore.push_str("COMMIT\n");
-        sys::run(
-            self.command(super::Pod::Node, "iptables-restore")
-                .args(["-w", "--noflush"]),
-            Some(&restore),
-        )?;
+            proto: "tcp",
+            endpoints: (0..count)
+                .map(|i| SocketAddrV4::new(set.ip(i), port))
+                .collect(),
+        }])?;
         // dnsmasq reads new files in its hosts directory by itself.
         let hosts = self
             .state_dir()

@@ -278,35 +278,125 @@ pub(crate) fn dnsmasq_records() -> Vec<String> {
     args
 }
 
+/// One Service port as kube-proxy programs it: a ClusterIP and port of one
+/// protocol, spread over endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServicePort {
+    /// kube-proxy's `namespace/name:port-name`.
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub proto: &'static str,
+    pub endpoints: Vec<SocketAddrV4>,
+}
+
+impl ServicePort {
+    /// kube-proxy's chain key: `namespace/name/proto/port-name` (nftables).
+    fn nft_key(&self) -> String {
+        let (ns_name, port_name) = self.name.rsplit_once(':').unwrap_or((&self.name, ""));
+        format!("{ns_name}/{}/{port_name}", self.proto)
+    }
+}
+
+/// The lab's own Services, port by port.
+pub(crate) fn lab_service_ports() -> Vec<ServicePort> {
+    Service::ALL
+        .iter()
+        .flat_map(|svc| {
+            svc.endpoints()
+                .into_iter()
+                .map(move |(proto, pods, target_port)| ServicePort {
+                    name: svc.port_name().to_string(),
+                    ip: svc.ip(),
+                    port: svc.port(),
+                    proto,
+                    endpoints: pods
+                        .iter()
+                        .map(|p| SocketAddrV4::new(p.ip(), target_port))
+                        .collect(),
+                })
+        })
+        .collect()
+}
+
+/// Where generated Services live: 10.100.0.0/16, inside the cluster's
+/// 10.96.0.0/12 Service range and apart from the lab's own Services.
+pub const GENERATED_SERVICES_MAX: usize = 65_536;
+
+/// The `index`th generated Service: HTTP on port 80 of 10.100.x.y, with one
+/// endpoint, a backend's HTTP port (so a connect to any of them succeeds).
+pub(crate) fn generated_service_port(index: usize) -> ServicePort {
+    let backend = Pod::BACKENDS[index % Pod::BACKENDS.len()];
+    ServicePort {
+        name: format!("bench/svc-{index}:http"),
+        ip: generated_service_ip(index),
+        port: 80,
+        proto: "tcp",
+        endpoints: vec![SocketAddrV4::new(backend.ip(), BACKEND_HTTP_PORT)],
+    }
+}
+
+pub fn generated_service_ip(index: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 100, 0, 0)) + index as u32)
+}
+
 /// kube-proxy's nat table for the lab's Services, as `iptables-restore` input.
 pub(crate) fn kube_proxy_nat_rules() -> String {
-    let mut chains = vec![
-        "KUBE-SERVICES".to_string(),
-        "KUBE-MARK-MASQ".to_string(),
-        "KUBE-POSTROUTING".to_string(),
-    ];
-    let mut rules = vec![
-        r#"-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES"#.to_string(),
-        r#"-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES"#.to_string(),
-        r#"-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING"#.to_string(),
-        "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000".to_string(),
-        "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN".to_string(),
-        "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0".to_string(),
-        r#"-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully"#.to_string(),
-    ];
-    for svc in Service::ALL {
-        for (proto, pods, target_port) in svc.endpoints() {
-            let ips: Vec<Ipv4Addr> = pods.iter().map(|p| p.ip()).collect();
-            let (c, r) = service_port_rules(
-                svc.port_name(),
-                svc.ip(),
-                svc.port(),
-                proto,
-                &ips,
-                target_port,
-            );
-            chains.extend(c);
-            rules.extend(r);
+    iptables_nat_restore(&lab_service_ports(), true)
+}
+
+/// More Services for a running lab's nat table (`iptables-restore
+/// --noflush`): only their own chains are declared, so the chains they are
+/// appended to keep their rules.
+pub(crate) fn generated_nat_rules(ports: &[ServicePort]) -> String {
+    iptables_nat_restore(ports, false)
+}
+
+fn iptables_nat_restore(ports: &[ServicePort], base: bool) -> String {
+    let mut chains = Vec::new();
+    let mut rules = Vec::new();
+    if base {
+        chains.extend(["KUBE-SERVICES", "KUBE-MARK-MASQ", "KUBE-POSTROUTING"].map(String::from));
+        rules.extend([
+            r#"-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES"#.to_string(),
+            r#"-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES"#.to_string(),
+            r#"-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING"#.to_string(),
+            "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000".to_string(),
+            "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN".to_string(),
+            "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0".to_string(),
+            r#"-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully"#.to_string(),
+        ]);
+    }
+    for sp in ports {
+        let (name, proto) = (&sp.name, sp.proto);
+        let svc_chain = chain_name("KUBE-SVC-", &format!("{name}/{proto}"));
+        chains.push(svc_chain.clone());
+        rules.push(format!(
+            r#"-A KUBE-SERVICES -d {}/32 -p {proto} -m comment --comment "{name} cluster IP" -m {proto} --dport {} -j {svc_chain}"#,
+            sp.ip, sp.port
+        ));
+        let n = sp.endpoints.len();
+        for (i, endpoint) in sp.endpoints.iter().enumerate() {
+            let sep_chain = sep_chain(name, proto, &endpoint.to_string());
+            chains.push(sep_chain.clone());
+            let mut rule = format!(r#"-A {svc_chain} -m comment --comment "{name} -> {endpoint}""#);
+            if i + 1 < n {
+                let _ = write!(
+                    rule,
+                    " -m statistic --mode random --probability {:.11}",
+                    1.0 / (n - i) as f64
+                );
+            }
+            let _ = write!(rule, " -j {sep_chain}");
+            rules.push(rule);
+            rules.push(format!(
+                r#"-A {sep_chain} -s {}/32 -m comment --comment "{name}" -j KUBE-MARK-MASQ"#,
+                endpoint.ip()
+            ));
+            rules.push(format!(
+                "-A {sep_chain} {}",
+                dnat_rule(name, proto, &endpoint.to_string())
+            ));
         }
     }
     let mut text = String::from("*nat\n");
@@ -320,62 +410,88 @@ pub(crate) fn kube_proxy_nat_rules() -> String {
     text
 }
 
-/// kube-proxy's chains and rules for one Service port: the KUBE-SERVICES
-/// jump, a KUBE-SVC chain picking an endpoint at random with `statistic`
-/// probabilities 1/n, 1/(n-1), ..., and a KUBE-SEP chain per endpoint.
-pub(crate) fn service_port_rules(
-    port_name: &str,
-    cluster_ip: Ipv4Addr,
-    port: u16,
-    proto: &str,
-    endpoints: &[Ipv4Addr],
-    target_port: u16,
-) -> (Vec<String>, Vec<String>) {
-    let svc_chain = chain_name("KUBE-SVC-", &format!("{port_name}/{proto}"));
-    let mut chains = vec![svc_chain.clone()];
-    let mut rules = vec![format!(
-        r#"-A KUBE-SERVICES -d {cluster_ip}/32 -p {proto} -m comment --comment "{port_name} cluster IP" -m {proto} --dport {port} -j {svc_chain}"#
-    )];
-    let n = endpoints.len();
-    for (i, ip) in endpoints.iter().enumerate() {
-        let endpoint = format!("{ip}:{target_port}");
-        let sep_chain = sep_chain_named(port_name, proto, &endpoint);
-        chains.push(sep_chain.clone());
-        let mut rule =
-            format!(r#"-A {svc_chain} -m comment --comment "{port_name} -> {endpoint}""#);
-        if i + 1 < n {
-            let _ = write!(
-                rule,
-                " -m statistic --mode random --probability {:.11}",
-                1.0 / (n - i) as f64
-            );
+/// The pod CIDR the lab's node routes (kube-proxy's and the CNI's "local").
+pub const POD_CIDR: &str = "10.244.0.0/16";
+
+/// kube-proxy's nftables mode for `ports`, as `nft -f` input: with `base`,
+/// its `kube-proxy` table (the nat hooks, the masquerading chain, the
+/// `service-ips` verdict map); the Services' chains and map elements always.
+/// Chains come first: a rule may `goto` only a chain that exists.
+pub(crate) fn kube_proxy_nft_ruleset(ports: &[ServicePort], base: bool) -> String {
+    const T: &str = "ip kube-proxy";
+    let mut chains = Vec::new();
+    let mut rules = Vec::new();
+    let mut elements = Vec::new();
+    if base {
+        chains.extend([
+            format!("add table {T} {{ comment \"rules for kube-proxy\" ; }}"),
+            format!("add set {T} cluster-ips {{ type ipv4_addr ; comment \"Active ClusterIPs\" ; }}"),
+            format!("add map {T} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; comment \"ClusterIP, ExternalIP and LoadBalancer IP traffic\" ; }}"),
+            format!("add chain {T} mark-for-masquerade"),
+            format!("add chain {T} masquerading"),
+            format!("add chain {T} nat-output {{ type nat hook output priority -100 ; }}"),
+            format!("add chain {T} nat-postrouting {{ type nat hook postrouting priority 100 ; }}"),
+            format!("add chain {T} nat-prerouting {{ type nat hook prerouting priority -100 ; }}"),
+            format!("add chain {T} services"),
+        ]);
+        rules.extend([
+            format!("add rule {T} mark-for-masquerade mark set mark or 0x4000"),
+            format!("add rule {T} masquerading mark and 0x4000 == 0 return"),
+            format!("add rule {T} masquerading mark set mark xor 0x4000"),
+            format!("add rule {T} masquerading masquerade fully-random"),
+            format!("add rule {T} nat-output jump services"),
+            format!("add rule {T} nat-postrouting jump masquerading"),
+            format!("add rule {T} nat-prerouting jump services"),
+            format!("add rule {T} services ip daddr . meta l4proto . th dport vmap @service-ips"),
+        ]);
+    }
+    for sp in ports {
+        let key = sp.nft_key();
+        let service = format!("service-{}-{key}", nft_hash(&key));
+        chains.push(format!("add chain {T} {service}"));
+        let mut vmap = Vec::new();
+        for (i, endpoint) in sp.endpoints.iter().enumerate() {
+            let ep_key = format!("{key}__{}/{}", endpoint.ip(), endpoint.port());
+            let chain = format!("endpoint-{}-{ep_key}", nft_hash(&ep_key));
+            chains.push(format!("add chain {T} {chain}"));
+            rules.push(format!(
+                "add rule {T} {chain} ip saddr {} jump mark-for-masquerade",
+                endpoint.ip()
+            ));
+            rules.push(format!(
+                "add rule {T} {chain} meta l4proto {} dnat to {endpoint}",
+                sp.proto
+            ));
+            vmap.push(format!("{i} : goto {chain}"));
         }
-        let _ = write!(rule, " -j {sep_chain}");
-        rules.push(rule);
         rules.push(format!(
-            r#"-A {sep_chain} -s {ip}/32 -m comment --comment "{port_name}" -j KUBE-MARK-MASQ"#
+            "add rule {T} {service} numgen random mod {} vmap {{ {} }}",
+            sp.endpoints.len(),
+            vmap.join(" , ")
         ));
-        rules.push(format!(
-            "-A {sep_chain} {}",
-            dnat_rule_named(port_name, proto, &endpoint)
+        elements.push(format!("add element {T} cluster-ips {{ {} }}", sp.ip));
+        elements.push(format!(
+            "add element {T} service-ips {{ {} . {} . {} : goto {service} }}",
+            sp.ip, sp.proto, sp.port
         ));
     }
-    (chains, rules)
+    let mut text = String::new();
+    for line in chains.iter().chain(&rules).chain(&elements) {
+        let _ = writeln!(text, "{line}");
+    }
+    text
 }
 
-fn sep_chain(svc: Service, proto: &str, endpoint: &str) -> String {
-    sep_chain_named(svc.port_name(), proto, endpoint)
+/// kube-proxy's nftables chain hash: 8 base32 characters of the key.
+fn nft_hash(key: &str) -> String {
+    chain_name("", key)[..8].to_string()
 }
 
-fn sep_chain_named(port_name: &str, proto: &str, endpoint: &str) -> String {
+fn sep_chain(port_name: &str, proto: &str, endpoint: &str) -> String {
     chain_name("KUBE-SEP-", &format!("{port_name}/{proto}/{endpoint}"))
 }
 
-fn dnat_rule(svc: Service, proto: &str, endpoint: &str) -> String {
-    dnat_rule_named(svc.port_name(), proto, endpoint)
-}
-
-fn dnat_rule_named(port_name: &str, proto: &str, endpoint: &str) -> String {
+fn dnat_rule(port_name: &str, proto: &str, endpoint: &str) -> String {
     format!(
         r#"-p {proto} -m comment --comment "{port_name}" -m {proto} -j DNAT --to-destination {endpoint}"#
     )
@@ -386,9 +502,9 @@ fn dnat_rule_named(port_name: &str, proto: &str, endpoint: &str) -> String {
 /// update rewrites it.
 pub(crate) fn kube_dns_udp_dnat(port: u16) -> (String, String, String) {
     let endpoint = format!("{}:53", Pod::Dns.ip());
-    let chain = sep_chain(Service::KubeDns, "udp", &endpoint);
+    let chain = sep_chain(Service::KubeDns.port_name(), "udp", &endpoint);
     let rule = dnat_rule(
-        Service::KubeDns,
+        Service::KubeDns.port_name(),
         "udp",
         &format!("{}:{port}", Pod::Dns.ip()),
     );
