@@ -5,7 +5,8 @@
 #
 #   docker build -t podprobe .                    the minimal image (default)
 #   docker build --target full -t podprobe:full . plus tcpdump, dig, curl, ip,
-#                                                 conntrack, iptables and nft
+#                                                 conntrack, iptables, nft and
+#                                                 ipvsadm
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
@@ -27,7 +28,7 @@ RUN mkdir -p /rootfs/usr/local/bin /rootfs/etc/ssl/certs /rootfs/tmp \
 FROM debian:bookworm-slim AS full
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        ca-certificates conntrack curl dnsutils iproute2 iptables nftables tcpdump \
+        ca-certificates conntrack curl dnsutils iproute2 iptables ipvsadm nftables tcpdump \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/podprobe /usr/local/bin/podprobe
 USER 65532:65532

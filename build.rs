@@ -5,6 +5,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/podprobe/v1/identity.proto";
     println!("cargo:rerun-if-changed={proto}");
     std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
-    tonic_prost_build::configure().compile_protos(&[proto], &["proto"])?;
+    // podprobe's client speaks HTTP/2 itself (probe/grpc/conn.rs): only the
+    // server side of the service is generated.
+    tonic_prost_build::configure()
+        .build_client(false)
+        .compile_protos(&[proto], &["proto"])?;
     Ok(())
 }

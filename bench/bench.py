@@ -347,7 +347,7 @@ class Bench:
         conc = 16
         repeats = 1 if self.quick else 5
         log(f"gRPC: {repeats} x {rpcs} RPCs, one channel (the Service) vs one channel per endpoint")
-        took = {"single": [], "headless": []}
+        rate = {"single-channel": [], "per-endpoint": []}
         p50 = {"single-channel": [], "per-endpoint": []}
         for r in range(repeats):
             order = ["single", "headless"] if r % 2 == 0 else ["headless", "single"]
@@ -364,27 +364,74 @@ class Bench:
                     if run["ok"] != rpcs:
                         raise RuntimeError(f"podprobe grpc: {run['ok']} of {rpcs} RPCs answered")
                     if kind == "headless" or run["mode"] == "single-channel":
+                        # Each run's own duration: its connects and calls.
+                        rate[run["mode"]].append(rpcs / run["duration_ms"] * 1000)
                         p50[run["mode"]].append(run["p50_ms"])
-                took[kind].append(check["duration_ms"])
                 log(f"  {kind}: {check['duration_ms']:.0f} ms")
-        # The check runs one channel, then (with --headless) one channel per
-        # endpoint: the second run's time is the difference of the medians.
-        single_ms = statistics.median(took["single"])
-        per_ms = statistics.median(took["headless"]) - single_ms
-        single = rpcs / single_ms * 1000
-        per = rpcs / per_ms * 1000 if per_ms > 0 else float("nan")
+        single = statistics.median(rate["single-channel"])
+        per = statistics.median(rate["per-endpoint"])
         self.row(f"gRPC RPC/s, one channel to the Service ({rpcs} RPCs, concurrency {conc})",
                  f"{single:.0f}", "-", None)
         self.row("gRPC RPC/s, one channel per endpoint (`--headless`), vs one channel",
                  f"{per:.0f}", f"{single:.0f}", per / single)
         self.note(f"- gRPC: against the lab's 3 backends (`podprobe serve`); `podprobe grpc {GRPC_SERVICE}` "
                   f"(one channel) and `... --headless {HEADLESS}` (one channel, then one per "
-                  f"endpoint), alternating, {repeats} each. RPC/s = RPCs / the check's duration "
-                  f"(connects included); the per-endpoint run's duration is the difference of the "
-                  f"two medians ({statistics.median(took['headless']):.0f} - {single_ms:.0f} ms). "
-                  f"RPC p50 as podprobe reports it: one channel "
+                  f"endpoint), alternating, {repeats} each. RPC/s = RPCs / the run's own "
+                  f"`duration_ms` (its connects included). RPC p50 as podprobe reports it: one channel "
                   f"{statistics.median(p50['single-channel']):.2f} ms, per endpoint "
                   f"{statistics.median(p50['per-endpoint']):.2f} ms.")
+
+    def grpc_vs_grpcio(self):
+        """One channel, podprobe grpc against grpcio's asyncio client, the
+        same calls to the same backend: calls per second and CPU."""
+        rpcs = 2000 if self.quick else 20000
+        conc = 16
+        repeats = 1 if self.quick else 5
+        target = f"{BACKEND_IP}:50051"
+        client = os.path.join(os.path.dirname(os.path.abspath(__file__)), "grpc_client.py")
+        log(f"gRPC: {repeats} x {rpcs} RPCs over one channel to {target}, podprobe vs grpcio asyncio")
+        res = {"podprobe": [], "grpcio": []}
+        for r in range(repeats):
+            order = ["podprobe", "grpcio"] if r % 2 == 0 else ["grpcio", "podprobe"]
+            for kind in order:
+                if kind == "podprobe":
+                    argv = [self.pp, "-o", "json", "grpc", target, "--rpcs", str(rpcs),
+                            "--concurrency", str(conc)]
+                else:
+                    argv = [self.a.grpc_python, client, target, str(rpcs), str(conc)]
+                out, ru = run_rusage(self.in_pod("client", argv))
+                if kind == "podprobe":
+                    run = json.loads(out)["checks"][0]["evidence"]["runs"][0]
+                    ok, seconds, calls_cpu = run["ok"], run["duration_ms"] / 1000, None
+                else:
+                    o = json.loads(out)
+                    ok, seconds, calls_cpu = o["ok"], o["seconds"], o["cpu_s"]
+                if ok != rpcs:
+                    raise RuntimeError(f"{kind}: {ok} of {rpcs} RPCs answered")
+                res[kind].append({"rate": rpcs / seconds, "cpu_s": ru, "calls_cpu_s": calls_cpu})
+                log(f"  {kind}: {rpcs / seconds:.0f} RPC/s, {ru:.2f} CPU s")
+        med = lambda kind, key: statistics.median(x[key] for x in res[kind])
+        pp_rate, py_rate = med("podprobe", "rate"), med("grpcio", "rate")
+        self.row(f"gRPC RPC/s, one channel to one backend ({rpcs} RPCs, concurrency {conc}), "
+                 f"vs grpcio asyncio", f"{pp_rate:.0f}", f"{py_rate:.0f}", pp_rate / py_rate,
+                 target_at_least(pp_rate / py_rate, 2))
+        pp_cpu, py_cpu = med("podprobe", "cpu_s"), med("grpcio", "cpu_s")
+        self.row(f"gRPC CPU seconds for {rpcs} RPCs (whole process), vs grpcio asyncio",
+                 f"{pp_cpu:.2f}", f"{py_cpu:.2f}", pp_cpu / py_cpu)
+        self.note(f"- gRPC vs grpcio: `podprobe grpc {target} --rpcs {rpcs} --concurrency {conc}` "
+                  f"and `bench/grpc_client.py` (grpcio {self.grpcio_version()} `grpc.aio`, one "
+                  f"channel, {conc} tasks calling /podprobe.v1.Identity/Whoami with raw bytes, the "
+                  f"reply not decoded) from the client pod to backend-1's `podprobe serve`, "
+                  f"alternating, {repeats} each, medians. RPC/s: podprobe's single-channel run "
+                  f"(its connect included), grpcio's calls after one warm-up call. CPU: user+sys "
+                  f"of the whole process (`wait4`): podprobe's start-up, name lookup and probe "
+                  f"discovery included; grpcio's calls alone took "
+                  f"{med('grpcio', 'calls_cpu_s'):.2f} CPU s of its {py_cpu:.2f}.")
+
+    def grpcio_version(self):
+        r = subprocess.run([self.a.grpc_python, "-c", "import grpc; print(grpc.__version__)"],
+                           capture_output=True, text=True)
+        return r.stdout.strip() or "?"
 
     # ------------------------------------------------------------------- watch
 
@@ -770,6 +817,25 @@ def target_ratio(ratio, limit):
     return f"<= {limit}x: missed by {ratio / limit:.2f}x"
 
 
+def target_at_least(ratio, limit):
+    if ratio >= limit:
+        return f">= {limit}x: met"
+    return f">= {limit}x: missed ({ratio:.2f}x)"
+
+
+def run_rusage(argv):
+    """Runs argv to completion: its stdout and its user+sys CPU seconds."""
+    # `ip netns exec` execs the program itself: the pid's rusage is its own.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"{' '.join(argv)} failed: {err.strip()}")
+    return out, ru.ru_utime + ru.ru_stime
+
+
 def ldd_closure(binaries):
     files = set(binaries)
     for b in binaries:
@@ -915,6 +981,8 @@ def main():
     ap.add_argument("--quick", action="store_true")
     every = "startup,size,dns,capture,streaming,grpc,watch,envoy,analyze"
     ap.add_argument("--only", default=every)
+    ap.add_argument("--grpc-python", default="/opt/podprobe-testenv/bin/python3",
+                    help="a Python with grpcio, for the gRPC baseline")
     args = ap.parse_args()
     args.only_flag = "" if args.only == every else f" --only {args.only}"
     with open("/proc/loadavg") as f:
@@ -925,8 +993,9 @@ def main():
     missing = []
     sections = [("startup", b.startup, None), ("size", b.sizes, None), ("dns", b.dns_accuracy, "dns"),
                 ("capture", b.capture, "capture"), ("streaming", b.streaming, "capture"),
-                ("grpc", b.grpc, "grpc"), ("watch", b.watch, "watch"),
-                ("envoy", b.envoy_dump, "keepalive"), ("analyze", b.analyze, "capture")]
+                ("grpc", b.grpc, "grpc"), ("grpc", b.grpc_vs_grpcio, "grpc"),
+                ("watch", b.watch, "watch"), ("envoy", b.envoy_dump, "keepalive"),
+                ("analyze", b.analyze, "capture")]
     for name, run, command in sections:
         if name not in only:
             continue

@@ -18,6 +18,8 @@ pub struct Plan {
     /// One entry per `--grpc` target.
     pub grpc: Vec<crate::grpc::Options>,
     pub keepalive: Option<crate::keepalive::Options>,
+    /// The node's checks (`watch --node`); `doctor` runs in a pod and has none.
+    pub node: Option<crate::node::NodeOptions>,
 }
 
 /// The checks an entry produced. An `Err` is bad input (an unknown target,
@@ -66,6 +68,11 @@ pub const REGISTRY: &[Entry] = &[
         area: "http",
         run: |plan| Box::pin(crate::keepalive::doctor_checks(plan.keepalive.as_ref())),
         metrics: crate::keepalive::metrics::samples,
+    },
+    Entry {
+        area: "node",
+        run: |plan| Box::pin(crate::node::registry_checks(plan.node.as_ref())),
+        metrics: crate::node::metrics::samples,
     },
 ];
 

@@ -73,6 +73,30 @@ pub enum Command {
     },
     /// A Kubernetes node in network namespaces, to reproduce failures (root).
     Lab(LabArgs),
+    /// The node's side, run in the node's network namespace (kubectl debug
+    /// node/NAME): conntrack, kube-proxy, SNAT, INVALID, NodeLocal DNSCache, CNI.
+    Node(NodeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// How long to sample conntrack's counters (rates are over this window).
+    #[arg(long, value_name = "DUR", value_parser = parse_interval, default_value = "5s")]
+    pub interval: Duration,
+    /// Where the host's root is mounted; its tools are used when the image has none.
+    #[arg(long, value_name = "PATH", default_value = crate::node::DEFAULT_HOST_ROOT)]
+    pub host_root: PathBuf,
+}
+
+/// A sampling window: long enough for a rate, short enough for a probe.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d < Duration::from_secs(1) => {
+            Err(format!("'{text}' is under 1s; rates need a window"))
+        }
+        d if d > Duration::from_secs(3600) => Err(format!("'{text}' is over 1h")),
+        d => Ok(d),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -92,6 +116,10 @@ pub struct DnsArgs {
     /// Attempts of each A/AAAA sending pattern for the race check (0 disables it).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub race: u32,
+    /// The app's resolver to model when its processes are not visible
+    /// [default: from the pod's processes, else glibc].
+    #[arg(long, value_enum, value_name = "RESOLVER")]
+    pub resolver: Option<crate::dns::model::Resolver>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -118,6 +146,10 @@ pub struct DoctorArgs {
     /// How long --upstream waits for the app to close an idle connection.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "120s")]
     pub max_wait: Duration,
+    /// The app's resolver to model for --name when its processes are not
+    /// visible [default: from the pod's processes, else glibc].
+    #[arg(long, value_enum, value_name = "RESOLVER")]
+    pub resolver: Option<crate::dns::model::Resolver>,
     /// Push the run's metrics to a Prometheus Pushgateway
     /// (http://HOST:9091), as job podprobe grouped by namespace and pod.
     #[arg(long, value_name = "URL", value_parser = crate::metrics::push::parse_url)]
@@ -135,6 +167,10 @@ pub struct WatchArgs {
     /// Where to serve /metrics, /healthz and /report (IP:PORT or :PORT).
     #[arg(long, value_name = "ADDR", default_value = ":9090", value_parser = crate::serve::parse_listen_addr)]
     pub listen: std::net::SocketAddr,
+    /// Also run `podprobe node`'s checks every cycle (conntrack sampled over
+    /// 5s, the host's tools under /host): in the node's network namespace.
+    #[arg(long)]
+    pub node: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -226,8 +262,8 @@ pub struct GrpcArgs {
     #[arg(value_name = "TARGET")]
     pub target: String,
     /// RPCs to send in each run.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
-    pub rpcs: u32,
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rpcs: u64,
     /// RPCs in flight at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub concurrency: u32,
@@ -240,6 +276,23 @@ pub struct GrpcArgs {
     /// Speak TLS, verifying the server against the system's roots.
     #[arg(long)]
     pub tls: bool,
+    /// Trust these PEM certificates (a private CA, or the server's own)
+    /// instead of the system's roots; implies --tls.
+    #[arg(long, value_name = "FILE", conflicts_with = "plaintext")]
+    pub ca: Option<PathBuf>,
+    /// The server's name: the :authority of every call and, with TLS, the
+    /// name its certificate must carry [default: the target's HOST:PORT].
+    #[arg(long, value_name = "NAME")]
+    pub authority: Option<String>,
+    /// Do not verify the server's certificate at all (said in the report);
+    /// implies --tls.
+    #[arg(long, conflicts_with_all = ["plaintext", "ca"])]
+    pub insecure: bool,
+    /// Call this method (pkg.Service/Method, empty request) when the server
+    /// has no podprobe.v1.Identity [default: grpc.health.v1.Health/Check,
+    /// else an empty call whose UNIMPLEMENTED answer counts].
+    #[arg(long, value_name = "METHOD")]
+    pub method: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -279,6 +332,9 @@ pub enum LabCommand {
         /// A fault to add to the node (repeatable).
         #[arg(long = "scenario", value_enum, value_name = "SCENARIO")]
         scenarios: Vec<crate::lab::Scenario>,
+        /// The DNS server behind the kube-dns Service.
+        #[arg(long, value_enum, default_value_t = crate::lab::DnsServer::Dnsmasq)]
+        dns_server: crate::lab::DnsServer,
     },
     /// Remove a lab and everything it made.
     Down {
@@ -310,6 +366,27 @@ pub enum LabCommand {
     /// Bring up each scenario in turn, run the matching podprobe command in
     /// the client pod and print its report.
     Demo,
+    /// Start another DNS server in the lab's DNS pod, on an address of its
+    /// own, healthy or misbehaving as told; prints the address for a
+    /// resolv.conf (`podprobe lab exec -- sh -c 'echo nameserver ADDR >
+    /// /etc/resolv.conf'` does not work: edit /etc/netns/LAB-client/).
+    DnsServer {
+        #[arg(long, default_value = crate::lab::command::DEFAULT_NAME)]
+        name: String,
+        #[arg(long, value_enum, default_value_t = crate::lab::DnsServer::Dnsmasq)]
+        server: crate::lab::DnsServer,
+        #[arg(long, value_enum, default_value_t = crate::lab::DnsMode::Healthy)]
+        mode: crate::lab::DnsMode,
+    },
+    /// Add N Services (10.100.0.0 upwards, one backend each) to a running
+    /// lab, in its kube-proxy mode (iptables, or nftables with kube-proxy-nft).
+    Services {
+        #[arg(long, default_value = crate::lab::command::DEFAULT_NAME)]
+        name: String,
+        /// How many Services to add.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+        count: u32,
+    },
     /// DNS forwarder slow for one domain (run by the slow-dns scenario).
     #[command(hide = true)]
     DnsDelay {
@@ -321,6 +398,19 @@ pub enum LabCommand {
         suffix: String,
         #[arg(long, value_parser = parse_duration)]
         delay: Duration,
+    },
+    /// DNS forwarder that misbehaves as told (run by lab DNS servers).
+    #[command(hide = true)]
+    DnsFront {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+        #[arg(long, value_enum)]
+        mode: crate::lab::DnsMode,
+        /// Send replies from this address instead of the one queried.
+        #[arg(long)]
+        reply_from: Option<std::net::SocketAddr>,
     },
     /// Sends one out-of-window copy of each connection's first data segment
     /// from PORT (run in the backends by the invalid-reset scenario).
@@ -368,6 +458,7 @@ impl DoctorArgs {
                 names: self.names.clone(),
                 resolv_conf: self.resolv_conf.clone(),
                 timeout: global.timeout,
+                resolver: self.resolver,
             },
             grpc: self
                 .grpc
@@ -385,14 +476,21 @@ impl DoctorArgs {
                     config_dump: None,
                     timeout: global.timeout,
                 }),
+            node: None,
         }
     }
 }
 
 impl WatchArgs {
     pub fn options(&self, global: &GlobalArgs) -> crate::watch::Options {
+        let mut plan = self.doctor.plan(global);
+        plan.node = self.node.then(|| crate::node::NodeOptions {
+            interval: crate::node::DEFAULT_INTERVAL,
+            host_root: crate::node::DEFAULT_HOST_ROOT.into(),
+            timeout: global.timeout,
+        });
         crate::watch::Options {
-            plan: self.doctor.plan(global),
+            plan,
             interval: self.interval,
             listen: self.listen,
             push: self.doctor.push.clone(),
@@ -410,6 +508,7 @@ impl DnsArgs {
             count: self.count,
             race: self.race,
             timeout: global.timeout,
+            resolver: self.resolver,
         }
     }
 }
@@ -421,8 +520,15 @@ impl GrpcArgs {
             rpcs: self.rpcs,
             concurrency: self.concurrency,
             headless: self.headless.clone(),
-            tls: self.tls,
+            tls: self.tls || self.ca.is_some() || self.insecure,
+            tls_options: crate::grpc::TlsOptions {
+                ca: self.ca.clone(),
+                insecure: self.insecure,
+            },
+            authority: self.authority.clone(),
+            method: self.method.clone(),
             timeout: global.timeout,
+            progress: true,
         }
     }
 }
@@ -469,13 +575,28 @@ impl ServeArgs {
     }
 }
 
+impl NodeArgs {
+    pub fn options(&self, global: &GlobalArgs) -> crate::node::NodeOptions {
+        crate::node::NodeOptions {
+            interval: self.interval,
+            host_root: self.host_root.clone(),
+            timeout: global.timeout,
+        }
+    }
+}
+
 impl LabArgs {
     pub fn action(&self, global: &GlobalArgs) -> crate::lab::command::Action {
         use crate::lab::command::Action;
         match &self.command {
-            LabCommand::Up { name, scenarios } => Action::Up {
+            LabCommand::Up {
+                name,
+                scenarios,
+                dns_server,
+            } => Action::Up {
                 name: name.clone(),
                 scenarios: scenarios.clone(),
+                dns_server: *dns_server,
             },
             LabCommand::Down { name, all } => Action::Down {
                 name: name.clone(),
@@ -486,6 +607,10 @@ impl LabArgs {
                 name: name.clone(),
                 pod: pod.clone(),
                 command: command.clone(),
+            },
+            LabCommand::Services { name, count } => Action::Services {
+                name: name.clone(),
+                count: *count as usize,
             },
             LabCommand::Demo => Action::Demo {
                 json: global.output == OutputFormat::Json,
@@ -500,6 +625,22 @@ impl LabArgs {
                 upstream: *upstream,
                 suffix: suffix.clone(),
                 delay: *delay,
+            },
+            LabCommand::DnsServer { name, server, mode } => Action::DnsServer {
+                name: name.clone(),
+                server: *server,
+                mode: *mode,
+            },
+            LabCommand::DnsFront {
+                listen,
+                upstream,
+                mode,
+                reply_from,
+            } => Action::DnsFront {
+                listen: *listen,
+                upstream: *upstream,
+                mode: *mode,
+                reply_from: *reply_from,
             },
             LabCommand::OutOfWindow { interface, port } => Action::OutOfWindow {
                 interface: interface.clone(),

@@ -15,6 +15,7 @@ pub mod keepalive;
 pub mod lab;
 pub mod metrics;
 pub mod net;
+pub mod node;
 pub mod report;
 pub mod serve;
 pub mod stats;

@@ -129,6 +129,9 @@ fn run(command: Command, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         Command::Keepalive(args) => {
             report(runtime()?.block_on(podprobe::keepalive::run(&args.options(global)))?)
         }
+        Command::Node(args) => {
+            report(runtime()?.block_on(podprobe::node::run(&args.options(global)))?)
+        }
         Command::Serve(args) => {
             runtime()?.block_on(podprobe::serve::run(&args.options()))?;
             Outcome::Exit(0)

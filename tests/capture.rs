@@ -1286,25 +1286,24 @@ fn lab_dropped_and_rejected_ports_are_unanswered_and_refused() {
 /// gone.
 #[test]
 fn lab_invalid_reset_is_the_escaped_dnat_reset_and_the_drop_rule_fixes_it() {
-    // A node with kube-proxy's INVALID drop rule (as a healthy lab node may
-    // have it): the scenario takes it away.
+    // The lab node has kube-proxy's INVALID drop rule: the scenario takes
+    // it away.
     let mut lab = lab(&[]);
-    let out = run(lab.command(Pod::Node, "sh").args([
-        "-c",
-        "iptables -w -N KUBE-FORWARD 2>/dev/null; \
-         iptables -w -C FORWARD -j KUBE-FORWARD 2>/dev/null || iptables -w -A FORWARD -j KUBE-FORWARD; \
-         iptables -w -A KUBE-FORWARD -m conntrack --ctstate INVALID -m comment --comment 'kubernetes forwarding rules' -j DROP",
-    ]));
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    lab.add_scenario(Scenario::InvalidReset).unwrap();
-    let rules = run(lab
-        .command(Pod::Node, "iptables-save")
-        .args(["-t", "filter"]));
+    let rules = |lab: &Lab| {
+        text(
+            &run(lab
+                .command(Pod::Node, "iptables-save")
+                .args(["-t", "filter"]))
+            .stdout,
+        )
+    };
     assert!(
-        !text(&rules.stdout).contains("INVALID"),
+        rules(&lab).contains("--ctstate INVALID -j DROP"),
         "{}",
-        text(&rules.stdout)
+        rules(&lab)
     );
+    lab.add_scenario(Scenario::InvalidReset).unwrap();
+    assert!(!rules(&lab).contains("INVALID"), "{}", rules(&lab));
     let invalid_before = conntrack_invalid(&lab);
     let (report, file, _tmp) = capture_lab_tcp(&lab, || {
         let err = two_requests(Service::Web.addr().into()).unwrap_err();

@@ -251,16 +251,21 @@ fn doctor_nameservers_fail_within_the_timeout_when_servers_are_silent() {
     assert_eq!(servers[1]["server"], "127.0.0.2:53");
     assert_eq!(servers[1]["rcode"], "TIMEOUT");
     assert!(servers[1]["error"].as_str().unwrap().contains("no reply"));
-    assert_eq!(servers[2]["rcode"], "ERROR");
+    assert_eq!(servers[2]["rcode"], "UNREACHABLE");
     assert!(
-        servers[2]["error"].as_str().unwrap().contains("refused"),
+        servers[2]["error"].as_str().unwrap().contains("ICMP"),
         "{servers:#?}"
+    );
+    let summary = c["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("port unreachable at 127.0.0.3:53 (ICMP"),
+        "{summary}"
     );
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
 }
 
 #[test]
-fn doctor_resolv_conf_warns_on_kubernetes_ndots_and_extra_nameservers() {
+fn doctor_resolv_conf_warns_on_extra_nameservers_not_on_kubernetes_ndots() {
     let dir = Scratch::new();
     let conf = dir.file(
         "resolv.conf",
@@ -292,10 +297,8 @@ fn doctor_resolv_conf_warns_on_kubernetes_ndots_and_extra_nameservers() {
         serde_json::json!(["127.0.0.4"])
     );
     let summary = c["summary"].as_str().unwrap();
-    assert!(
-        summary.contains("ndots:5") && summary.contains("127.0.0.4"),
-        "{summary}"
-    );
+    assert!(summary.contains("127.0.0.4"), "{summary}");
+    assert_eq!(c["evidence"]["worst_case_queries"], 10);
 }
 
 #[test]
@@ -313,7 +316,7 @@ fn doctor_unreadable_resolv_conf_is_an_input_error() {
 }
 
 #[test]
-fn dns_search_expansion_fails_when_a_search_domain_times_out() {
+fn dns_a_silent_search_domain_shows_the_apps_stall_then_the_answer() {
     // The host search domain's server (127.0.0.2) drops every query.
     let pod = PodNetns::new(CLUSTER_FIRST);
     let dir = Scratch::new();
@@ -343,12 +346,19 @@ fn dns_search_expansion_fails_when_a_search_domain_times_out() {
     let corp = &c["evidence"]["by_search_domain"][3];
     assert_eq!(corp["domain"], "corp.example");
     assert!(corp["timeouts"].as_u64().unwrap() > 0, "{corp:#}");
+    // glibc skips the rest of the search list after a timeout and asks
+    // for the name as is: it resolves, after 2 x 5 s on corp.example.
     let l = &c["evidence"]["lookups"][0];
+    assert_eq!(l["resolved_as"], "api.example.com.", "{l:#}");
+    assert_eq!(l["candidates"].as_array().unwrap().len(), 5);
+    assert_eq!(l["resolver"], "glibc");
+    let waited = l["total_ms"].as_f64().unwrap();
+    assert!((10_000.0..10_100.0).contains(&waited), "{waited}");
+    let summary = c["summary"].as_str().unwrap();
     assert!(
-        l["resolved_as"].is_null(),
-        "glibc stops the walk at a timeout"
+        summary.contains("the app waits 10.0 s for api.example.com (127.0.0.1:53 TIMEOUT x4), then it resolves as api.example.com."),
+        "{summary}"
     );
-    assert_eq!(l["candidates"].as_array().unwrap().len(), 4);
 }
 
 /// Builds `int main(){pause();}` with musl-gcc (dynamic) into `dir`.
@@ -409,6 +419,8 @@ fn dns_bad_input_is_one_line_and_exit_2() {
         &["dns", "--server", "kube-dns"][..],
         &["dns", "bad..name"][..],
         &["dns", "--resolv-conf", "/nonexistent/resolv.conf"][..],
+        &["dns", "--resolver", "uclibc"][..],
+        &["doctor", "--resolver", "bionic"][..],
     ] {
         let out = run(support::podprobe().args(args));
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -536,7 +548,7 @@ fn lab_dns_race_loses_only_same_socket_replies() {
     let args = [
         "kubernetes.default",
         "--race",
-        "5",
+        "10",
         "--count",
         "0",
         "--timeout",
@@ -553,8 +565,16 @@ fn lab_dns_race_loses_only_same_socket_replies() {
     let patterns = c["evidence"]["patterns"].as_array().unwrap();
     assert_eq!(patterns[0]["pattern"], "parallel-same-socket");
     assert!(patterns[0]["lost"].as_u64().unwrap() > 0, "{patterns:#?}");
-    assert_eq!(patterns[1]["pattern"], "single-request-reopen");
+    assert_eq!(patterns[1]["pattern"], "control-fresh-sockets");
     assert_eq!(patterns[1]["lost"], 0, "{patterns:#?}");
+    // The app's own glibc lookups stall: 5 s, and 5 s again in the lab,
+    // where even A then AAAA from one socket come within a millisecond.
+    assert_eq!(patterns[2]["pattern"], "app-resolver");
+    assert!(
+        patterns[2]["max_ms"].as_f64().unwrap() >= 5000.0,
+        "{patterns:#?}"
+    );
+    assert!(c["evidence"]["p_value"].as_f64().unwrap() < 0.001);
     assert_eq!(c["evidence"]["server"], "10.96.0.10:53");
 }
 
@@ -581,7 +601,7 @@ fn lab_dns_race_fix_follows_the_apps_libc() {
         ),
     ] {
         let script = format!(
-            "{app} & sleep 0.3; exec {podprobe} dns -o json kubernetes.default --race 2 --count 0 --timeout 1s"
+            "{app} & sleep 0.3; exec {podprobe} dns -o json kubernetes.default --race 10 --count 0 --timeout 1s"
         );
         let out = run(lab.command(Pod::Client, "unshare").args([
             "--pid",
@@ -618,7 +638,7 @@ fn lab_doctor_name_walks_the_search_list_and_races() {
     assert_eq!(ns["evidence"]["servers"][0]["server"], "10.96.0.10:53");
     let race = check(&rep, "dns.timeout-race");
     assert_eq!(race["status"], "pass", "{race:#}");
-    assert_eq!(race["evidence"]["patterns"][0]["attempts"], 3);
+    assert_eq!(race["evidence"]["patterns"][0]["attempts"], 10);
     assert!(rep["checks"]
         .as_array()
         .unwrap()
@@ -649,7 +669,8 @@ fn lab_dns_text_output_is_the_per_candidate_table() {
     );
     assert!(row("api.example.com.  ").ends_with("<- answer"), "{text}");
     assert!(
-        row("10 queries, 8 wasted, ").ends_with("ms on search domains"),
+        row("10 queries, 8 wasted, ")
+            .contains("ms before the answer; glibc: resolves to 203.0.113.10, 2001:db8::10"),
         "{text}"
     );
     assert!(row("search domain").contains("p50 ms"), "{text}");
@@ -660,4 +681,93 @@ fn lab_dns_text_output_is_the_per_candidate_table() {
         row("fix: api.example.com: write it with a trailing dot").contains("`api.example.com.`")
     );
     assert!(text.contains("value: \"2\""), "{text}");
+}
+
+/// A default ClusterFirst pod whose cluster DNS is healthy passes doctor
+/// even with --fail-on warn: ndots:5 is what every such pod has; its cost
+/// is stated, and judged only where a measured name pays it.
+#[test]
+fn lab_healthy_cluster_first_pod_passes_doctor_fail_on_warn() {
+    let lab = lab(&[]);
+    let out = run(lab
+        .podprobe(Pod::Client)
+        .args(["doctor", "-o", "json", "--fail-on", "warn"]));
+    let rep = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{rep:#}");
+    let rc = check(&rep, "dns.resolv-conf");
+    assert_eq!(rc["status"], "pass", "{rc:#}");
+    assert_eq!(rc["evidence"]["ndots"], 5);
+    assert_eq!(rc["evidence"]["worst_case_queries"], 10);
+    assert!(
+        rc["summary"]
+            .as_str()
+            .unwrap()
+            .contains("costs up to 10 queries"),
+        "{rc:#}"
+    );
+    // A measured name that walks the search list is judged.
+    let out = run(lab.podprobe(Pod::Client).args([
+        "doctor",
+        "-o",
+        "json",
+        "--fail-on",
+        "warn",
+        "--name",
+        EXTERNAL_NAME,
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(check(&json(&out), "dns.search-expansion")["status"], "warn");
+}
+
+/// The model follows the app's resolver: with a nameserver that refuses
+/// beside one that is silent for the host domain, glibc and Go wait 10 s
+/// and resolve, musl gives up after 5 s.
+#[test]
+fn lab_the_apps_resolver_decides_the_outcome_and_the_stall() {
+    let mut lab = lab(&[]);
+    let refused = lab
+        .add_dns_server(
+            podprobe::lab::DnsServer::Dnsmasq,
+            podprobe::lab::DnsMode::Refused,
+        )
+        .unwrap();
+    let silent = lab
+        .add_dns_server(
+            podprobe::lab::DnsServer::Dnsmasq,
+            podprobe::lab::DnsMode::SilentZone,
+        )
+        .unwrap();
+    lab.set_resolv_conf(
+        Pod::Client,
+        &format!(
+            "search default.svc.cluster.local svc.cluster.local cluster.local corp.internal\nnameserver {refused}\nnameserver {silent}\noptions ndots:5 timeout:1\n"
+        ),
+    )
+    .unwrap();
+    for (resolver, outcome, seconds) in [
+        ("glibc", "resolved", 2.0),
+        ("go", "resolved", 2.0),
+        ("musl", "EAI_AGAIN", 1.0),
+    ] {
+        let (rep, _) = lab_dns(
+            &lab,
+            &[
+                EXTERNAL_NAME,
+                "--race",
+                "0",
+                "--count",
+                "0",
+                "--resolver",
+                resolver,
+            ],
+        );
+        let c = check(&rep, "dns.search-expansion");
+        assert_eq!(c["status"], "fail", "{c:#}");
+        let l = &c["evidence"]["lookups"][0];
+        assert_eq!(l["resolver"], resolver);
+        assert_eq!(l["outcome"], outcome, "{resolver}: {l:#}");
+        let waited = l["total_ms"].as_f64().unwrap() / 1000.0;
+        assert!((waited - seconds).abs() < 0.1, "{resolver}: {waited} s");
+        assert_eq!(c["evidence"]["resolver_source"], "--resolver");
+    }
 }

@@ -298,7 +298,7 @@ pub fn judge_conntrack_invalid(ev: &EscapeEvidence) -> Check {
         .collect();
     details.push("on the node: conntrack marked the backend's segment INVALID (outside the TCP window it tracks), no rule dropped INVALID packets, and nf_conntrack_tcp_be_liberal is 0; an INVALID packet skips the reverse NAT, so it arrived from the backend pod's own address, and the client's RST went back to the backend and killed its side of the connection: the application sees `connection reset by peer`".to_string());
     let remedy = vec![
-        "drop INVALID packets on the node before they are forwarded, as kube-proxy's iptables mode does (kubernetes#74839): `iptables -I FORWARD -m conntrack --ctstate INVALID -j DROP` (kube-proxy puts it in KUBE-FORWARD: `iptables -S KUBE-FORWARD`; its metric iptables_ct_state_invalid_dropped_packets_total counts the drops); `podprobe node` checks the node".to_string(),
+        "drop INVALID packets on the node before they are forwarded, as kube-proxy's iptables mode does (kubernetes#74839): `iptables -I FORWARD -m conntrack --ctstate INVALID -j DROP` (kube-proxy puts it in KUBE-FORWARD: `iptables -S KUBE-FORWARD`; its metric iptables_ct_state_invalid_dropped_packets_total counts the drops); `podprobe node` checks the node (node.conntrack-invalid)".to_string(),
         "or make conntrack accept out-of-window segments: `sysctl -w net.netfilter.nf_conntrack_tcp_be_liberal=1` on the nodes (kube-proxy `--conntrack-tcp-be-liberal`)".to_string(),
         "where the CNI forwards around kube-proxy's chains, a DaemonSet that installs the drop rule on every node (e.g. network-node-manager) does the same".to_string(),
     ];

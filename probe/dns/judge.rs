@@ -1,17 +1,38 @@
 //! Pure judges: DNS evidence in, `Check` out.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
+use super::fixes;
 use super::measure::{
-    LatencyEvidence, LookupEvidence, NameserversEvidence, RaceEvidence, SearchExpansionEvidence,
-    REOPEN, SAME_SOCKET,
+    DomainStats, LatencyEvidence, LookupEvidence, NameserversEvidence, QueryEvidence,
+    SearchExpansionEvidence,
 };
+use super::model::{Model, Settings};
 use super::resolvconf::{ResolvConf, MAX_NAMESERVERS};
 use crate::report::{Check, Status};
 
 const REF_NDOTS: &str =
     "https://kubernetes.io/docs/concepts/services-networking/dns-pod-service/#pod-dns-config";
 const REF_RESOLV_CONF: &str = "https://man7.org/linux/man-pages/man5/resolv.conf.5.html";
+pub(crate) const REF_NODELOCAL: &str =
+    "https://kubernetes.io/docs/tasks/administer-cluster/nodelocaldns/";
+
+/// Items in a summary before "and N more": summaries stay one line, the
+/// rest is in the details and the evidence.
+pub const SUMMARY_ITEMS: usize = 3;
+
+/// `items` joined with `sep`, at most [`SUMMARY_ITEMS`] of them, then
+/// "and N more".
+pub fn capped(items: &[String], sep: &str) -> String {
+    let shown = items.len().min(SUMMARY_ITEMS);
+    let mut text = items[..shown].join(sep);
+    if items.len() > shown {
+        text.push_str(&format!("{sep}and {} more", items.len() - shown));
+    }
+    text
+}
 
 #[derive(Serialize)]
 struct ResolvConfEvidence<'a> {
@@ -25,10 +46,24 @@ struct ResolvConfEvidence<'a> {
     search_source: &'a str,
     ignored_nameservers: &'a [String],
     unknown_options: &'a [String],
+    /// The resolver the pod's application uses (see `dns.search-expansion`).
+    resolver: &'a str,
+    /// How that resolver reads the file, when it is not glibc.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    as_read_by_resolver: Option<Settings>,
+    /// Options in the file the application's resolver ignores.
+    ignored_by_resolver: Vec<String>,
+    /// What a name with fewer than `ndots` dots costs at most.
+    worst_case_queries: usize,
 }
 
-/// `dns.resolv-conf`: what glibc will do with this configuration.
-pub fn resolv_conf(path: &str, conf: &ResolvConf) -> Check {
+/// `dns.resolv-conf`: the configuration as glibc reads it, and as the
+/// application's resolver does. ndots:5 alone is what every ClusterFirst
+/// pod has: its cost is stated, and judged where a name really pays it.
+pub fn resolv_conf(path: &str, conf: &ResolvConf, model: &Model) -> Check {
+    let settings = model.settings();
+    let ignored_by_resolver = model.ignored_options(&conf.options);
+    let worst_case_queries = 2 * (settings.search.len() + 1);
     let evidence = ResolvConfEvidence {
         path,
         nameservers: conf.nameservers.iter().map(|ip| ip.to_string()).collect(),
@@ -40,6 +75,11 @@ pub fn resolv_conf(path: &str, conf: &ResolvConf) -> Check {
         search_source: &conf.search_source,
         ignored_nameservers: &conf.ignored_nameservers,
         unknown_options: &conf.unknown_options,
+        resolver: model.resolver.name(),
+        as_read_by_resolver: (model.resolver != super::model::Resolver::Glibc)
+            .then(|| settings.clone()),
+        ignored_by_resolver: ignored_by_resolver.clone(),
+        worst_case_queries,
     };
     let mut problems = Vec::new();
     let mut remedy = Vec::new();
@@ -51,9 +91,9 @@ pub fn resolv_conf(path: &str, conf: &ResolvConf) -> Check {
     }
     if conf.nameservers.len() == MAX_NAMESERVERS && !conf.ignored_nameservers.is_empty() {
         problems.push(format!(
-            "{} nameserver line(s) beyond the third are ignored by glibc: {}",
+            "{} nameserver line(s) beyond the third are ignored: {}",
             conf.ignored_nameservers.len(),
-            conf.ignored_nameservers.join(", ")
+            capped(&conf.ignored_nameservers, ", ")
         ));
         remedy.push(
             "keep at most 3 nameservers (the kubelet also truncates to 3 and logs 'Nameserver limits were exceeded')"
@@ -62,22 +102,7 @@ pub fn resolv_conf(path: &str, conf: &ResolvConf) -> Check {
     } else if !conf.ignored_nameservers.is_empty() {
         problems.push(format!(
             "unparsable nameserver line(s) ignored: {}",
-            conf.ignored_nameservers.join(", ")
-        ));
-    }
-    if conf.ndots >= 2 && !conf.search.is_empty() {
-        let n = conf.search.len() + 1;
-        problems.push(format!(
-            "ndots:{} with {} search domains: a name with fewer than {} dots costs up to {} lookups x (A+AAAA) = {} queries",
-            conf.ndots,
-            conf.search.len(),
-            conf.ndots,
-            n,
-            2 * n
-        ));
-        remedy.push(format!(
-            "end external names with a dot (api.example.com.), or lower ndots in the pod spec (`podprobe dns NAME...` names the value for your names):\n{}",
-            dns_config_snippet(2)
+            capped(&conf.ignored_nameservers, ", ")
         ));
     }
     let status = if problems.is_empty() {
@@ -85,21 +110,33 @@ pub fn resolv_conf(path: &str, conf: &ResolvConf) -> Check {
     } else {
         Status::Warn
     };
-    let summary = if problems.is_empty() {
-        format!(
-            "{} nameserver(s), {} search domain(s), ndots:{}, timeout {}s x {} attempts",
-            conf.nameservers.len(),
-            conf.search.len(),
-            conf.ndots,
-            conf.timeout_s,
-            conf.attempts
-        )
-    } else {
-        problems.join("; ")
-    };
+    let mut summary = format!(
+        "{} nameserver(s), {} search domain(s), ndots:{}, timeout {}s x {} attempts",
+        settings.nameservers.len(),
+        settings.search.len(),
+        settings.ndots,
+        settings.timeout_s,
+        settings.attempts
+    );
+    if settings.ndots >= 2 && !settings.search.is_empty() {
+        summary.push_str(&format!(
+            "; a name with fewer than {} dots costs up to {worst_case_queries} queries (`podprobe dns NAME` measures yours)",
+            settings.ndots
+        ));
+    }
+    if !ignored_by_resolver.is_empty() {
+        summary.push_str(&format!(
+            "; {} ignores {}",
+            model.resolver.name(),
+            capped(&ignored_by_resolver, ", ")
+        ));
+    }
+    if !problems.is_empty() {
+        summary = problems.join("; ");
+    }
     Check::new(
         "dns.resolv-conf",
-        "resolv.conf as glibc reads it",
+        "resolv.conf as the app's resolver reads it",
         status,
         summary,
         &evidence,
@@ -115,12 +152,14 @@ pub fn dns_config_snippet(ndots: u32) -> String {
 
 /// `dns.nameservers`: every configured nameserver answers in time.
 pub fn nameservers(ev: &NameserversEvidence) -> Check {
-    let silent: Vec<&str> = ev
-        .servers
-        .iter()
-        .filter(|s| s.latency_ms.is_none())
-        .map(|s| s.server.as_str())
-        .collect();
+    let with = |rcode: &str| -> Vec<String> {
+        ev.servers
+            .iter()
+            .filter(|s| s.rcode == rcode)
+            .map(|s| s.server.clone())
+            .collect()
+    };
+    let (silent, unreachable) = (with("TIMEOUT"), with("UNREACHABLE"));
     let unhealthy: Vec<String> = ev
         .servers
         .iter()
@@ -132,23 +171,30 @@ pub fn nameservers(ev: &NameserversEvidence) -> Check {
         })
         .map(|s| format!("{} ({})", s.server, s.rcode))
         .collect();
-    let (status, summary) = if !silent.is_empty() {
-        (
-            Status::Fail,
-            format!(
-                "no answer for {} from {} within {:.0} ms",
-                ev.name,
-                silent.join(", "),
-                ev.timeout_ms
-            ),
-        )
+    let mut failures = Vec::new();
+    if !unreachable.is_empty() {
+        failures.push(format!(
+            "port unreachable at {} (ICMP: nothing listens there, or a REJECT rule)",
+            capped(&unreachable, ", ")
+        ));
+    }
+    if !silent.is_empty() {
+        failures.push(format!(
+            "no answer for {} from {} within {:.0} ms",
+            ev.name,
+            capped(&silent, ", "),
+            ev.timeout_ms
+        ));
+    }
+    let (status, summary) = if !failures.is_empty() {
+        (Status::Fail, failures.join("; "))
     } else if !unhealthy.is_empty() {
         (
             Status::Warn,
             format!(
                 "{} answered but cannot resolve: {}",
                 ev.name,
-                unhealthy.join(", ")
+                capped(&unhealthy, ", ")
             ),
         )
     } else {
@@ -164,14 +210,17 @@ pub fn nameservers(ev: &NameserversEvidence) -> Check {
                 )
             })
             .collect();
-        (Status::Pass, format!("{}: {}", ev.name, list.join(", ")))
+        (
+            Status::Pass,
+            format!("{}: {}", ev.name, capped(&list, ", ")),
+        )
     };
     let details = ev
         .servers
         .iter()
         .map(|s| match (&s.latency_ms, &s.error) {
-            (Some(ms), _) => format!("{:<24} {:<9} {ms:>8.1} ms", s.server, s.rcode),
-            (None, Some(e)) => format!("{:<24} {:<9} {e}", s.server, s.rcode),
+            (Some(ms), _) => format!("{:<24} {:<11} {ms:>8.1} ms", s.server, s.rcode),
+            (None, Some(e)) => format!("{:<24} {:<11} {e}", s.server, s.rcode),
             (None, None) => format!("{:<24} {}", s.server, s.rcode),
         })
         .collect::<Vec<_>>();
@@ -189,86 +238,195 @@ pub fn nameservers(ev: &NameserversEvidence) -> Check {
 
 /// A lookup is slow when its wasted time exceeds this.
 pub const WASTED_MS_FAIL: f64 = 100.0;
+/// A lookup that makes the application wait this long has stalled.
+pub const STALL_MS_FAIL: f64 = 1000.0;
 
 const REF_SEARCH: &str = "https://github.com/kubernetes/dns/issues/341";
-const REF_RACE: &str = "https://github.com/kubernetes/kubernetes/issues/56903";
-const REF_NODELOCAL: &str = "https://kubernetes.io/docs/tasks/administer-cluster/nodelocaldns/";
 
-/// `dns.search-expansion`: what the search list costs each name.
+/// Failed queries of a lookup, per server and kind: `10.0.0.1:53 REFUSED
+/// x2`, and replies truncated (answered again over TCP, or not).
+fn troubles(l: &LookupEvidence) -> Vec<String> {
+    let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for q in l.candidates.iter().flat_map(|c| &c.queries) {
+        if q.failed() {
+            *counts
+                .entry((q.server.clone(), q.rcode.clone()))
+                .or_default() += 1;
+        }
+        if q.truncated {
+            *counts
+                .entry((q.server.clone(), "truncated".to_string()))
+                .or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|((server, what), n)| {
+            if n > 1 {
+                format!("{server} {what} x{n}")
+            } else {
+                format!("{server} {what}")
+            }
+        })
+        .collect()
+}
+
+/// Search domains that never answered: timeouts under them and no reply
+/// at all (a lost reply beside answers is the race's or the network's,
+/// and a refusal is the server's, not the domain's).
+fn silent_domains(ev: &SearchExpansionEvidence) -> impl Iterator<Item = &DomainStats> {
+    let answered = |domain: &str| {
+        ev.lookups
+            .iter()
+            .flat_map(|l| &l.candidates)
+            .filter(|c| c.search_domain.as_deref() == Some(domain))
+            .flat_map(|c| &c.queries)
+            .any(|q| matches!(q.rcode.as_str(), "NOERROR" | "NXDOMAIN"))
+    };
+    ev.by_search_domain
+        .iter()
+        .filter(move |d| d.timeouts > 0 && !answered(&d.domain))
+}
+
+/// The error for a name that simply does not exist.
+fn not_found(outcome: &str) -> bool {
+    matches!(outcome, "EAI_NONAME" | "EAI_NODATA" | "no such host")
+}
+
+/// How bad one lookup is.
+fn lookup_status(l: &LookupEvidence) -> Status {
+    let failed_queries = l
+        .candidates
+        .iter()
+        .flat_map(|c| &c.queries)
+        .any(QueryEvidence::failed);
+    let broken = !l.resolved() && (failed_queries || !not_found(&l.outcome));
+    if broken || l.total_ms >= STALL_MS_FAIL || l.wasted_ms > WASTED_MS_FAIL {
+        Status::Fail
+    } else if l.wasted_queries > 0 || !l.resolved() || !troubles(l).is_empty() {
+        Status::Warn
+    } else {
+        Status::Pass
+    }
+}
+
+/// `dns.search-expansion`: every name looked up as the application's
+/// resolver looks it up: the queries it sends, what it gets and how long it
+/// waits; the search list's cost; misbehaving servers on the way.
 pub fn search_expansion(ev: &SearchExpansionEvidence) -> Check {
-    // A walk that sent nothing measured nothing: never a pass.
-    if let Some(silent) = ev.lookups.iter().find(|l| l.queries_sent == 0) {
+    const ID: &str = "dns.search-expansion";
+    const TITLE: &str = "DNS lookups as the app's resolver makes them";
+    // A lookup that sent nothing measured nothing: never a pass.
+    if let Some(silent) = ev
+        .lookups
+        .iter()
+        .find(|l| l.queries_sent == 0 && !l.notes.iter().any(|n| n.contains("rejects")))
+    {
         return Check::new(
-            "dns.search-expansion",
-            "DNS search-list amplification",
+            ID,
+            TITLE,
             Status::Error,
             format!("no query could be sent for {}", silent.name),
             ev,
         );
     }
-    let timed_out: Vec<&str> = ev
-        .by_search_domain
-        .iter()
-        .filter(|d| d.timeouts > 0)
-        .map(|d| d.domain.as_str())
-        .collect();
-    let slow: Vec<&LookupEvidence> = ev
-        .lookups
-        .iter()
-        .filter(|l| l.wasted_ms > WASTED_MS_FAIL)
-        .collect();
-    let wasteful: Vec<&LookupEvidence> =
-        ev.lookups.iter().filter(|l| l.wasted_queries > 0).collect();
-    let status = if !timed_out.is_empty() || !slow.is_empty() {
-        Status::Fail
-    } else if !wasteful.is_empty() {
-        Status::Warn
-    } else {
-        Status::Pass
+    let statuses: Vec<Status> = ev.lookups.iter().map(lookup_status).collect();
+    let rank = |s: Status| match s {
+        Status::Fail => 2,
+        Status::Warn => 1,
+        _ => 0,
     };
-    let mut summary: Vec<String> = if wasteful.is_empty() {
-        ev.lookups.iter().map(lookup_summary).collect()
-    } else {
-        wasteful.iter().map(|l| lookup_summary(l)).collect()
-    };
-    if !slow.is_empty() {
-        let culprit = ev
-            .by_search_domain
-            .iter()
-            .filter_map(|d| Some((d, d.max_ms?)))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(d, ms)| format!("; slowest search domain {} (max {ms:.1} ms)", d.domain))
-            .unwrap_or_default();
-        summary.insert(
-            0,
-            format!(
-                "{} lookup(s) lost more than {WASTED_MS_FAIL:.0} ms to the search list{culprit}",
-                slow.len()
-            ),
-        );
+    let status = statuses
+        .iter()
+        .copied()
+        .max_by_key(|s| rank(*s))
+        .unwrap_or(Status::Pass);
+    // The worst lookups first, each in one phrase.
+    let mut order: Vec<usize> = (0..ev.lookups.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(rank(statuses[i])));
+    let phrases: Vec<String> = order
+        .iter()
+        .filter(|&&i| status == Status::Pass || statuses[i] != Status::Pass)
+        .map(|&i| lookup_summary(&ev.lookups[i]))
+        .collect();
+    let timed_out: Vec<String> = silent_domains(ev).map(|d| d.domain.clone()).collect();
+    let mut summary = String::new();
+    if ev.resolver_source == "assumed" {
+        summary.push_str(&format!("assuming {}: ", ev.resolver));
     }
     if !timed_out.is_empty() {
-        summary.insert(
-            0,
-            format!("search domain(s) timing out: {}", timed_out.join(", ")),
-        );
+        summary.push_str(&format!(
+            "search domain(s) timing out: {}; ",
+            capped(&timed_out, ", ")
+        ));
     }
-    let mut details = Vec::new();
+    summary.push_str(&capped(&phrases, "; "));
+    let in_effect = search_fixes(ev);
+    if !in_effect.is_empty() {
+        summary.push_str(&format!("; in effect: {}", capped(&in_effect, ", ")));
+    }
+    let mut details = vec![format!(
+        "resolver: {} ({})",
+        ev.resolver_model,
+        match ev.resolver_source.as_str() {
+            "assumed" => "assumed: no application process visible; --resolver glibc|musl|musl-1.2.3|go picks another",
+            "--resolver" => "as --resolver says",
+            other => other,
+        }
+    )];
     for l in &ev.lookups {
-        details.extend(lookup_table(l, ev.ndots));
         details.push(String::new());
+        details.extend(lookup_table(l, ev.ndots));
     }
-    details.extend(domain_table(ev));
-    Check::new(
-        "dns.search-expansion",
-        "DNS search-list amplification",
-        status,
-        summary.join("; "),
-        ev,
-    )
-    .with_details(details)
-    .with_remedy(search_remedy(ev))
-    .with_refs(&[REF_SEARCH, REF_NDOTS])
+    let domains = domain_table(ev);
+    if !domains.is_empty() {
+        details.push(String::new());
+        details.extend(domains);
+    }
+    Check::new(ID, TITLE, status, summary, ev)
+        .with_details(details)
+        .with_remedy(search_remedy(ev))
+        .with_refs(&[REF_SEARCH, REF_NDOTS])
+}
+
+/// Fixes against the search list's cost already in effect, and whether
+/// they work (the names they apply to went without waste).
+fn search_fixes(ev: &SearchExpansionEvidence) -> Vec<String> {
+    let mut in_effect = Vec::new();
+    if let Some(fix) = fixes::ndots_lowered(ev.ndots, &ev.search) {
+        let helped: Vec<&LookupEvidence> = ev
+            .lookups
+            .iter()
+            .filter(|l| !l.name.ends_with('.') && l.dots >= ev.ndots as usize && l.dots < 5)
+            .collect();
+        in_effect.push(if helped.is_empty() {
+            fix
+        } else if helped.iter().all(|l| l.wasted_queries == 0) {
+            format!("{fix} (works: {} tried as is first)", helped[0].name)
+        } else {
+            format!("{fix} (did not help {})", helped[0].name)
+        });
+    }
+    let dotted: Vec<&LookupEvidence> = ev
+        .lookups
+        .iter()
+        .filter(|l| l.name.ends_with('.') && l.resolved())
+        .collect();
+    if let Some(l) = dotted.first() {
+        in_effect.push(format!(
+            "trailing dot ({}: {} queries, none on the search list)",
+            l.name, l.queries_sent
+        ));
+    }
+    in_effect
+}
+
+fn seconds(ms: f64) -> String {
+    if ms >= STALL_MS_FAIL {
+        format!("{:.1} s", ms / 1000.0)
+    } else {
+        format!("{ms:.1} ms")
+    }
 }
 
 fn lookup_summary(l: &LookupEvidence) -> String {
@@ -279,25 +437,44 @@ fn lookup_summary(l: &LookupEvidence) -> String {
         .take(l.wasted_queries)
         .filter(|q| q.rcode == "NXDOMAIN")
         .count();
+    let trouble = troubles(l);
+    let why = if trouble.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", capped(&trouble, ", "))
+    };
     match &l.resolved_as {
+        Some(fqdn) if l.total_ms >= STALL_MS_FAIL => format!(
+            "the app waits {} for {}{why}, then it resolves as {fqdn}",
+            seconds(l.total_ms),
+            l.name
+        ),
         Some(fqdn) if l.wasted_queries == 0 => format!(
-            "{} resolved as {fqdn} with {} queries in {:.1} ms",
-            l.name, l.queries_sent, l.total_ms
-        ),
-        Some(fqdn) => format!(
-            "{} took {} queries ({} wasted, {nx} NXDOMAIN) and {:.1} ms, {:.1} ms of it on search domains, resolved as {fqdn}",
-            l.name, l.queries_sent, l.wasted_queries, l.total_ms, l.wasted_ms
-        ),
-        None => format!(
-            "{} did not resolve: {} queries ({nx} NXDOMAIN) in {:.1} ms{}",
+            "{} resolved as {fqdn} with {} queries in {}{why}",
             l.name,
             l.queries_sent,
-            l.total_ms,
-            l.candidates
-                .last()
-                .and_then(|c| c.queries.iter().find(|q| !q.keeps_walking()))
-                .map(|q| format!(", walk stopped by {} from {}", q.rcode, q.server))
-                .unwrap_or_default()
+            seconds(l.total_ms)
+        ),
+        Some(fqdn) => format!(
+            "{} took {} queries ({} wasted, {nx} NXDOMAIN) and {}, {} of it before {fqdn} answered{why}",
+            l.name,
+            l.queries_sent,
+            l.wasted_queries,
+            seconds(l.total_ms),
+            seconds(l.wasted_ms)
+        ),
+        None if not_found(&l.outcome) && why.is_empty() => format!(
+            "{} does not exist ({}): {} queries ({nx} NXDOMAIN) in {}",
+            l.name,
+            l.outcome,
+            l.queries_sent,
+            seconds(l.total_ms)
+        ),
+        None => format!(
+            "{} fails with {} after {}{why}",
+            l.name,
+            l.outcome,
+            seconds(l.total_ms)
         ),
     }
 }
@@ -328,7 +505,14 @@ fn lookup_table(l: &LookupEvidence, ndots: u32) -> Vec<String> {
                 .queries
                 .iter()
                 .filter(|q| q.qtype == qtype)
-                .map(|q| format!("{:<8} {:>7.1} ms", q.label(), q.latency_ms))
+                .map(|q| {
+                    let tcp = if q.transport == super::model::Transport::Tcp {
+                        " tcp"
+                    } else {
+                        ""
+                    };
+                    format!("{:<8} {:>7.1} ms{tcp}", q.label(), q.latency_ms)
+                })
                 .collect();
             if qs.is_empty() {
                 "-".to_string()
@@ -349,9 +533,19 @@ fn lookup_table(l: &LookupEvidence, ndots: u32) -> Vec<String> {
         ));
     }
     out.push(format!(
-        "  {} queries, {} wasted, {:.1} of {:.1} ms on search domains",
-        l.queries_sent, l.wasted_queries, l.wasted_ms, l.total_ms
+        "  {} queries, {} wasted, {:.1} of {:.1} ms before the answer; {}: {}",
+        l.queries_sent,
+        l.wasted_queries,
+        l.wasted_ms,
+        l.total_ms,
+        l.resolver,
+        if l.resolved() {
+            format!("resolves to {}", l.addresses.join(", "))
+        } else {
+            l.outcome.clone()
+        }
     ));
+    out.extend(l.notes.iter().map(|n| format!("  note: {n}")));
     // Padding of the last column is not worth keeping in a pasted ticket.
     out.into_iter()
         .map(|row| row.trim_end().to_string())
@@ -370,7 +564,6 @@ fn domain_table(ev: &SearchExpansionEvidence) -> Vec<String> {
         .max()
         .unwrap_or(0)
         .max(13);
-    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     let mut out = vec![format!(
         "{:<width$}  {:>7}  {:>8}  {:>8}  {:>8}  {:>8}",
         "search domain", "queries", "NXDOMAIN", "timeouts", "p50 ms", "max ms"
@@ -382,20 +575,21 @@ fn domain_table(ev: &SearchExpansionEvidence) -> Vec<String> {
             d.queries,
             d.nxdomain,
             d.timeouts,
-            ms(d.p50_ms),
-            ms(d.max_ms)
+            fmt_ms(d.p50_ms),
+            fmt_ms(d.max_ms)
         ));
     }
     out
 }
 
-/// The cheapest fix per wasteful name, then the ndots value that removes
-/// the waste for names found as is.
+/// The cheapest fix per wasteful name, the ndots value that removes the
+/// waste for names found as is (unless already lowered that far), then
+/// what to do about each misbehaving server.
 fn search_remedy(ev: &SearchExpansionEvidence) -> Vec<String> {
     let mut remedy = Vec::new();
     let mut as_is_dots: Vec<usize> = Vec::new();
     for l in &ev.lookups {
-        if l.wasted_queries == 0 {
+        if l.wasted_queries == 0 || (!l.resolved() && !not_found(&l.outcome)) {
             continue;
         }
         let per_lookup = l.queries_sent - l.wasted_queries;
@@ -418,7 +612,7 @@ fn search_remedy(ev: &SearchExpansionEvidence) -> Vec<String> {
                 l.queries_sent
             )),
             None => remedy.push(format!(
-                "{}: does not resolve under any search domain; check the name and namespace (kubectl get svc -A) or the DNS server",
+                "{}: does not resolve under any search domain; check the name and namespace (kubectl get svc -A)",
                 l.name
             )),
         }
@@ -432,137 +626,67 @@ fn search_remedy(ev: &SearchExpansionEvidence) -> Vec<String> {
             ));
         }
     }
-    for d in ev.by_search_domain.iter().filter(|d| d.timeouts > 0) {
+    for d in silent_domains(ev) {
         remedy.push(format!(
             "search domain {} does not answer in time: fix or remove it from the node's resolv.conf (the kubelet copies the host's search domains into pods), or set dnsPolicy: None with an explicit dnsConfig.searches",
             d.domain
         ));
     }
-    remedy
-}
-
-/// `dns.timeout-race`: glibc's one-socket A+AAAA against reopen.
-pub fn timeout_race(ev: &RaceEvidence) -> Check {
-    let lost = |name: &str| {
-        ev.patterns
+    // Queries under a silent search domain have their own advice above.
+    let silent: Vec<&str> = silent_domains(ev).map(|d| d.domain.as_str()).collect();
+    let queries: Vec<&QueryEvidence> = ev
+        .lookups
+        .iter()
+        .flat_map(|l| &l.candidates)
+        .filter(|c| {
+            c.search_domain
+                .as_deref()
+                .is_none_or(|d| !silent.contains(&d))
+        })
+        .flat_map(|c| &c.queries)
+        .collect();
+    let servers_with = |rcode: &str| -> Vec<String> {
+        let mut list: Vec<String> = queries
             .iter()
-            .find(|p| p.pattern == name)
-            .map_or(0, |p| p.lost)
-    };
-    let (same, reopen) = (lost(SAME_SOCKET), lost(REOPEN));
-    let attempts = ev.patterns.first().map_or(0, |p| p.attempts);
-    let (status, summary) = match (same > 0, reopen > 0) {
-        (true, false) => (
-            Status::Fail,
-            format!(
-                "A+AAAA from one socket lost replies in {same} of {attempts} lookups, A then AAAA from a new socket lost none: the conntrack insert race (each loss stalls a glibc lookup for the resolv.conf timeout, 5 s by default)"
-            ),
-        ),
-        (_, true) => (
-            Status::Warn,
-            format!(
-                "replies lost with both patterns ({same} and {reopen} of {attempts} lookups): plain packet loss to {}, not the race",
-                ev.server
-            ),
-        ),
-        (false, false) => (
-            Status::Pass,
-            format!("no reply lost in {attempts} lookups per pattern to {}", ev.server),
-        ),
-    };
-    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
-    let mut details = vec![format!(
-        "{:<22}  {:>8}  {:>5}  {:<16}  {:>8}  {:>8}",
-        "pattern", "attempts", "lost", "lost qtypes", "p50 ms", "max ms"
-    )];
-    for p in &ev.patterns {
-        let qtypes: Vec<String> = p
-            .lost_qtypes
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(t, n)| format!("{t} x{n}"))
+            .filter(|q| q.rcode == rcode)
+            .map(|q| q.server.clone())
             .collect();
-        details.push(format!(
-            "{:<22}  {:>8}  {:>5}  {:<16}  {:>8}  {:>8}",
-            p.pattern,
-            p.attempts,
-            p.lost,
-            if qtypes.is_empty() {
-                "-".to_string()
-            } else {
-                qtypes.join(", ")
-            },
-            ms(p.p50_ms),
-            ms(p.max_ms)
-        ));
-    }
-    if let Some(ct) = &ev.conntrack {
-        details.push(format!(
-            "conntrack during the test: insert_failed +{}, drop +{}",
-            ct.insert_failed, ct.drop
-        ));
-    }
-    if !ev.processes.is_empty() {
-        let list: Vec<String> = ev
-            .processes
-            .iter()
-            .map(|p| format!("{} (pid {}): {}", p.comm, p.pid, p.libc))
-            .collect();
-        details.push(format!("pod processes: {}", list.join(", ")));
-    }
-    let remedy = if status == Status::Fail {
-        race_remedy(ev)
-    } else {
-        Vec::new()
+        list.sort();
+        list.dedup();
+        list
     };
-    Check::new(
-        "dns.timeout-race",
-        "DNS 5 s timeouts (A/AAAA conntrack race)",
-        status,
-        summary,
-        ev,
-    )
-    .with_details(details)
-    .with_remedy(remedy)
-    .with_refs(&[REF_RACE, REF_NODELOCAL])
-}
-
-/// Which fix applies depends on the application's C library.
-fn race_remedy(ev: &RaceEvidence) -> Vec<String> {
-    let has = |libc: &str| ev.processes.iter().any(|p| p.libc == libc);
-    let names = |libc: &str| {
-        ev.processes
+    let musl = ev.resolver.starts_with("musl");
+    let replied = |server: &str| {
+        queries
             .iter()
-            .filter(|p| p.libc == libc)
-            .map(|p| p.comm.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+            .any(|q| q.server == server && !matches!(q.rcode.as_str(), "TIMEOUT" | "UNREACHABLE"))
     };
-    let glibc_fix = "add `options single-request-reopen` (A and AAAA from different sockets, so they never share a conntrack entry):\nspec:\n  dnsConfig:\n    options:\n      - name: single-request-reopen";
-    let musl_fix = "single-request-reopen does not help, musl ignores it: run NodeLocal DNSCache (pods query 169.254.20.10 on the node, no DNAT, no race), have the app query over TCP (musl has no use-vc option: only the app's own resolver or a TCP-forwarding sidecar does it), or move nodes to a kernel with the conntrack race fixes (5.0+) and masquerade with --random-fully";
-    let known = has("glibc") || has("musl");
-    let mut remedy = Vec::new();
-    if has("glibc") || !known {
-        let who = if has("glibc") {
-            format!("glibc apps ({})", names("glibc"))
-        } else {
-            "for glibc apps (Debian, Ubuntu, RHEL based images)".to_string()
-        };
-        remedy.push(format!("{who}: {glibc_fix}"));
+    for (rcode, one, many, advice) in [
+        ("REFUSED", "refuses", "refuse", "queries: it is not a recursive resolver for this pod, or its ACL (allow-query, access-control) leaves the pod out; glibc and Go move on to the next nameserver, musl waits for another server or its whole timeout"),
+        ("SERVFAIL", "answers", "answer", "SERVFAIL: its upstream or zone is broken (CoreDNS: `kubectl -n kube-system logs -l k8s-app=kube-dns`, the forward plugin's health)"),
+        ("UNREACHABLE", "sends", "send", "ICMP port unreachable: nothing listens on port 53 there, or a REJECT rule; fix the nameserver address in the pod's dnsConfig or bring the server back"),
+        ("TIMEOUT", "does", "do", "not answer: check that it runs and that no NetworkPolicy or firewall drops UDP 53 on the way"),
+    ] {
+        let mut servers = servers_with(rcode);
+        if rcode == "TIMEOUT" {
+            // A server that answers, but not every query, loses replies.
+            let (lossy, dead): (Vec<String>, Vec<String>) =
+                servers.into_iter().partition(|s| replied(s));
+            if !lossy.is_empty() {
+                remedy.push(format!(
+                    "replies from {} were lost now and then: `podprobe dns --race 20` tells the conntrack race from plain loss",
+                    capped(&lossy, ", ")
+                ));
+            }
+            servers = dead;
+        }
+        if !servers.is_empty() {
+            let verb = if servers.len() == 1 { one } else { many };
+            remedy.push(format!("{} {verb} {advice}", capped(&servers, ", ")));
+        }
     }
-    if has("musl") || !known {
-        let who = if has("musl") {
-            format!("musl apps ({})", names("musl"))
-        } else {
-            "for musl apps (Alpine based images)".to_string()
-        };
-        remedy.push(format!("{who}: {musl_fix}"));
-    }
-    if has("go") {
-        remedy.push(format!(
-            "Go programs ({}) resolve on their own (with cgo disabled), one socket per query; they do not hit this race, glibc and musl clients of the same nameserver do",
-            names("go")
-        ));
+    if musl && ev.resolver == "musl-1.2.3" && queries.iter().any(|q| q.truncated) {
+        remedy.push("musl before 1.2.4 has no TCP fallback: the app gets only what fits in a 512-byte UDP reply; move the image to Alpine 3.18+ (musl 1.2.4) or keep the answer small".to_string());
     }
     remedy
 }
@@ -666,53 +790,53 @@ fn fmt_ms(v: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::measure::ServerAnswer;
+    use crate::dns::measure::{LatencyResult, ServerAnswer};
+    use crate::dns::model::testnet::{Behaviour, TestNet};
+    use crate::dns::model::{Reply, Resolver};
     use crate::dns::resolvconf::Env;
 
-    fn judge(text: &str) -> Check {
+    const K8S: &str = "search default.svc.cluster.local svc.cluster.local cluster.local corp.internal\nnameserver 10.0.0.1\noptions ndots:5\n";
+
+    fn judge_conf(text: &str, resolver: Resolver) -> Check {
+        let conf = ResolvConf::parse(text, &Env::default());
         resolv_conf(
             "/etc/resolv.conf",
-            &ResolvConf::parse(text, &Env::default()),
+            &conf,
+            &Model::new(resolver, text, &Env::default()),
         )
     }
 
     #[test]
-    fn resolv_conf_judgements() {
-        let plain = judge("nameserver 10.96.0.10\nsearch default.svc.cluster.local\n");
-        assert_eq!(plain.status, Status::Pass, "{}", plain.summary);
-        assert_eq!(plain.evidence["ndots"], 1);
-        assert_eq!(plain.evidence["timeout_s"], 5);
-        assert_eq!(plain.evidence["attempts"], 2);
-        assert_eq!(plain.evidence["nameservers"][0], "10.96.0.10");
-
-        let k8s = judge("search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n");
-        assert_eq!(k8s.status, Status::Warn);
+    fn a_cluster_first_resolv_conf_passes_and_states_its_cost() {
+        let k8s = judge_conf(K8S, Resolver::Glibc);
+        assert_eq!(k8s.status, Status::Pass, "{}", k8s.summary);
         assert!(
-            k8s.summary.contains("ndots:5 with 3 search domains"),
+            k8s.summary.contains("costs up to 10 queries"),
             "{}",
             k8s.summary
         );
-        assert!(k8s.remedy.iter().any(|r| r.contains("dnsConfig")));
-
-        // ndots:2 with search domains is still amplification; without them it is not.
-        assert_eq!(
-            judge("nameserver 1.1.1.1\nsearch a.example\noptions ndots:2\n").status,
-            Status::Warn
-        );
-        assert_eq!(
-            judge("nameserver 1.1.1.1\noptions ndots:2\n").status,
-            Status::Pass
-        );
-
-        let four = judge(
+        assert_eq!(k8s.evidence["worst_case_queries"], 10);
+        assert_eq!(k8s.evidence["ndots"], 5);
+        assert!(k8s.remedy.is_empty());
+        let four = judge_conf(
             "nameserver 10.0.0.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\nnameserver 10.0.0.4\n",
+            Resolver::Glibc,
         );
         assert_eq!(four.status, Status::Warn);
         assert!(four.summary.contains("10.0.0.4"), "{}", four.summary);
-
-        let none = judge("search example.com\n");
+        let none = judge_conf("search example.com\n", Resolver::Glibc);
         assert_eq!(none.status, Status::Warn);
         assert!(none.summary.contains("no usable nameserver"));
+        let musl = judge_conf(
+            &format!("{K8S}options single-request-reopen\n"),
+            Resolver::Musl,
+        );
+        assert!(
+            musl.summary.contains("musl ignores single-request-reopen"),
+            "{}",
+            musl.summary
+        );
+        assert_eq!(musl.evidence["as_read_by_resolver"]["ndots"], 5);
     }
 
     fn answer(server: &str, rcode: &str, latency_ms: Option<f64>) -> ServerAnswer {
@@ -720,9 +844,7 @@ mod tests {
             server: server.into(),
             rcode: rcode.into(),
             latency_ms,
-            error: latency_ms
-                .is_none()
-                .then(|| "no reply within 2000 ms".into()),
+            error: latency_ms.is_none().then(|| "x".into()),
         }
     }
 
@@ -751,111 +873,46 @@ mod tests {
         let silent = nameservers(&servers(vec![
             answer("10.96.0.10:53", "NOERROR", Some(1.0)),
             answer("10.96.0.11:53", "TIMEOUT", None),
+            answer("10.96.0.12:53", "UNREACHABLE", None),
         ]));
         assert_eq!(silent.status, Status::Fail);
         assert!(
-            silent.summary.contains("10.96.0.11:53"),
+            silent
+                .summary
+                .starts_with("port unreachable at 10.96.0.12:53 (ICMP"),
             "{}",
             silent.summary
         );
-        assert_eq!(silent.evidence["servers"][1]["rcode"], "TIMEOUT");
-        assert!(silent.evidence["servers"][1].get("latency_ms").is_none());
+        assert!(silent
+            .summary
+            .contains("no answer for kubernetes.default.svc.cluster.local. from 10.96.0.11:53"));
+        assert!(!silent.summary.contains("10.96.0.12:53 within"));
     }
 
-    use crate::dns::measure::{
-        CandidateEvidence, ConntrackDelta, LatencyResult, PatternEvidence, ProcessLibc,
-        QueryEvidence,
-    };
-
-    const K8S: &str = "search default.svc.cluster.local svc.cluster.local cluster.local corp.internal\nnameserver 10.96.0.10\noptions ndots:5\n";
-
-    fn q(qtype: &str, rcode: &str, latency_ms: f64, answers: usize) -> QueryEvidence {
-        QueryEvidence {
-            qtype: qtype.into(),
-            rcode: rcode.into(),
-            latency_ms,
-            server: "10.96.0.10:53".into(),
-            answers,
-        }
-    }
-
-    /// A candidate answered with `rcode` for both types in `ms` each.
-    fn cand(fqdn: &str, domain: Option<&str>, rcode: &str, ms: f64) -> CandidateEvidence {
-        let answers = usize::from(rcode == "NOERROR");
-        CandidateEvidence {
-            fqdn: fqdn.into(),
-            search_domain: domain.map(str::to_string),
-            queries: vec![q("A", rcode, ms, answers), q("AAAA", rcode, ms, answers)],
-        }
-    }
-
-    /// api.example.com under the Kubernetes search list, every query taking
-    /// `ms` (the host domain `slow_ms`).
-    fn external(ms: f64, slow_ms: f64, host_rcode: &str) -> LookupEvidence {
-        LookupEvidence::new(
-            "api.example.com",
-            vec![
-                cand(
-                    "api.example.com.default.svc.cluster.local.",
-                    Some("default.svc.cluster.local"),
-                    "NXDOMAIN",
-                    ms,
-                ),
-                cand(
-                    "api.example.com.svc.cluster.local.",
-                    Some("svc.cluster.local"),
-                    "NXDOMAIN",
-                    ms,
-                ),
-                cand(
-                    "api.example.com.cluster.local.",
-                    Some("cluster.local"),
-                    "NXDOMAIN",
-                    ms,
-                ),
-                cand(
-                    "api.example.com.corp.internal.",
-                    Some("corp.internal"),
-                    host_rcode,
-                    slow_ms,
-                ),
-                cand("api.example.com.", None, "NOERROR", ms),
-            ],
-        )
-    }
-
-    fn expansion(lookups: Vec<LookupEvidence>) -> SearchExpansionEvidence {
-        SearchExpansionEvidence::new(&ResolvConf::parse(K8S, &Env::default()), lookups)
-    }
-
-    #[test]
-    fn lookup_totals() {
-        let l = external(0.5, 0.5, "NXDOMAIN");
-        assert_eq!((l.queries_sent, l.wasted_queries), (10, 8));
-        assert_eq!(l.resolved_as.as_deref(), Some("api.example.com."));
-        assert_eq!((l.total_ms, l.wasted_ms), (2.5, 2.0));
-        assert_eq!(l.dots, 2);
-        let unresolved = LookupEvidence::new(
-            "nosuch",
-            vec![cand(
-                "nosuch.default.svc.cluster.local.",
-                Some("default.svc.cluster.local"),
-                "NXDOMAIN",
-                1.0,
-            )],
-        );
-        assert_eq!(unresolved.resolved_as, None);
-        assert_eq!(unresolved.wasted_queries, 2);
-        let direct = LookupEvidence::new(
-            "api.example.com.",
-            vec![cand("api.example.com.", None, "NOERROR", 0.3)],
-        );
-        assert_eq!((direct.wasted_queries, direct.wasted_ms), (0, 0.0));
+    /// Names looked up through `resolver`'s model on a test network.
+    fn expansion(
+        text: &str,
+        resolver: Resolver,
+        names: &[&str],
+        net: &mut TestNet,
+    ) -> SearchExpansionEvidence {
+        let model = Model::new(resolver, text, &Env::default());
+        let lookups = names
+            .iter()
+            .map(|n| LookupEvidence::from_trace(&model.resolve(n, net)))
+            .collect();
+        SearchExpansionEvidence::new(&model, "--resolver", lookups)
     }
 
     #[test]
     fn search_expansion_warns_on_waste_and_names_the_fix() {
-        let check = search_expansion(&expansion(vec![external(0.4, 0.4, "NXDOMAIN")]));
+        let ev = expansion(
+            K8S,
+            Resolver::Glibc,
+            &["api.example.com"],
+            &mut TestNet::new(),
+        );
+        let check = search_expansion(&ev);
         assert_eq!(check.status, Status::Warn, "{}", check.summary);
         assert!(
             check.summary.contains("10 queries (8 wasted, 8 NXDOMAIN)"),
@@ -867,7 +924,6 @@ mod tests {
             "{:?}",
             check.remedy
         );
-        // ndots:2 is the value that puts a 2-dot name first.
         assert!(
             check.remedy[1].contains("value: \"2\""),
             "{:?}",
@@ -877,131 +933,61 @@ mod tests {
             check
                 .details
                 .iter()
-                .any(|l| l.contains("10 queries, 8 wasted, 1.6 of 2.0 ms on search domains")),
-            "{:#?}",
-            check.details
-        );
-        let table = check
-            .details
-            .iter()
-            .position(|l| l.starts_with("search domain"))
-            .unwrap();
-        assert!(
-            check.details[table + 4].starts_with("corp.internal"),
+                .any(|l| l.contains("10 queries, 8 wasted")),
             "{:#?}",
             check.details
         );
         assert_eq!(check.evidence["by_search_domain"][0]["nxdomain"], 2);
+        assert_eq!(check.evidence["lookups"][0]["resolver"], "glibc");
+        assert_eq!(check.evidence["lookups"][0]["outcome"], "resolved");
     }
 
     #[test]
-    fn search_expansion_passes_without_waste() {
-        let direct = LookupEvidence::new(
-            "api.example.com.",
-            vec![cand("api.example.com.", None, "NOERROR", 0.3)],
+    fn fixes_in_effect_pass_and_are_not_recommended() {
+        let ev = expansion(
+            K8S,
+            Resolver::Glibc,
+            &["api.example.com.", "web"],
+            &mut TestNet::new(),
         );
-        let first = LookupEvidence::new(
-            "web",
-            vec![cand(
-                "web.default.svc.cluster.local.",
-                Some("default.svc.cluster.local"),
-                "NOERROR",
-                0.3,
-            )],
-        );
-        let check = search_expansion(&expansion(vec![direct, first]));
+        let check = search_expansion(&ev);
         assert_eq!(check.status, Status::Pass, "{}", check.summary);
-        assert!(check.remedy.is_empty());
-    }
-
-    #[test]
-    fn a_walk_that_sent_nothing_is_an_error_not_a_pass() {
-        let silent = LookupEvidence::new(
-            "web",
-            vec![CandidateEvidence {
-                fqdn: "web.default.svc.cluster.local.".into(),
-                search_domain: Some("default.svc.cluster.local".into()),
-                queries: vec![],
-            }],
-        );
-        let check = search_expansion(&expansion(vec![silent]));
-        assert_eq!(check.status, Status::Error, "{}", check.summary);
-        assert!(check.summary.contains("web"));
-    }
-
-    #[test]
-    fn cross_namespace_names_get_the_fqdn_fix() {
-        let web = LookupEvidence::new(
-            "web.prod",
-            vec![
-                cand(
-                    "web.prod.default.svc.cluster.local.",
-                    Some("default.svc.cluster.local"),
-                    "NXDOMAIN",
-                    0.3,
-                ),
-                cand(
-                    "web.prod.svc.cluster.local.",
-                    Some("svc.cluster.local"),
-                    "NOERROR",
-                    0.3,
-                ),
-            ],
-        );
-        let check = search_expansion(&expansion(vec![web]));
-        assert_eq!(check.status, Status::Warn);
-        assert_eq!(
-            check.remedy.len(),
-            1,
-            "no ndots advice for a search-list name: {:?}",
-            check.remedy
-        );
-        assert!(check.remedy[0].contains("`web.prod.svc.cluster.local.`"));
-    }
-
-    #[test]
-    fn search_expansion_fails_on_slow_or_silent_search_domains() {
-        let slow = search_expansion(&expansion(vec![external(0.4, 300.0, "NXDOMAIN")]));
-        assert_eq!(slow.status, Status::Fail, "{}", slow.summary);
-        assert!(
-            slow.summary.starts_with("1 lookup(s) lost more than 100 ms to the search list; slowest search domain corp.internal (max 300.0 ms)"),
-            "{}",
-            slow.summary
-        );
-        assert_eq!(
-            slow.evidence["by_search_domain"][3]["domain"],
-            "corp.internal"
-        );
-        assert_eq!(slow.evidence["by_search_domain"][3]["max_ms"], 300.0);
-
-        let silent = LookupEvidence::new(
-            "api.example.com",
-            vec![
-                cand(
-                    "api.example.com.default.svc.cluster.local.",
-                    Some("default.svc.cluster.local"),
-                    "NXDOMAIN",
-                    0.3,
-                ),
-                cand(
-                    "api.example.com.corp.internal.",
-                    Some("corp.internal"),
-                    "TIMEOUT",
-                    2000.0,
-                ),
-            ],
-        );
-        let check = search_expansion(&expansion(vec![silent]));
-        assert_eq!(check.status, Status::Fail);
         assert!(
             check
                 .summary
-                .starts_with("search domain(s) timing out: corp.internal"),
+                .contains("in effect: trailing dot (api.example.com.: 2 queries"),
             "{}",
             check.summary
         );
+        assert!(check.remedy.is_empty());
+        let lowered = K8S.replace("ndots:5", "ndots:2");
+        let ev = expansion(
+            &lowered,
+            Resolver::Glibc,
+            &["api.example.com"],
+            &mut TestNet::new(),
+        );
+        let check = search_expansion(&ev);
+        assert_eq!(check.status, Status::Pass, "{}", check.summary);
         assert!(
-            check.summary.contains("did not resolve"),
+            check.summary.contains("options ndots:2 (works"),
+            "{}",
+            check.summary
+        );
+    }
+
+    #[test]
+    fn a_silent_search_domain_shows_the_apps_stall_and_that_it_resolves() {
+        let mut net = TestNet::new().with(1, Behaviour::SilentFor("corp.internal."));
+        let check = search_expansion(&expansion(
+            K8S,
+            Resolver::Glibc,
+            &["api.example.com"],
+            &mut net,
+        ));
+        assert_eq!(check.status, Status::Fail, "{}", check.summary);
+        assert!(
+            check.summary.contains("the app waits 10.0 s for api.example.com (10.0.0.1:53 TIMEOUT x4), then it resolves as api.example.com."),
             "{}",
             check.summary
         );
@@ -1011,72 +997,88 @@ mod tests {
             .any(|r| r.contains("corp.internal does not answer")));
     }
 
-    fn race(same: u32, reopen: u32, processes: Vec<ProcessLibc>) -> RaceEvidence {
-        let pattern = |name: &str, lost: u32| PatternEvidence {
-            pattern: name.into(),
-            attempts: 20,
-            lost,
-            lost_qtypes: [("A".to_string(), 0), ("AAAA".to_string(), lost)].into(),
-            p50_ms: Some(0.4),
-            max_ms: Some(if lost > 0 { 2000.0 } else { 0.9 }),
-        };
-        RaceEvidence {
-            name: "kubernetes.default.svc.cluster.local.".into(),
-            server: "10.96.0.10:53".into(),
-            timeout_ms: 2000.0,
-            patterns: vec![pattern(SAME_SOCKET, same), pattern(REOPEN, reopen)],
-            conntrack: Some(ConntrackDelta {
-                insert_failed: u64::from(same),
-                drop: 0,
-            }),
-            processes,
-        }
-    }
-
-    fn process(comm: &str, libc: &str) -> ProcessLibc {
-        ProcessLibc {
-            pid: 7,
-            comm: comm.into(),
-            libc: libc.into(),
-        }
-    }
-
     #[test]
-    fn race_signature_fails_plain_loss_warns() {
-        let sig = timeout_race(&race(9, 0, vec![]));
-        assert_eq!(sig.status, Status::Fail, "{}", sig.summary);
-        assert!(sig.summary.contains("9 of 20"), "{}", sig.summary);
+    fn a_refusing_first_server_is_a_warning_when_the_app_still_resolves() {
+        let mut net = TestNet::new()
+            .with(1, Behaviour::Rcode(Reply::REFUSED))
+            .with(2, Behaviour::Healthy);
+        let text = "nameserver 10.0.0.1\nnameserver 10.0.0.2\n";
+        let check = search_expansion(&expansion(
+            text,
+            Resolver::Glibc,
+            &["api.example.com."],
+            &mut net,
+        ));
+        assert_eq!(check.status, Status::Warn, "{}", check.summary);
         assert!(
-            sig.details.iter().any(|l| l.contains("AAAA x9")),
-            "{:#?}",
-            sig.details
+            check.summary.contains("resolved as api.example.com."),
+            "{}",
+            check.summary
         );
-        // Not knowing the app's libc: both fixes.
-        assert_eq!(sig.remedy.len(), 2);
-        assert_eq!(timeout_race(&race(3, 4, vec![])).status, Status::Warn);
-        assert_eq!(timeout_race(&race(0, 2, vec![])).status, Status::Warn);
-        let ok = timeout_race(&race(0, 0, vec![]));
-        assert_eq!(ok.status, Status::Pass);
-        assert!(ok.remedy.is_empty());
-    }
-
-    #[test]
-    fn race_remedy_follows_the_apps_libc() {
-        let musl = timeout_race(&race(5, 0, vec![process("app", "musl")]));
-        assert_eq!(musl.remedy.len(), 1);
         assert!(
-            musl.remedy[0].starts_with("musl apps (app)"),
-            "{:?}",
-            musl.remedy
+            check.summary.contains("10.0.0.1:53 REFUSED x2"),
+            "{}",
+            check.summary
         );
-        assert!(musl.remedy[0].contains("NodeLocal DNSCache"));
-        let glibc = timeout_race(&race(5, 0, vec![process("nginx", "glibc")]));
-        assert_eq!(glibc.remedy.len(), 1);
-        assert!(glibc.remedy[0].contains("single-request-reopen"));
-        assert!(glibc
-            .details
+        assert!(check
+            .remedy
             .iter()
-            .any(|l| l.contains("nginx (pid 7): glibc")));
+            .any(|r| r.starts_with("10.0.0.1:53 refuses queries")));
+        // musl waits out its timeout on the refusal, then gets the answer.
+        let check = search_expansion(&expansion(
+            text,
+            Resolver::Musl,
+            &["api.example.com."],
+            &mut net,
+        ));
+        assert_eq!(check.status, Status::Warn, "{}", check.summary);
+        let mut refused = TestNet::new().with(1, Behaviour::Rcode(Reply::REFUSED));
+        let check = search_expansion(&expansion(
+            "nameserver 10.0.0.1\n",
+            Resolver::Musl,
+            &["api.example.com."],
+            &mut refused,
+        ));
+        assert_eq!(check.status, Status::Fail);
+        assert!(
+            check
+                .summary
+                .contains("api.example.com. fails with EAI_AGAIN after 5.0 s"),
+            "{}",
+            check.summary
+        );
+    }
+
+    #[test]
+    fn names_that_do_not_exist_warn_and_summaries_are_capped() {
+        let names: Vec<String> = (0..200)
+            .map(|i| format!("nosuch{i}.example.com."))
+            .collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let check = search_expansion(&expansion(K8S, Resolver::Glibc, &refs, &mut TestNet::new()));
+        assert_eq!(check.status, Status::Warn);
+        assert!(
+            check.summary.contains("does not exist (EAI_NONAME)"),
+            "{}",
+            check.summary
+        );
+        assert!(check.summary.ends_with("and 197 more"), "{}", check.summary);
+        assert!(check.summary.len() < 400, "{}", check.summary.len());
+    }
+
+    #[test]
+    fn an_assumed_resolver_is_said() {
+        let model = Model::new(Resolver::Glibc, K8S, &Env::default());
+        let lookups = vec![LookupEvidence::from_trace(
+            &model.resolve("web", &mut TestNet::new()),
+        )];
+        let check = search_expansion(&SearchExpansionEvidence::new(&model, "assumed", lookups));
+        assert!(
+            check.summary.starts_with("assuming glibc: web resolved"),
+            "{}",
+            check.summary
+        );
+        assert!(check.details[0].contains("assumed"), "{}", check.details[0]);
     }
 
     fn lat(p99: Option<f64>, lost: u32) -> LatencyEvidence {
@@ -1112,6 +1114,7 @@ mod tests {
         for text in [
             include_str!("../../tests/fixtures/dns/lab-slow-dns-race.json"),
             include_str!("../../tests/fixtures/dns/lab-healthy.json"),
+            include_str!("../../tests/fixtures/dns/lab-misbehaving.json"),
         ] {
             let report: serde_json::Value = serde_json::from_str(text).unwrap();
             for recorded in report["checks"].as_array().unwrap() {
@@ -1120,8 +1123,12 @@ mod tests {
                     "dns.search-expansion" => {
                         search_expansion(&serde_json::from_value(ev).unwrap())
                     }
-                    "dns.timeout-race" => timeout_race(&serde_json::from_value(ev).unwrap()),
-                    "dns.latency" => latency(&serde_json::from_value(ev).unwrap()),
+                    "dns.timeout-race" if recorded["status"] != "skip" => {
+                        crate::dns::judge_race::timeout_race(&serde_json::from_value(ev).unwrap())
+                    }
+                    "dns.latency" if recorded["status"] != "skip" => {
+                        latency(&serde_json::from_value(ev).unwrap())
+                    }
                     _ => continue,
                 };
                 assert_eq!(
@@ -1131,17 +1138,5 @@ mod tests {
                 assert_eq!(again.summary, recorded["summary"].as_str().unwrap());
             }
         }
-        let slow: serde_json::Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/dns/lab-slow-dns-race.json"
-        ))
-        .unwrap();
-        let race = slow["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == "dns.timeout-race")
-            .unwrap();
-        assert_eq!(race["status"], "fail");
-        assert_eq!(race["evidence"]["patterns"][1]["lost"], 0);
     }
 }

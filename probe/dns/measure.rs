@@ -1,17 +1,17 @@
 //! DNS measurements: queries really sent with [`super::client`], timed,
-//! returned as serializable evidence for the judges.
+//! returned as serializable evidence for the judges. Lookups go through
+//! the model of the application's resolver, so the queries sent, the
+//! outcome and the stall are the application's.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use hickory_proto::rr::{Name, RecordType};
 use serde::{Deserialize, Serialize};
 
-use super::client::{self, Outcome, Sent};
-use super::resolvconf::ResolvConf;
-use super::search;
+use super::client::{self, fate_label, Wire};
+use super::model::{Exchange, Fate, Model, Outcome, Qtype, Resolver, Trace, Transport};
 use crate::report::millis;
 use crate::stats::{max, percentile};
 
@@ -19,7 +19,8 @@ use crate::stats::{max, percentile};
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerAnswer {
     pub server: String,
-    /// dig's rcode name, or `TIMEOUT` / `ERROR` when nothing usable came back.
+    /// dig's rcode name, or `TIMEOUT` (no reply) / `UNREACHABLE` (an ICMP
+    /// error or a socket error came back).
     pub rcode: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
@@ -36,24 +37,31 @@ pub struct NameserversEvidence {
 }
 
 /// Asks every server for `name`'s A record, all servers at once.
-pub fn nameservers(servers: &[SocketAddr], name: &Name, timeout: Duration) -> NameserversEvidence {
-    let sent = client::in_parallel(servers, |&server| {
-        client::query(server, name, RecordType::A, timeout)
+pub fn nameservers(servers: &[SocketAddr], name: &str, timeout: Duration) -> NameserversEvidence {
+    let fates = client::in_parallel(servers, |&server| {
+        client::query(server, name, Qtype::A, timeout)
     });
     NameserversEvidence {
-        name: name.to_ascii(),
+        name: name.to_string(),
         qtype: "A".to_string(),
         timeout_ms: millis(timeout),
-        servers: sent
+        servers: servers
             .iter()
-            .map(|s| ServerAnswer {
-                server: s.server.to_string(),
-                rcode: s.rcode_label(),
-                latency_ms: matches!(s.outcome, Outcome::Reply { .. }).then(|| millis(s.elapsed)),
-                error: match &s.outcome {
-                    Outcome::Reply { .. } => None,
-                    Outcome::Timeout => Some(format!("no reply within {} ms", millis(timeout))),
-                    Outcome::Error(e) => Some(e.clone()),
+            .zip(&fates)
+            .map(|(server, fate)| ServerAnswer {
+                server: server.to_string(),
+                rcode: fate_label(fate),
+                latency_ms: match fate {
+                    Fate::Reply { after, .. } => Some(millis(*after)),
+                    _ => None,
+                },
+                error: match fate {
+                    Fate::Reply { .. } => None,
+                    Fate::Silent => Some(format!("no reply within {} ms", millis(timeout))),
+                    Fate::Unreachable { .. } => Some(
+                        "port unreachable: an ICMP error came back (nothing listens on UDP 53 there, or a REJECT rule)"
+                            .to_string(),
+                    ),
                 },
             })
             .collect(),
@@ -64,26 +72,51 @@ pub fn nameservers(servers: &[SocketAddr], name: &Name, timeout: Duration) -> Na
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueryEvidence {
     pub qtype: String,
-    /// dig's rcode name; `TIMEOUT` when no reply came, `ERROR` when the
-    /// socket failed.
+    /// dig's rcode name; `TIMEOUT` when no reply came within the
+    /// application's wait, `UNREACHABLE` for an ICMP error or TCP reset.
     pub rcode: String,
+    /// Until the reply (or the error); for a timeout, how long the
+    /// application waits for it.
     pub latency_ms: f64,
     pub server: String,
     /// Answer records in the reply (0 with NOERROR is NODATA).
     pub answers: usize,
+    #[serde(default = "udp")]
+    pub transport: Transport,
+    /// When the application sends it, from the start of the lookup.
+    #[serde(default)]
+    pub sent_at_ms: f64,
+    /// The application's socket (equal numbers: the same source port).
+    #[serde(default)]
+    pub socket: u32,
+    #[serde(default)]
+    pub truncated: bool,
 }
 
-impl From<&Sent> for QueryEvidence {
-    fn from(s: &Sent) -> Self {
+fn udp() -> Transport {
+    Transport::Udp
+}
+
+impl From<&Exchange> for QueryEvidence {
+    fn from(e: &Exchange) -> Self {
+        let q = &e.query;
+        let (latency, answers, truncated) = match &e.fate {
+            Fate::Reply { reply, after } => {
+                (*after, usize::from(reply.answer_count), reply.truncated)
+            }
+            Fate::Unreachable { after } => (*after, 0, false),
+            Fate::Silent => (q.wait.unwrap_or(Duration::ZERO), 0, false),
+        };
         QueryEvidence {
-            qtype: s.qtype.to_string(),
-            rcode: s.rcode_label(),
-            latency_ms: millis(s.elapsed),
-            server: s.server.to_string(),
-            answers: match s.outcome {
-                Outcome::Reply { answers, .. } => answers,
-                _ => 0,
-            },
+            qtype: q.qtype.to_string(),
+            rcode: fate_label(&e.fate),
+            latency_ms: round3(millis(latency)),
+            server: q.server.to_string(),
+            answers,
+            transport: q.transport,
+            sent_at_ms: round3(millis(q.sent_at)),
+            socket: q.socket,
+            truncated,
         }
     }
 }
@@ -102,14 +135,13 @@ impl QueryEvidence {
         self.rcode == "NOERROR" && self.answers > 0
     }
 
-    /// A reply after which glibc goes on to the next candidate: NXDOMAIN,
-    /// NODATA or SERVFAIL.
-    pub fn keeps_walking(&self) -> bool {
-        matches!(self.rcode.as_str(), "NXDOMAIN" | "NOERROR" | "SERVFAIL")
-    }
-
-    fn is_reply(&self) -> bool {
-        !matches!(self.rcode.as_str(), "TIMEOUT" | "ERROR")
+    /// No usable reply: silence, an error back, or a refusing or failing
+    /// server.
+    pub fn failed(&self) -> bool {
+        matches!(
+            self.rcode.as_str(),
+            "TIMEOUT" | "UNREACHABLE" | "SERVFAIL" | "REFUSED" | "NOTIMP" | "FORMERR"
+        )
     }
 }
 
@@ -120,64 +152,101 @@ pub struct CandidateEvidence {
     pub queries: Vec<QueryEvidence>,
 }
 
-impl CandidateEvidence {
-    fn answered(&self) -> bool {
-        self.queries.iter().any(QueryEvidence::answered)
-    }
-
-    /// The candidate's wall time: its queries run at the same time.
-    fn elapsed_ms(&self) -> f64 {
-        max(&self
-            .queries
-            .iter()
-            .map(|q| q.latency_ms)
-            .collect::<Vec<_>>())
-        .unwrap_or(0.0)
-    }
-}
-
-/// One name walked through the search list the way glibc walks it.
+/// One name looked up the way the application's resolver looks it up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LookupEvidence {
     pub name: String,
     pub dots: usize,
+    /// Every candidate the resolver tried, with the queries it sent.
     pub candidates: Vec<CandidateEvidence>,
     pub resolved_as: Option<String>,
     pub queries_sent: usize,
     /// Queries before the resolving candidate (all of them when the name did
     /// not resolve).
     pub wasted_queries: usize,
+    /// What the application waits for the lookup.
     pub total_ms: f64,
+    /// ... of which before the resolving candidate's first query.
     pub wasted_ms: f64,
+    /// The model that drove the lookup (`glibc`, `musl`, `go`, ...).
+    #[serde(default)]
+    pub resolver: String,
+    /// `resolved`, or the error the application gets (`EAI_AGAIN`,
+    /// `no such host`, ...), `hangs` or `crashes`.
+    #[serde(default)]
+    pub outcome: String,
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// What the library did that a person would not guess.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl LookupEvidence {
-    /// Totals of a walk whose candidates were queried in order.
-    pub fn new(name: &str, candidates: Vec<CandidateEvidence>) -> Self {
-        let resolving = candidates.iter().position(CandidateEvidence::answered);
+    pub fn from_trace(trace: &Trace) -> Self {
+        let mut candidates: Vec<CandidateEvidence> = Vec::new();
+        let reached = trace
+            .exchanges
+            .iter()
+            .map(|e| e.candidate)
+            .max()
+            .map_or(0, |c| c + 1);
+        for index in 0..reached.min(trace.candidates.len()) {
+            let mut queries: Vec<&Exchange> = trace
+                .exchanges
+                .iter()
+                .filter(|e| e.candidate == index)
+                .collect();
+            queries.sort_by_key(|e| e.query.sent_at);
+            candidates.push(CandidateEvidence {
+                fqdn: trace.candidates[index].clone(),
+                search_domain: trace.search_domains[index].clone(),
+                queries: queries.into_iter().map(QueryEvidence::from).collect(),
+            });
+        }
+        let answered = trace.answered_by.filter(|&i| i < candidates.len());
         let wasted = candidates
-            .get(..resolving.unwrap_or(candidates.len()))
+            .get(..answered.unwrap_or(candidates.len()))
             .unwrap_or(&[]);
-        let queries = |c: &[CandidateEvidence]| c.iter().map(|c| c.queries.len()).sum();
-        let time =
-            |c: &[CandidateEvidence]| round3(c.iter().map(CandidateEvidence::elapsed_ms).sum());
+        let wasted_queries = wasted.iter().map(|c| c.queries.len()).sum();
+        let total_ms = round3(millis(trace.elapsed));
+        let wasted_ms = match answered.and_then(|i| candidates.get(i)) {
+            Some(c) => c.queries.first().map_or(0.0, |q| q.sent_at_ms),
+            None => total_ms,
+        };
+        let (outcome, addresses) = match &trace.outcome {
+            Outcome::Resolved { addresses } => (
+                "resolved".to_string(),
+                addresses.iter().map(ToString::to_string).collect(),
+            ),
+            Outcome::Failed { error } => (error.clone(), Vec::new()),
+            Outcome::Hangs => ("hangs".to_string(), Vec::new()),
+            Outcome::Crashes { signal } => (format!("crashes ({signal})"), Vec::new()),
+        };
         LookupEvidence {
-            name: name.to_string(),
-            dots: search::dots(name),
-            resolved_as: resolving
-                .and_then(|i| candidates.get(i))
-                .map(|c| c.fqdn.clone()),
-            queries_sent: queries(&candidates),
-            wasted_queries: queries(wasted),
-            total_ms: time(&candidates),
-            wasted_ms: time(wasted),
+            name: trace.name.clone(),
+            dots: super::search::dots(&trace.name),
+            resolved_as: answered.map(|i| candidates[i].fqdn.clone()),
+            queries_sent: candidates.iter().map(|c| c.queries.len()).sum(),
+            wasted_queries,
+            total_ms,
+            wasted_ms,
             candidates,
+            resolver: trace.resolver.name().to_string(),
+            outcome,
+            addresses,
+            notes: trace.notes.clone(),
         }
     }
 
     /// The candidate that resolved.
     pub fn resolving(&self) -> Option<&CandidateEvidence> {
-        self.candidates.iter().find(|c| c.answered())
+        let fqdn = self.resolved_as.as_deref()?;
+        self.candidates.iter().find(|c| c.fqdn == fqdn)
+    }
+
+    pub fn resolved(&self) -> bool {
+        self.outcome == "resolved"
     }
 }
 
@@ -194,6 +263,15 @@ pub struct DomainStats {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchExpansionEvidence {
+    /// The resolver model the lookups went through.
+    #[serde(default)]
+    pub resolver: String,
+    /// What the model follows (`glibc 2.36 (Debian 12)`, ...).
+    #[serde(default)]
+    pub resolver_model: String,
+    /// Why this model: `--resolver`, the pod's processes, or `assumed`.
+    #[serde(default)]
+    pub resolver_source: String,
     pub ndots: u32,
     pub search: Vec<String>,
     pub lookups: Vec<LookupEvidence>,
@@ -201,7 +279,7 @@ pub struct SearchExpansionEvidence {
 }
 
 impl SearchExpansionEvidence {
-    pub fn new(conf: &ResolvConf, lookups: Vec<LookupEvidence>) -> Self {
+    pub fn new(model: &Model, source: &str, lookups: Vec<LookupEvidence>) -> Self {
         let mut order: Vec<String> = Vec::new();
         let mut samples: BTreeMap<String, Vec<&QueryEvidence>> = BTreeMap::new();
         for c in lookups.iter().flat_map(|l| &l.candidates) {
@@ -230,9 +308,13 @@ impl SearchExpansionEvidence {
                 }
             })
             .collect();
+        let settings = model.settings();
         SearchExpansionEvidence {
-            ndots: conf.ndots,
-            search: conf.search.clone(),
+            resolver: model.resolver.name().to_string(),
+            resolver_model: model.resolver.describe().to_string(),
+            resolver_source: source.to_string(),
+            ndots: settings.ndots,
+            search: settings.search,
             lookups,
             by_search_domain,
         }
@@ -240,82 +322,17 @@ impl SearchExpansionEvidence {
 }
 
 /// Rounded to microseconds; `+ 0.0` turns the -0.0 of an empty sum into 0.
-fn round3(ms: f64) -> f64 {
+pub(crate) fn round3(ms: f64) -> f64 {
     (ms * 1e3).round() / 1e3 + 0.0
 }
 
-/// Every name walked, in order, and the per-search-domain totals.
-pub fn search_expansion(
-    names: &[String],
-    conf: &ResolvConf,
-    servers: &[SocketAddr],
-    timeout: Duration,
-) -> SearchExpansionEvidence {
-    let lookups = names
+/// Every name looked up through `model` on the real network, one after
+/// another; no wait lasts longer than `timeout`.
+pub fn lookups(names: &[String], model: &Model, timeout: Duration) -> Vec<LookupEvidence> {
+    names
         .iter()
-        .map(|name| lookup(name, conf, servers, timeout))
-        .collect();
-    SearchExpansionEvidence::new(conf, lookups)
-}
-
-const BOTH: [RecordType; 2] = [RecordType::A, RecordType::AAAA];
-
-/// Walks `name` through the search list as glibc does, querying A and AAAA
-/// for each candidate (each from its own socket, so the walk is not
-/// disturbed by the same-socket race, which `race` measures). A candidate
-/// goes to the next server only when the previous one gave no reply at all.
-pub fn lookup(
-    name: &str,
-    conf: &ResolvConf,
-    servers: &[SocketAddr],
-    timeout: Duration,
-) -> LookupEvidence {
-    let mut walked = Vec::new();
-    for candidate in search::candidates(name, conf) {
-        let mut queries: Vec<QueryEvidence> = Vec::new();
-        let mut last: Vec<QueryEvidence> = Vec::new();
-        // A candidate too long to be a name is not sent, and the walk ends
-        // there, as in glibc.
-        if let Ok(qname) = client::parse_name(&candidate.fqdn) {
-            for &server in servers {
-                last = client::query_each_socket(server, &qname, &BOTH, timeout)
-                    .iter()
-                    .map(QueryEvidence::from)
-                    .collect();
-                queries.extend(last.iter().cloned());
-                if last.iter().any(QueryEvidence::is_reply) {
-                    break;
-                }
-            }
-        }
-        let walk_on = !last.is_empty()
-            && !last.iter().any(QueryEvidence::answered)
-            && last.iter().all(QueryEvidence::keeps_walking);
-        walked.push(CandidateEvidence {
-            fqdn: candidate.fqdn,
-            search_domain: candidate.search_domain,
-            queries,
-        });
-        if !walk_on {
-            break;
-        }
-    }
-    LookupEvidence::new(name, walked)
-}
-
-/// How often replies get lost with one way of sending A and AAAA.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PatternEvidence {
-    /// `parallel-same-socket` (glibc's default) or `single-request-reopen`.
-    pub pattern: String,
-    pub attempts: u32,
-    /// Attempts that lost at least one reply (each one a stalled lookup).
-    pub lost: u32,
-    /// Replies lost, per query type.
-    pub lost_qtypes: BTreeMap<String, u32>,
-    /// Time for both replies of an attempt (a lost one counts as the timeout).
-    pub p50_ms: Option<f64>,
-    pub max_ms: Option<f64>,
+        .map(|name| LookupEvidence::from_trace(&model.resolve(name, &mut Wire::new(timeout))))
+        .collect()
 }
 
 /// A process of the pod and the C library its resolver code comes from.
@@ -326,100 +343,50 @@ pub struct ProcessLibc {
     /// `glibc`, `musl`, `go` (Go's own resolver), `static` (statically
     /// linked, C library not recognisable) or `unknown` (binary unreadable).
     pub libc: String,
+    /// The version of a dynamically linked musl, when its file says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
-/// conntrack's drop counters, as the change during the race measurement.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ConntrackDelta {
-    pub insert_failed: u64,
-    pub drop: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RaceEvidence {
-    pub name: String,
-    pub server: String,
-    pub timeout_ms: f64,
-    pub patterns: Vec<PatternEvidence>,
-    /// `None` when this namespace's conntrack counters cannot be read.
-    pub conntrack: Option<ConntrackDelta>,
-    /// The pod's other processes, when they are visible.
-    pub processes: Vec<ProcessLibc>,
-}
-
-pub const SAME_SOCKET: &str = "parallel-same-socket";
-pub const REOPEN: &str = "single-request-reopen";
-
-/// `attempts` lookups of `name` in each pattern, interleaved so both see
-/// the same network: glibc's (A and AAAA back to back from one socket) and
-/// single-request-reopen's (A, then AAAA from a new socket).
-pub fn race(name: &Name, server: SocketAddr, attempts: u32, timeout: Duration) -> RaceEvidence {
-    let before = conntrack_counters();
-    let mut same = Vec::new();
-    let mut reopen = Vec::new();
-    for _ in 0..attempts {
-        same.push(client::query_same_socket(server, name, &BOTH, timeout));
-        reopen.push(
-            BOTH.iter()
-                .map(|&t| client::query(server, name, t, timeout))
-                .collect::<Vec<_>>(),
-        );
-    }
-    let after = conntrack_counters();
-    RaceEvidence {
-        name: name.to_ascii(),
-        server: server.to_string(),
-        timeout_ms: millis(timeout),
-        patterns: vec![
-            pattern(SAME_SOCKET, &same, max),
-            pattern(REOPEN, &reopen, |a| Some(a.iter().sum())),
-        ],
-        conntrack: before.zip(after).map(|(b, a)| ConntrackDelta {
-            insert_failed: a.insert_failed.saturating_sub(b.insert_failed),
-            drop: a.drop.saturating_sub(b.drop),
-        }),
-        processes: pod_processes(Path::new("/proc")),
-    }
-}
-
-/// Summarises attempts; `wall` turns an attempt's query times into its
-/// duration (the slower of parallel queries, the sum of sequential ones).
-fn pattern(
-    name: &str,
-    attempts: &[Vec<Sent>],
-    wall: impl Fn(&[f64]) -> Option<f64>,
-) -> PatternEvidence {
-    let mut lost_qtypes: BTreeMap<String, u32> = BTreeMap::new();
-    let mut lost = 0;
-    let mut times = Vec::new();
-    for attempt in attempts {
-        let missing: Vec<&Sent> = attempt
-            .iter()
-            .filter(|s| !matches!(s.outcome, Outcome::Reply { .. }))
-            .collect();
-        if !missing.is_empty() {
-            lost += 1;
-        }
-        for s in missing {
-            *lost_qtypes.entry(s.qtype.to_string()).or_default() += 1;
-        }
-        let ms: Vec<f64> = attempt.iter().map(|s| millis(s.elapsed)).collect();
-        if let Some(t) = wall(&ms) {
-            times.push(round3(t));
+impl ProcessLibc {
+    /// The resolver model for this process, if its library is known:
+    /// musl 1.2.3 and older without TCP fallback, any other musl (Alpine
+    /// 3.18+ ships 1.2.4 and later) with it.
+    pub fn resolver(&self) -> Option<Resolver> {
+        match self.libc.as_str() {
+            "glibc" => Some(Resolver::Glibc),
+            "go" => Some(Resolver::Go),
+            "musl" => Some(match self.version.as_deref().and_then(version_triple) {
+                Some(v) if v < (1, 2, 4) => Resolver::Musl123,
+                _ => Resolver::Musl,
+            }),
+            _ => None,
         }
     }
-    PatternEvidence {
-        pattern: name.to_string(),
-        attempts: u32::try_from(attempts.len()).unwrap_or(u32::MAX),
-        lost,
-        lost_qtypes,
-        p50_ms: percentile(&times, 50.0),
-        max_ms: max(&times),
-    }
 }
 
-fn conntrack_counters() -> Option<crate::net::measure::ConntrackEvidence> {
-    crate::net::measure::conntrack(Path::new(crate::net::measure::CONNTRACK_PROC)).ok()
+/// `1.2.3` (or `1.2.4_git20230717`) as numbers.
+fn version_triple(text: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = text.split(['.', '_', '-']).map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??, parts.next()??))
+}
+
+/// The version string musl's dynamic loader prints (`Version %s`), read
+/// from the mapped musl library: a NUL-delimited `1.2.N...` after it.
+pub fn musl_version(maps: &str) -> Option<String> {
+    let path = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| {
+            p.contains("ld-musl") || p.contains("libc.musl") || p.contains("-linux-musl/libc")
+        })?;
+    let bytes = std::fs::read(path).ok()?;
+    let start = bytes.windows(10).position(|w| w == b"Version %s")?;
+    bytes[start..]
+        .split(|&b| b == 0)
+        .filter_map(|s| std::str::from_utf8(s).ok())
+        .find(|s| version_triple(s).is_some() && s.len() < 32)
+        .map(str::to_string)
 }
 
 /// The initial PID namespace's inode (PROC_PID_INIT_INO): there, /proc shows
@@ -452,10 +419,12 @@ pub fn pod_processes(proc_root: &Path) -> Vec<ProcessLibc> {
                 return None;
             }
             let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            let libc = libc_of(&maps, &dir.join("exe"));
             Some(ProcessLibc {
                 pid,
                 comm: comm.trim().to_string(),
-                libc: libc_of(&maps, &dir.join("exe")).to_string(),
+                libc: libc.to_string(),
+                version: (libc == "musl").then(|| musl_version(&maps)).flatten(),
             })
         })
         .collect();
@@ -483,9 +452,11 @@ fn ancestors(proc_root: &Path) -> Vec<u32> {
 
 /// Tells the C library from a process's mappings: musl's loader and libc are
 /// one `ld-musl-*`/`libc.musl-*` object (or Debian's `.../x86_64-linux-musl/`),
-/// glibc's are `ld-linux*` and `libc.so.6`. A static binary maps neither; its
-/// file then says what was linked in: glibc's or musl's marks, Go's build
-/// info (Go resolves on its own), or nothing recognisable (`static`).
+/// glibc's are `ld-linux*` and `libc.so.6`. A Go program resolves on its own
+/// (cgo builds too, unless resolv.conf has options Go does not know). A
+/// static binary maps neither; its file then says what was linked in:
+/// glibc's or musl's marks, Go's build info, or nothing recognisable
+/// (`static`).
 pub fn libc_of(maps: &str, exe: &Path) -> &'static str {
     let paths = maps.lines().filter_map(|l| l.split_whitespace().nth(5));
     let mut glibc = false;
@@ -504,10 +475,14 @@ pub fn libc_of(maps: &str, exe: &Path) -> &'static str {
             glibc = true;
         }
     }
+    let file = std::fs::read(exe);
     if glibc {
-        return "glibc";
+        return match file {
+            Ok(bytes) if contains(&bytes, b"Go buildinf:") => "go",
+            _ => "glibc",
+        };
     }
-    match std::fs::read(exe) {
+    match file {
         Ok(bytes) if contains(&bytes, b"Go buildinf:") => "go",
         Ok(bytes) if contains(&bytes, b"GLIBC_") || contains(&bytes, b"glibc") => "glibc",
         Ok(bytes) if contains(&bytes, b"musl") => "musl",
@@ -543,7 +518,7 @@ pub struct LatencyEvidence {
 /// servers measured at the same time.
 pub fn latency(
     servers: &[SocketAddr],
-    names: &[Name],
+    names: &[String],
     count: u32,
     timeout: Duration,
 ) -> LatencyEvidence {
@@ -552,13 +527,14 @@ pub fn latency(
             .iter()
             .map(|name| {
                 let ms: Vec<f64> = (0..count)
-                    .map(|_| client::query(server, name, RecordType::A, timeout))
-                    .filter(|s| matches!(s.outcome, Outcome::Reply { .. }))
-                    .map(|s| millis(s.elapsed))
+                    .filter_map(|_| match client::query(server, name, Qtype::A, timeout) {
+                        Fate::Reply { after, .. } => Some(millis(after)),
+                        _ => None,
+                    })
                     .collect();
                 LatencyResult {
                     server: server.to_string(),
-                    name: name.to_ascii(),
+                    name: name.clone(),
                     count,
                     lost: count.saturating_sub(u32::try_from(ms.len()).unwrap_or(u32::MAX)),
                     p50_ms: percentile(&ms, 50.0),
@@ -593,19 +569,44 @@ mod tests {
     }
 
     #[test]
-    fn walk_stops_where_glibc_stops() {
+    fn musl_versions_pick_the_model() {
+        let p = |libc: &str, version: Option<&str>| ProcessLibc {
+            pid: 1,
+            comm: "app".into(),
+            libc: libc.into(),
+            version: version.map(str::to_string),
+        };
+        assert_eq!(p("musl", Some("1.2.3")).resolver(), Some(Resolver::Musl123));
+        assert_eq!(
+            p("musl", Some("1.2.4_git20230717")).resolver(),
+            Some(Resolver::Musl)
+        );
+        assert_eq!(p("musl", None).resolver(), Some(Resolver::Musl));
+        assert_eq!(p("go", None).resolver(), Some(Resolver::Go));
+        assert_eq!(p("static", None).resolver(), None);
+        // Debian's musl: the loader's version string in the mapped library.
+        let debian = "7f r-xp 0 08:01 4 /lib/x86_64-linux-musl/libc.so\n";
+        if Path::new("/lib/x86_64-linux-musl/libc.so").exists() {
+            assert_eq!(musl_version(debian).as_deref(), Some("1.2.3"));
+        }
+    }
+
+    #[test]
+    fn query_labels() {
         let q = |rcode: &str, answers| QueryEvidence {
             qtype: "A".into(),
             rcode: rcode.into(),
             latency_ms: 1.0,
             server: "s".into(),
             answers,
+            transport: Transport::Udp,
+            sent_at_ms: 0.0,
+            socket: 1,
+            truncated: false,
         };
-        assert!(q("NXDOMAIN", 0).keeps_walking());
-        assert!(q("NOERROR", 0).keeps_walking());
-        assert!(q("SERVFAIL", 0).keeps_walking());
-        assert!(!q("REFUSED", 0).keeps_walking());
-        assert!(!q("TIMEOUT", 0).keeps_walking());
+        assert!(q("SERVFAIL", 0).failed());
+        assert!(q("UNREACHABLE", 0).failed());
+        assert!(!q("NXDOMAIN", 0).failed());
         assert!(q("NOERROR", 1).answered());
         assert_eq!(q("NOERROR", 0).label(), "NODATA");
     }

@@ -103,7 +103,7 @@ fn query(answer: &Answer, qtype: &str, candidate: &str) -> Vec<Sample> {
         &[&answer.server, &answer.rcode],
         1.0,
     )];
-    let replied = !matches!(answer.rcode.as_str(), "TIMEOUT" | "ERROR");
+    let replied = !matches!(answer.rcode.as_str(), "TIMEOUT" | "UNREACHABLE" | "ERROR");
     if let (true, Some(ms)) = (replied, answer.latency_ms) {
         samples.push(Sample::new(
             Family::DnsLookupDuration,

@@ -3,9 +3,13 @@
 //! race and latency, measured with podprobe's own client.
 
 pub mod client;
+pub mod fixes;
 pub mod judge;
+pub mod judge_race;
 pub mod measure;
+pub mod measure_race;
 pub mod metrics;
+pub mod model;
 pub mod resolvconf;
 pub mod search;
 
@@ -14,11 +18,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hickory_proto::rr::Name;
-
 use crate::checks::blocking;
 use crate::report::{timed, Check, Report};
-use measure::SearchExpansionEvidence;
+use measure::{LookupEvidence, ProcessLibc, SearchExpansionEvidence};
+use model::{Model, Resolver};
 use resolvconf::{Env, ResolvConf};
 
 /// The name `doctor` asks every nameserver for when none is given.
@@ -27,32 +30,43 @@ pub const DEFAULT_DOCTOR_NAME: &str = "kubernetes.default.svc.cluster.local.";
 /// in the short form applications use.
 pub const DEFAULT_NAME: &str = "kubernetes.default";
 
-/// Reads the resolv.conf in use. A missing /etc/resolv.conf is what glibc
-/// copes with (defaults apply); any other unreadable path is bad input.
-pub fn load_resolv_conf(path: &Path) -> crate::Result<ResolvConf> {
-    match ResolvConf::load(path) {
-        Err(crate::Error::Input { cause, .. })
+/// resolv.conf's text and glibc's reading of it. A missing
+/// /etc/resolv.conf is what the libraries cope with (defaults apply); any
+/// other unreadable path is bad input.
+pub fn load_resolv_conf(path: &Path) -> crate::Result<(String, ResolvConf)> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(cause)
             if cause.kind() == std::io::ErrorKind::NotFound
                 && path == Path::new("/etc/resolv.conf") =>
         {
-            Ok(ResolvConf::parse("", &Env::from_process()))
+            String::new()
         }
-        other => other,
-    }
+        Err(cause) => {
+            return Err(crate::Error::Input {
+                path: path.display().to_string(),
+                cause,
+            })
+        }
+    };
+    let conf = ResolvConf::parse(&text, &Env::from_process());
+    Ok((text, conf))
 }
 
-/// Race attempts per pattern in `doctor`: enough to show a race that hits
-/// most lookups (as a node without the kernel fixes does), cheap when
-/// healthy; `podprobe dns --race N` for intermittent ones.
-pub const DOCTOR_RACE_ATTEMPTS: u32 = 3;
+/// Race attempts per pattern in `doctor`: enough to tell a race that hits
+/// most lookups (as a node without the kernel fixes has) from plain loss,
+/// about 1.5 s; `podprobe dns --race N` for intermittent ones.
+pub const DOCTOR_RACE_ATTEMPTS: u32 = 10;
 
 /// What `doctor` asks of this area.
 #[derive(Debug, Clone)]
 pub struct DoctorOptions {
-    /// `--name` names: walked through the search list and raced.
+    /// `--name` names: looked up as the app's resolver does, and raced.
     pub names: Vec<String>,
     pub resolv_conf: PathBuf,
     pub timeout: Duration,
+    /// The app's resolver when its processes are not visible.
+    pub resolver: Option<Resolver>,
 }
 
 /// What `podprobe dns` was asked to do.
@@ -68,40 +82,91 @@ pub struct Options {
     /// Attempts per sending pattern for `dns.timeout-race` (0 skips it).
     pub race: u32,
     pub timeout: Duration,
+    /// The app's resolver when its processes are not visible.
+    pub resolver: Option<Resolver>,
+}
+
+/// The application's resolver: `--resolver`, else the library of the pod's
+/// visible processes, else glibc. Returns the model, why it was chosen and
+/// the processes seen.
+fn app_model(
+    chosen: Option<Resolver>,
+    text: &str,
+    servers: Vec<SocketAddr>,
+) -> (Model, String, Vec<ProcessLibc>) {
+    let processes = measure::pod_processes(Path::new("/proc"));
+    let (resolver, source) = match chosen {
+        Some(r) => (r, "--resolver".to_string()),
+        None => {
+            let known: Vec<(&ProcessLibc, Resolver)> = processes
+                .iter()
+                .filter_map(|p| p.resolver().map(|r| (p, r)))
+                .collect();
+            match known.first() {
+                None => (Resolver::Glibc, "assumed".to_string()),
+                Some(&(_, first)) => {
+                    let list: Vec<String> = known
+                        .iter()
+                        .map(|(p, r)| format!("{} (pid {}) uses {}", p.comm, p.pid, r.name()))
+                        .collect();
+                    (
+                        first,
+                        format!("from the pod's processes: {}", judge::capped(&list, ", ")),
+                    )
+                }
+            }
+        }
+    };
+    let model = Model::new(resolver, text, &Env::from_process()).with_servers(servers);
+    (model, source, processes)
 }
 
 /// `doctor`'s DNS checks: resolv.conf, the nameservers and, for `--name`
-/// names, the search-list walk and a short race. The latency series stays
-/// in `podprobe dns` so doctor stays fast.
+/// names, the lookups and a short race. The latency series stays in
+/// `podprobe dns` so doctor stays fast.
 pub async fn doctor_checks(options: &DoctorOptions) -> crate::Result<Vec<Check>> {
     let options = options.clone();
     blocking(move || doctor_checks_blocking(&options)).await?
 }
 
 fn doctor_checks_blocking(options: &DoctorOptions) -> crate::Result<Vec<Check>> {
-    let conf = load_resolv_conf(&options.resolv_conf)?;
+    let (text, conf) = load_resolv_conf(&options.resolv_conf)?;
     for name in &options.names {
         client::parse_name(name)?;
     }
-    let probe = client::parse_name(
-        options
-            .names
-            .first()
-            .map_or(DEFAULT_DOCTOR_NAME, String::as_str),
-    )?;
+    let probe = options
+        .names
+        .first()
+        .map_or(DEFAULT_DOCTOR_NAME.to_string(), |n| model_absolute(n));
     let path = options.resolv_conf.display().to_string();
-    let servers = conf.servers();
     let timeout = options.timeout;
+    let (model, source, processes) = app_model(options.resolver, &text, Vec::new());
     let mut checks = vec![
-        timed(|| judge::resolv_conf(&path, &conf)),
-        timed(|| judge::nameservers(&measure::nameservers(&servers, &probe, timeout))),
+        timed(|| judge::resolv_conf(&path, &conf, &model)),
+        timed(|| judge::nameservers(&measure::nameservers(model.servers(), &probe, timeout))),
     ];
     if !options.names.is_empty() {
-        let (check, walked) = search_check(&options.names, &conf, &servers, timeout);
+        let (check, walked) = search_check(&options.names, &model, &source, timeout);
         checks.push(check);
-        checks.push(race_check(DOCTOR_RACE_ATTEMPTS, &walked, &servers, timeout));
+        checks.push(race_check(
+            DOCTOR_RACE_ATTEMPTS,
+            &walked,
+            &model,
+            &conf,
+            processes,
+            timeout,
+        ));
     }
     Ok(checks)
+}
+
+/// `name` with a trailing dot.
+fn model_absolute(name: &str) -> String {
+    if name.ends_with('.') {
+        name.to_string()
+    } else {
+        format!("{name}.")
+    }
 }
 
 /// `podprobe dns`.
@@ -111,15 +176,12 @@ pub async fn run(options: &Options) -> crate::Result<Report> {
 }
 
 fn run_blocking(args: &Options) -> crate::Result<Report> {
-    let conf = load_resolv_conf(&args.resolv_conf)?;
-    let servers = if args.servers.is_empty() {
-        conf.servers()
-    } else {
-        args.servers
-            .iter()
-            .map(|s| parse_server(s))
-            .collect::<crate::Result<Vec<_>>>()?
-    };
+    let (text, conf) = load_resolv_conf(&args.resolv_conf)?;
+    let servers = args
+        .servers
+        .iter()
+        .map(|s| parse_server(s))
+        .collect::<crate::Result<Vec<_>>>()?;
     let names = if args.names.is_empty() {
         vec![DEFAULT_NAME.to_string()]
     } else {
@@ -130,20 +192,29 @@ fn run_blocking(args: &Options) -> crate::Result<Report> {
     }
     let report = Report::start(crate::net::report_context());
     let path = args.resolv_conf.display().to_string();
-    let mut checks = vec![timed(|| judge::resolv_conf(&path, &conf))];
-    let (check, walked) = search_check(&names, &conf, &servers, args.timeout);
+    let (model, source, processes) = app_model(args.resolver, &text, servers);
+    let mut checks = vec![timed(|| judge::resolv_conf(&path, &conf, &model))];
+    let (check, walked) = search_check(&names, &model, &source, args.timeout);
     checks.push(check);
-    // Race and latency measure the names as they resolved (as is when not).
-    let mut resolved: Vec<Name> = Vec::new();
+    // Latency measures the names as they resolved (as is when not).
+    let mut resolved: Vec<String> = Vec::new();
     for l in &walked.lookups {
-        let fqdn = l.resolved_as.as_deref().unwrap_or(&l.name);
-        if let Ok(name) = client::parse_name(fqdn) {
-            if !resolved.contains(&name) {
-                resolved.push(name);
-            }
+        let fqdn = l
+            .resolved_as
+            .clone()
+            .unwrap_or_else(|| model_absolute(&l.name));
+        if !resolved.contains(&fqdn) {
+            resolved.push(fqdn);
         }
     }
-    checks.push(race_check(args.race, &walked, &servers, args.timeout));
+    checks.push(race_check(
+        args.race,
+        &walked,
+        &model,
+        &conf,
+        processes,
+        args.timeout,
+    ));
     checks.push(if args.count == 0 {
         Check::skipped(
             "dns.latency",
@@ -153,7 +224,7 @@ fn run_blocking(args: &Options) -> crate::Result<Report> {
     } else {
         timed(|| {
             judge::latency(&measure::latency(
-                &servers,
+                model.servers(),
                 &resolved,
                 args.count,
                 args.timeout,
@@ -165,25 +236,36 @@ fn run_blocking(args: &Options) -> crate::Result<Report> {
 
 fn search_check(
     names: &[String],
-    conf: &ResolvConf,
-    servers: &[SocketAddr],
+    model: &Model,
+    source: &str,
     timeout: Duration,
 ) -> (Check, SearchExpansionEvidence) {
+    if std::io::stderr().is_terminal() {
+        eprintln!(
+            "podprobe: looking up {} as {} does...",
+            judge::capped(names, ", "),
+            model.resolver.describe()
+        );
+    }
     let mut evidence = None;
     let check = timed(|| {
-        let ev = measure::search_expansion(names, conf, servers, timeout);
+        let lookups: Vec<LookupEvidence> = measure::lookups(names, model, timeout);
+        let ev = SearchExpansionEvidence::new(model, source, lookups);
         let check = judge::search_expansion(&ev);
         evidence = Some(ev);
         check
     });
-    let evidence = evidence.unwrap_or_else(|| SearchExpansionEvidence::new(conf, Vec::new()));
+    let evidence =
+        evidence.unwrap_or_else(|| SearchExpansionEvidence::new(model, source, Vec::new()));
     (check, evidence)
 }
 
 fn race_check(
     attempts: u32,
     walked: &SearchExpansionEvidence,
-    servers: &[SocketAddr],
+    model: &Model,
+    conf: &ResolvConf,
+    processes: Vec<ProcessLibc>,
     timeout: Duration,
 ) -> Check {
     const ID: &str = "dns.timeout-race";
@@ -191,28 +273,32 @@ fn race_check(
     if attempts == 0 {
         return Check::skipped(ID, TITLE, "disabled with --race 0");
     }
-    let Some(name) = walked
-        .lookups
-        .iter()
-        .find_map(|l| l.resolved_as.as_deref())
-        .and_then(|fqdn| client::parse_name(fqdn).ok())
-    else {
+    let Some(name) = walked.lookups.iter().find_map(|l| l.resolved_as.clone()) else {
         return Check::skipped(
             ID,
             TITLE,
             "no name resolved; the race needs a name that does",
         );
     };
-    let Some(&server) = servers.first() else {
+    let Some(&server) = model.servers().first() else {
         return Check::skipped(ID, TITLE, "no nameserver");
     };
     if std::io::stderr().is_terminal() {
         eprintln!(
-            "podprobe: {attempts} A/AAAA lookups of {name} per pattern to {server} (up to {} s)...",
-            (timeout * attempts * 2).as_secs()
+            "podprobe: {attempts} attempts of each A/AAAA pattern for {name} to {server} (a few seconds)..."
         );
     }
-    timed(|| judge::timeout_race(&measure::race(&name, server, attempts, timeout)))
+    let settings = model.settings();
+    let context = measure_race::RaceContext {
+        fixes_in_effect: fixes::race_fixes(model.resolver, &settings),
+        ignored_options: fixes::ignored_race_options(model.resolver, &conf.options),
+        processes,
+    };
+    timed(|| {
+        judge_race::timeout_race(&measure_race::race(
+            &name, server, model, attempts, timeout, context,
+        ))
+    })
 }
 
 /// `ADDR`, `ADDR:PORT` or `[V6ADDR]:PORT`, port 53 by default.

@@ -196,14 +196,20 @@ impl ResolvConf {
     /// The servers glibc would query: the configured ones, or the local
     /// host when there are none (glibc's default).
     pub fn servers(&self) -> Vec<SocketAddr> {
-        if self.nameservers.is_empty() {
-            return vec![SocketAddr::from(([127, 0, 0, 1], 53))];
-        }
-        self.nameservers
-            .iter()
-            .map(|ip| SocketAddr::new(*ip, 53))
-            .collect()
+        servers_or_localhost(&self.nameservers)
     }
+}
+
+/// Port 53 of each nameserver, or of 127.0.0.1 when there is none (what
+/// glibc and musl ask then).
+pub fn servers_or_localhost(nameservers: &[IpAddr]) -> Vec<SocketAddr> {
+    if nameservers.is_empty() {
+        return vec![SocketAddr::from(([127, 0, 0, 1], 53))];
+    }
+    nameservers
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, 53))
+        .collect()
 }
 
 /// The rest of `line` when it starts with `name` and a blank (glibc's MATCH).

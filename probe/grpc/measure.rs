@@ -1,23 +1,24 @@
-//! The I/O of `grpc.distribution`: send N RPCs over one channel to the target
-//! as an ordinary client does, then over one channel per known endpoint, and
-//! record which replica answered each one and how many connections it took.
+//! The I/O of `grpc.distribution` and `grpc.endpoints`: find a call the
+//! server answers, send N of them over one channel to the target as an
+//! ordinary client does, then over one channel per known endpoint, and
+//! record every connection (where it went, when it opened and closed, the
+//! calls it carried) and every failure, by endpoint.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
+use tokio::sync::watch;
 
-use super::pb::identity_client::IdentityClient;
-use super::pb::WhoamiRequest;
+use super::channel::{Channel, ChannelRecord};
+use super::conn::{self, Attempt, DialConfig, DialError};
+use super::run::{self, Counted, Plan, Probe, ProbeKind, Stopped, Verdict};
+use super::tls::{self, TlsOptions};
+use super::wire::Code;
 use crate::net::resolve::{resolve_host, split_host_port};
 use crate::Error;
 
@@ -32,11 +33,19 @@ const RUN_TIMEOUTS: u32 = 10;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub target: String,
-    pub rpcs: u32,
+    pub rpcs: u64,
     pub concurrency: u32,
     pub headless: Option<String>,
     pub tls: bool,
+    pub tls_options: TlsOptions,
+    /// `:authority` and TLS server name instead of the target's HOST:PORT.
+    pub authority: Option<String>,
+    /// A method to call (`pkg.Service/Method`) when the server has no
+    /// podprobe.v1.Identity.
+    pub method: Option<String>,
     pub timeout: Duration,
+    /// Progress on stderr when it is a terminal.
+    pub progress: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -45,44 +54,118 @@ pub struct Evidence {
     /// `pick_first` (one connection, as an ordinary client dials HOST:PORT)
     /// or `round_robin` (dns:///HOST:PORT: one connection per address).
     pub balancing: String,
-    /// The endpoints known besides the target: the headless name's A records,
-    /// or the target's own addresses.
+    /// `:authority` of every call.
+    pub authority: String,
+    /// TLS, when spoken: the name checked and what was trusted.
+    pub tls: Option<TlsEvidence>,
+    /// The endpoints known: the headless name's A records, or the target's
+    /// own addresses when it has several.
     pub endpoints: Vec<String>,
-    /// `whoami` when the server answers podprobe.v1.Identity, `health` when
-    /// only grpc.health.v1 could be called.
+    /// Where `endpoints` came from: `headless NAME`, `target`.
+    pub endpoints_from: String,
+    /// The probe call: `whoami` (names the replica), `health`, `method`
+    /// (--method) or `unimplemented` (an empty call; UNIMPLEMENTED counts).
     pub rpc: String,
+    pub method: String,
+    /// Ctrl-C or SIGTERM stopped the measurement.
+    pub interrupted: bool,
     pub runs: Vec<Run>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TlsEvidence {
+    pub server_name: String,
+    pub verified: bool,
+    pub trust: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Run {
     pub mode: String,
     /// How an RPC's replica is known: `whoami` (its answer), `endpoint` (the
-    /// address its connection went to) or `unknown`.
+    /// address its connection went to) or `unknown` (behind a virtual IP:
+    /// only its connection is known).
     pub identity: String,
-    pub rpcs: u32,
-    pub ok: u32,
-    pub failed: u32,
-    /// TCP connections really opened during the run.
+    pub rpcs: u64,
+    /// Answered by a working replica.
+    pub ok: u64,
+    /// Sent and failed: an error status, NOT_SERVING, a reset, a deadline.
+    pub failed: u64,
+    /// Never sent: no endpoint was ready within the deadline, or the run
+    /// stopped first. `rpcs = ok + failed + not_sent`.
+    pub not_sent: u64,
+    /// RPCs sent again because the server's HTTP/2 layer provably refused
+    /// them unseen (REFUSED_STREAM, above a GOAWAY's last stream).
+    pub retried: u64,
+    /// TCP connections that became ready during the run.
     pub connections: u32,
+    /// Failed connection attempts.
+    pub connect_failures: u64,
     pub replicas_seen: Option<u32>,
-    pub per_replica: BTreeMap<String, u32>,
+    pub per_replica: BTreeMap<String, u64>,
+    /// The busiest replica's share of the answered RPCs.
     pub max_share: Option<f64>,
+    /// The busiest connection's share of the RPCs sent: a lower bound of
+    /// its replica's share, known even when replicas are not.
+    pub max_connection_share: Option<f64>,
     pub fair_share: Option<f64>,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// grpc-status of the answered RPCs, by name.
+    pub statuses: BTreeMap<String, u64>,
     /// Failed RPCs by cause.
-    pub errors: BTreeMap<String, u32>,
-    /// RPCs sent again because their connection closed before they left
-    /// (gRPC's transparent retry).
-    pub retried: u32,
+    pub errors: BTreeMap<String, u64>,
+    /// Unsent RPCs by reason.
+    pub not_sent_reasons: BTreeMap<String, u64>,
+    /// Why the run stopped sending early, if it did.
+    pub stopped: Option<String>,
+    pub duration_ms: f64,
+    pub per_connection: Vec<ConnectionEvidence>,
+    pub per_endpoint: Vec<EndpointEvidence>,
 }
 
-/// Which RPC tells us about the server.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Rpc {
-    Whoami,
-    Health,
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConnectionEvidence {
+    pub id: u32,
+    /// The address connected to (a Service's virtual IP stays that).
+    pub endpoint: String,
+    /// This side's address, as the server logs its peer.
+    pub local: String,
+    /// Replicas named by the answers it carried (one, unless an L7 proxy
+    /// balances per call behind it).
+    pub replicas: BTreeMap<String, u64>,
+    pub opened_ms: f64,
+    pub closed_ms: f64,
+    pub closed_by: String,
+    pub ok: u64,
+    pub failed: u64,
+    /// Calls the server refused unseen on it (each sent again elsewhere).
+    pub refused: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EndpointEvidence {
+    pub endpoint: String,
+    pub replica: Option<String>,
+    pub connections: u32,
+    pub connect_failures: u64,
+    pub ok: u64,
+    pub failed: u64,
+    /// Failed RPCs and failed connection attempts by cause.
+    pub errors: BTreeMap<String, u64>,
+    pub last_ok_ms: Option<f64>,
+    pub last_failure_ms: Option<f64>,
+}
+
+impl EndpointEvidence {
+    /// Its last word was a failure: it is failing now.
+    pub fn failing(&self) -> bool {
+        match (self.last_ok_ms, self.last_failure_ms) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(ok), Some(failure)) => failure > ok,
+        }
+    }
 }
 
 /// The target as written: HOST:PORT, or dns:///HOST:PORT for round_robin.
@@ -100,400 +183,35 @@ fn parse_target(target: &str) -> crate::Result<(String, u16, bool)> {
     Ok((host, port, round_robin))
 }
 
-/// Dials one of its addresses, in order, for every connection a channel
-/// opens, and counts the connections that succeed.
-#[derive(Clone)]
-struct Dialer {
-    addrs: Arc<Vec<SocketAddr>>,
-    timeout: Duration,
-    opened: Arc<AtomicU32>,
-}
-
-impl Dialer {
-    fn new(addrs: Vec<SocketAddr>, timeout: Duration) -> Self {
-        Dialer {
-            addrs: Arc::new(addrs),
-            timeout,
-            opened: Arc::new(AtomicU32::new(0)),
+/// `--method` as grpcurl takes it: `pkg.Service/Method`, `pkg.Service.Method`
+/// or `/pkg.Service/Method`; the HTTP/2 path.
+pub fn method_path(method: &str) -> crate::Result<String> {
+    let trimmed = method.trim().trim_start_matches('/');
+    let split = trimmed
+        .rsplit_once('/')
+        .or_else(|| trimmed.rsplit_once('.'));
+    match split {
+        Some((service, name))
+            if !service.is_empty()
+                && !name.is_empty()
+                && !name.contains('/')
+                && trimmed
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._/".contains(c)) =>
+        {
+            Ok(format!("/{service}/{name}"))
         }
-    }
-
-    async fn dial(self) -> std::io::Result<TokioIo<TcpStream>> {
-        let mut last = None;
-        for addr in self.addrs.iter() {
-            match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    self.opened.fetch_add(1, Ordering::Relaxed);
-                    return Ok(TokioIo::new(stream));
-                }
-                Ok(Err(e)) => {
-                    last = Some(std::io::Error::new(
-                        e.kind(),
-                        format!("connect to {addr}: {e}"),
-                    ))
-                }
-                Err(_) => {
-                    last = Some(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("connect to {addr}: timed out after {:?}", self.timeout),
-                    ))
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| std::io::Error::other("no address to connect to")))
+        _ => Err(Error::usage(format!(
+            "--method '{method}' is not pkg.Service/Method"
+        ))),
     }
 }
 
-/// One channel: a tonic channel whose connections go through a dialer.
-struct Subchannel {
-    channel: Channel,
-    dialer: Dialer,
-    /// The replica key for RPCs whose answer does not name one.
-    endpoint: Option<String>,
-}
-
-fn subchannel(
-    host: &str,
-    port: u16,
-    addrs: Vec<SocketAddr>,
-    endpoint: Option<String>,
-    options: &Options,
-) -> crate::Result<Subchannel> {
-    let scheme = if options.tls { "https" } else { "http" };
-    let authority = match host.parse::<IpAddr>() {
+fn host_port(host: &str, port: u16) -> String {
+    match host.parse::<IpAddr>() {
         Ok(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
         _ => format!("{host}:{port}"),
-    };
-    let mut endpoint_cfg = Endpoint::from_shared(format!("{scheme}://{authority}"))
-        .map_err(|e| Error::usage(format!("'{}': {e}", options.target)))?
-        .connect_timeout(options.timeout);
-    if options.tls {
-        let tls = ClientTlsConfig::new()
-            .with_native_roots()
-            .domain_name(host.to_string());
-        endpoint_cfg = endpoint_cfg
-            .tls_config(tls)
-            .map_err(|e| Error::unavailable(format!("TLS setup: {e}")))?;
     }
-    let dialer = Dialer::new(addrs, options.timeout);
-    let dial = dialer.clone();
-    let channel =
-        endpoint_cfg.connect_with_connector_lazy(tower::service_fn(move |_| dial.clone().dial()));
-    Ok(Subchannel {
-        channel,
-        dialer,
-        endpoint,
-    })
-}
-
-/// One attempt at an RPC; the replica that answered when the server says so.
-async fn attempt(
-    channel: Channel,
-    rpc: Rpc,
-    timeout: Duration,
-) -> Result<Option<String>, tonic::Status> {
-    match rpc {
-        Rpc::Whoami => {
-            let mut request = tonic::Request::new(WhoamiRequest {});
-            request.set_timeout(timeout);
-            let reply = IdentityClient::new(channel)
-                .whoami(request)
-                .await?
-                .into_inner();
-            let name = if reply.name.is_empty() {
-                reply.pod_ip
-            } else {
-                reply.name
-            };
-            Ok(Some(name))
-        }
-        Rpc::Health => {
-            let mut request = tonic::Request::new(HealthCheckRequest {
-                service: String::new(),
-            });
-            request.set_timeout(timeout);
-            HealthClient::new(channel).check(request).await?;
-            Ok(None)
-        }
-    }
-}
-
-/// True for an RPC the server did not process: one whose connection closed
-/// before it was sent (nothing here cancels RPCs, so `Cancelled` can only be
-/// that), one refused, or one above a GOAWAY's last stream id.
-fn never_processed(status: &tonic::Status) -> bool {
-    if status.code() == tonic::Code::Cancelled {
-        return true;
-    }
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(err) = cause {
-        if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-                || (h2.is_go_away()
-                    && h2.is_remote()
-                    && h2.reason() == Some(h2::Reason::NO_ERROR));
-        }
-        cause = err.source();
-    }
-    false
-}
-
-/// The answer to an RPC within `timeout`, and how many attempts it took.
-///
-/// Like gRPC's transparent retry, an RPC the server never saw is sent
-/// again: reporting it as failed would blame the server for what no real
-/// client sees (e.g. around a GOAWAY for MaxConnectionAge).
-async fn call(
-    channel: Channel,
-    rpc: Rpc,
-    timeout: Duration,
-) -> (Result<Option<String>, tonic::Status>, u32) {
-    let mut attempts = 0;
-    let answer = async {
-        loop {
-            attempts += 1;
-            match attempt(channel.clone(), rpc, timeout).await {
-                Err(status) if never_processed(&status) && attempts < 3 => {}
-                result => return result,
-            }
-        }
-    };
-    let result = tokio::time::timeout(timeout, answer)
-        .await
-        .unwrap_or_else(|_| {
-            Err(tonic::Status::deadline_exceeded(format!(
-                "no answer within {timeout:?}"
-            )))
-        });
-    (result, attempts)
-}
-
-/// A failed RPC in a few words: its status code and the innermost cause.
-fn describe(status: &tonic::Status) -> String {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    let mut innermost = None;
-    while let Some(err) = cause {
-        innermost = Some(err.to_string());
-        cause = err.source();
-    }
-    let detail = innermost.unwrap_or_else(|| status.message().to_string());
-    format!("{:?}: {detail}", status.code())
-}
-
-#[derive(Default)]
-struct Tally {
-    ok_ms: Vec<f64>,
-    per_replica: BTreeMap<String, u32>,
-    errors: BTreeMap<String, u32>,
-    retried: u32,
-}
-
-/// Sends `rpcs` RPCs, `concurrency` at a time, round robin over `subchannels`.
-async fn run(mode: &str, subchannels: &[Subchannel], rpc: Rpc, options: &Options) -> Run {
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let next = Arc::new(AtomicU32::new(0));
-    let targets: Arc<Vec<(Channel, Option<String>)>> = Arc::new(
-        subchannels
-            .iter()
-            .map(|s| (s.channel.clone(), s.endpoint.clone()))
-            .collect(),
-    );
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..options.concurrency.min(options.rpcs) {
-        let (tally, next, targets) = (tally.clone(), next.clone(), targets.clone());
-        let (rpcs, timeout) = (options.rpcs, options.timeout);
-        workers.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= rpcs {
-                    break;
-                }
-                let (channel, endpoint) = &targets[i as usize % targets.len()];
-                let started = Instant::now();
-                let (result, attempts) = call(channel.clone(), rpc, timeout).await;
-                let ms = crate::report::millis(started.elapsed());
-                let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
-                tally.retried += attempts - 1;
-                match result {
-                    Ok(name) => {
-                        tally.ok_ms.push(ms);
-                        if let Some(key) = name.or_else(|| endpoint.clone()) {
-                            *tally.per_replica.entry(key).or_default() += 1;
-                        }
-                    }
-                    Err(status) => *tally.errors.entry(describe(&status)).or_default() += 1,
-                }
-            }
-        });
-    }
-    let limit = options.timeout * RUN_TIMEOUTS;
-    let finished = tokio::time::timeout(limit, async {
-        while workers.join_next().await.is_some() {}
-    })
-    .await;
-    workers.abort_all();
-    // Every connection these channels opened, the first call's included.
-    let connections: u32 = subchannels
-        .iter()
-        .map(|s| s.dialer.opened.load(Ordering::Relaxed))
-        .sum();
-    let mut tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
-    let ok = tally.ok_ms.len() as u32;
-    let mut failed: u32 = tally.errors.values().sum();
-    if finished.is_err() {
-        let unfinished = options.rpcs.saturating_sub(ok + failed);
-        if unfinished > 0 {
-            tally
-                .errors
-                .insert(format!("run stopped after {limit:?}"), unfinished);
-            failed += unfinished;
-        }
-    }
-    tally.ok_ms.sort_by(f64::total_cmp);
-    let identity = match (rpc, subchannels.iter().all(|s| s.endpoint.is_some())) {
-        (Rpc::Whoami, _) => "whoami",
-        (Rpc::Health, true) => "endpoint",
-        (Rpc::Health, false) => "unknown",
-    };
-    let known = identity != "unknown";
-    Run {
-        mode: mode.to_string(),
-        identity: identity.to_string(),
-        rpcs: options.rpcs,
-        ok,
-        failed,
-        connections,
-        replicas_seen: known.then_some(tally.per_replica.len() as u32),
-        per_replica: tally.per_replica,
-        max_share: None,
-        fair_share: None,
-        p50_ms: crate::stats::percentile(&tally.ok_ms, 50.0),
-        p99_ms: crate::stats::percentile(&tally.ok_ms, 99.0),
-        errors: tally.errors,
-        retried: tally.retried,
-    }
-}
-
-/// Each run's busiest replica's share of its successful RPCs, against the
-/// fair share over every replica known from any run or the endpoint list.
-fn fill_shares(endpoints: usize, runs: &mut [Run]) {
-    let known = runs
-        .iter()
-        .filter_map(|r| r.replicas_seen)
-        .map(|n| n as usize)
-        .chain([endpoints])
-        .max()
-        .unwrap_or(0);
-    for run in runs {
-        if known > 0 {
-            run.fair_share = Some(round4(1.0 / known as f64));
-        }
-        if run.replicas_seen.is_some() && run.ok > 0 {
-            let max = run.per_replica.values().max().copied().unwrap_or(0);
-            run.max_share = Some(round4(f64::from(max) / f64::from(run.ok)));
-        }
-    }
-}
-
-fn round4(x: f64) -> f64 {
-    (x * 1e4).round() / 1e4
-}
-
-/// The HTTP/2 client preface and an empty SETTINGS frame: a plaintext
-/// HTTP/2 server answers with its own SETTINGS.
-fn h2_preface() -> Vec<u8> {
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
-    hello
-}
-
-/// A TLS ClientHello: a TLS server answers with a handshake record or an
-/// alert, whatever it thinks of the offer.
-fn tls_client_hello() -> Option<Vec<u8>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .ok()?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("podprobe.invalid").ok()?;
-    let mut connection = rustls::ClientConnection::new(Arc::new(config), name).ok()?;
-    let mut hello = Vec::new();
-    connection.write_tls(&mut hello).ok()?;
-    Some(hello)
-}
-
-/// What the server at `addr` speaks, from its first bytes in answer to
-/// `hello`: used to name a TLS/plaintext mismatch plainly.
-async fn sniff(addr: SocketAddr, hello: &[u8], timeout: Duration) -> Option<&'static str> {
-    let probe = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        stream.write_all(hello).await.ok()?;
-        let mut first = [0u8; 9];
-        let mut got = 0;
-        while got < first.len() {
-            let n = stream.read(&mut first[got..]).await.ok()?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        let first = &first[..got];
-        match first {
-            [0x15 | 0x16, 0x03, ..] => Some("TLS"),
-            _ if first.starts_with(b"HTTP/1") => Some("HTTP/1.x"),
-            [_, _, _, 0x04, ..] if got == 9 => Some("plaintext HTTP/2"),
-            _ => None,
-        }
-    };
-    tokio::time::timeout(timeout, probe).await.ok().flatten()
-}
-
-/// The first RPC: which service answers, or one clear reason why none does.
-async fn first_call(sub: &Subchannel, options: &Options) -> crate::Result<Rpc> {
-    let (whoami, _) = call(sub.channel.clone(), Rpc::Whoami, options.timeout).await;
-    let status = match whoami {
-        Ok(_) => return Ok(Rpc::Whoami),
-        Err(status) if status.code() == tonic::Code::Unimplemented => {
-            match call(sub.channel.clone(), Rpc::Health, options.timeout)
-                .await
-                .0
-            {
-                Ok(_) => return Ok(Rpc::Health),
-                Err(status) if status.code() == tonic::Code::Unimplemented => {
-                    return Err(Error::unavailable(format!(
-                        "{} implements neither podprobe.v1.Identity nor grpc.health.v1.Health",
-                        options.target
-                    )))
-                }
-                Err(status) => status,
-            }
-        }
-        Err(status) => status,
-    };
-    let target = &options.target;
-    let addr = sub.dialer.addrs.first().copied();
-    // Ask in the language the server might speak instead of ours.
-    let hello = if options.tls {
-        Some(h2_preface())
-    } else {
-        tls_client_hello()
-    };
-    let speaks = match (addr, hello) {
-        (Some(addr), Some(hello)) => sniff(addr, &hello, options.timeout).await,
-        _ => None,
-    };
-    Err(match (options.tls, speaks) {
-        (false, Some("TLS")) => Error::usage(format!("{target} speaks TLS: add --tls")),
-        (true, Some("plaintext HTTP/2")) => Error::usage(format!(
-            "{target} speaks plaintext HTTP/2, not TLS: use --plaintext"
-        )),
-        (_, Some("HTTP/1.x")) => {
-            Error::unavailable(format!("{target} answers HTTP/1.x, not gRPC over HTTP/2"))
-        }
-        _ => Error::unavailable(format!("cannot call {target}: {}", describe(&status))),
-    })
 }
 
 async fn resolve(host: &str, port: u16, timeout: Duration) -> crate::Result<Vec<SocketAddr>> {
@@ -507,46 +225,479 @@ async fn resolve(host: &str, port: u16, timeout: Duration) -> crate::Result<Vec<
     Ok(addrs)
 }
 
-pub async fn measure(options: &Options) -> crate::Result<Evidence> {
+/// The TLS part of the dial configuration, and its evidence.
+fn tls_setup(
+    options: &Options,
+    authority: &str,
+) -> crate::Result<Option<(Arc<rustls::ClientConfig>, ServerName<'static>, TlsEvidence)>> {
+    if !options.tls {
+        return Ok(None);
+    }
+    let host = match split_host_port(authority) {
+        Ok((host, _)) => host,
+        Err(_) => authority.to_string(),
+    };
+    let name = ServerName::try_from(host.clone())
+        .map_err(|_| Error::usage(format!("'{host}' is not a server name for TLS")))?;
+    let config = tls::client_config(&options.tls_options)?;
+    let evidence = TlsEvidence {
+        server_name: host,
+        verified: !options.tls_options.insecure,
+        trust: tls::trust_description(&options.tls_options),
+    };
+    Ok(Some((config, name, evidence)))
+}
+
+/// The probe that works on this server, tried on the target, then on each
+/// endpoint, until one answers: Whoami, else --method, else Health, else an
+/// empty call whose UNIMPLEMENTED answer counts.
+/// One call of `path` on `connection`, bounded by the timeout.
+async fn ask(
+    connection: &conn::Connection,
+    kind: ProbeKind,
+    path: &str,
+    scheme: &str,
+    config: &DialConfig,
+) -> crate::Result<Attempt> {
+    let probe = Probe::new(kind, path, scheme, &config.authority)?;
+    let deadline = Instant::now() + config.timeout;
+    Ok(tokio::time::timeout(
+        config.timeout,
+        connection.unary(&probe.uri, &probe.request, deadline),
+    )
+    .await
+    .unwrap_or_else(|_| Attempt::Failed {
+        code: Code::DEADLINE_EXCEEDED,
+        cause: format!("no answer within {:?}", config.timeout),
+    }))
+}
+
+async fn discover(
+    candidates: &[SocketAddr],
+    config: &DialConfig,
+    options: &Options,
+    scheme: &str,
+) -> crate::Result<(ProbeKind, String)> {
+    let mut errors: Vec<DialError> = Vec::new();
+    let mut answered_failure: Option<String> = None;
+    for &addr in candidates {
+        let connection = match conn::dial_named(addr, 0, config).await {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let whoami = ask(
+            &connection,
+            ProbeKind::Whoami,
+            run::WHOAMI_PATH,
+            scheme,
+            config,
+        )
+        .await?;
+        let next = match whoami {
+            Attempt::Answered {
+                code,
+                message,
+                reply,
+                ..
+            } => match run::interpret(ProbeKind::Whoami, code, &message, &reply) {
+                Verdict::Ok(Some(_)) => {
+                    return Ok((ProbeKind::Whoami, run::WHOAMI_PATH.to_string()))
+                }
+                Verdict::Ok(None) => true,
+                Verdict::Failed { cause, .. } => {
+                    answered_failure.get_or_insert(format!("{addr} answered {cause}"));
+                    false
+                }
+            },
+            Attempt::Failed { cause, .. } | Attempt::Refused(cause) | Attempt::NotSent(cause) => {
+                answered_failure.get_or_insert(format!("{addr}: {cause}"));
+                false
+            }
+        };
+        if !next {
+            continue;
+        }
+        if let Some(method) = &options.method {
+            return Ok((ProbeKind::Method, method_path(method)?));
+        }
+        match ask(
+            &connection,
+            ProbeKind::Health,
+            run::HEALTH_PATH,
+            scheme,
+            config,
+        )
+        .await?
+        {
+            Attempt::Answered { code: Code::OK, .. } => {
+                return Ok((ProbeKind::Health, run::HEALTH_PATH.to_string()))
+            }
+            Attempt::Answered { code, .. } if !code.is_failure() => {
+                return Ok((ProbeKind::Unimplemented, run::HEALTH_PATH.to_string()))
+            }
+            Attempt::Answered { code, message, .. } => {
+                answered_failure
+                    .get_or_insert(format!("{addr} answered {}: {message}", code.name()));
+            }
+            Attempt::Failed { cause, .. } | Attempt::Refused(cause) | Attempt::NotSent(cause) => {
+                answered_failure.get_or_insert(format!("{addr}: {cause}"));
+            }
+        }
+    }
+    let target = &options.target;
+    // Something answered, if only with failures: measure and report it.
+    if answered_failure.is_some()
+        || errors
+            .iter()
+            .any(|e| e.reached() && !e.is_mismatch() && !is_certificate(e))
+    {
+        return Ok(match &options.method {
+            Some(method) => (ProbeKind::Method, method_path(method)?),
+            None => (ProbeKind::Health, run::HEALTH_PATH.to_string()),
+        });
+    }
+    if let Some(mismatch) = errors.iter().find(|e| e.is_mismatch()) {
+        return Err(Error::usage(match mismatch {
+            DialError::NotHttp2 { .. } => format!("{target} speaks TLS: add --tls"),
+            other => format!("{target} {}: use --plaintext", other.describe()),
+        }));
+    }
+    if let Some(certificate) = errors.iter().find(|e| is_certificate(e)) {
+        return Err(Error::usage(format!(
+            "{target}: {}",
+            certificate.describe()
+        )));
+    }
+    let cause = errors
+        .first()
+        .map_or("no address to connect to".to_string(), DialError::describe);
+    Err(Error::unavailable(format!(
+        "cannot reach {target}: {cause}"
+    )))
+}
+
+fn is_certificate(error: &DialError) -> bool {
+    matches!(
+        error,
+        DialError::Tls {
+            certificate: true,
+            ..
+        }
+    )
+}
+
+/// Builds a run's evidence from what its workers counted and what its
+/// channel saw.
+fn build_run(
+    plan: &Plan,
+    kind: ProbeKind,
+    counted: Counted,
+    stopped: Option<Stopped>,
+    record: &ChannelRecord,
+    epoch: Instant,
+    endpoints: &[SocketAddr],
+) -> Run {
+    let ms = |at: Instant| crate::report::millis(at.saturating_duration_since(epoch));
+    let mut per_connection: Vec<ConnectionEvidence> = record
+        .connections
+        .iter()
+        .map(|c| {
+            let closed = c.closed();
+            ConnectionEvidence {
+                id: c.id,
+                endpoint: c.peer.to_string(),
+                local: c.local.to_string(),
+                replicas: counted
+                    .named
+                    .iter()
+                    .filter(|((id, _), _)| *id == c.id)
+                    .map(|((_, name), n)| (name.clone(), *n))
+                    .collect(),
+                opened_ms: ms(c.opened),
+                closed_ms: ms(closed.as_ref().map_or(record.closed_at, |c| c.at)),
+                closed_by: closed.map_or("podprobe: end of run".to_string(), |c| c.by),
+                ok: c.tally.ok.load(Ordering::Relaxed),
+                failed: c.tally.failed.load(Ordering::Relaxed),
+                refused: c.tally.refused.load(Ordering::Relaxed),
+            }
+        })
+        .collect();
+    per_connection.sort_by_key(|c| c.id);
+
+    let identity = if kind == ProbeKind::Whoami {
+        "whoami"
+    } else if !record.connections.is_empty()
+        && record
+            .connections
+            .iter()
+            .all(|c| endpoints.contains(&c.peer))
+    {
+        "endpoint"
+    } else {
+        "unknown"
+    };
+    let mut per_replica: BTreeMap<String, u64> = BTreeMap::new();
+    match identity {
+        "whoami" => {
+            for ((_, name), n) in &counted.named {
+                *per_replica.entry(name.clone()).or_default() += n;
+            }
+        }
+        "endpoint" => {
+            for c in &per_connection {
+                *per_replica.entry(c.endpoint.clone()).or_default() += c.ok;
+            }
+            per_replica.retain(|_, n| *n > 0);
+        }
+        _ => {}
+    }
+    let known = identity != "unknown";
+    let max_share = (known && counted.ok > 0).then(|| {
+        let max = per_replica.values().max().copied().unwrap_or(0);
+        round4(max as f64 / counted.ok as f64)
+    });
+    let carried: u64 = per_connection.iter().map(|c| c.ok + c.failed).sum();
+    let max_connection_share = (carried > 0).then(|| {
+        let max = per_connection
+            .iter()
+            .map(|c| c.ok + c.failed)
+            .max()
+            .unwrap_or(0);
+        round4(max as f64 / carried as f64)
+    });
+
+    // Failures by endpoint: the calls' and the connection attempts'.
+    let mut by_endpoint: BTreeMap<SocketAddr, EndpointEvidence> = BTreeMap::new();
+    let blank = |endpoint: &str| EndpointEvidence {
+        endpoint: endpoint.to_string(),
+        replica: None,
+        connections: 0,
+        connect_failures: 0,
+        ok: 0,
+        failed: 0,
+        errors: BTreeMap::new(),
+        last_ok_ms: None,
+        last_failure_ms: None,
+    };
+    let us_ms = |us: u64| (us > 0).then(|| crate::report::millis(Duration::from_micros(us)));
+    for c in &record.connections {
+        let e = by_endpoint
+            .entry(c.peer)
+            .or_insert_with(|| blank(&c.peer.to_string()));
+        e.connections += 1;
+        e.ok += c.tally.ok.load(Ordering::Relaxed);
+        e.failed += c.tally.failed.load(Ordering::Relaxed);
+        e.last_ok_ms = later(
+            e.last_ok_ms,
+            us_ms(c.tally.last_ok_us.load(Ordering::Relaxed)),
+        );
+        e.last_failure_ms = later(
+            e.last_failure_ms,
+            us_ms(c.tally.last_failed_us.load(Ordering::Relaxed)),
+        );
+    }
+    let peer_of: BTreeMap<u32, SocketAddr> =
+        record.connections.iter().map(|c| (c.id, c.peer)).collect();
+    for ((id, cause), n) in &counted.failures {
+        if let Some(e) = peer_of.get(id).and_then(|p| by_endpoint.get_mut(p)) {
+            *e.errors.entry(cause.clone()).or_default() += n;
+        }
+    }
+    for (addr, failures) in &record.failures {
+        let e = by_endpoint
+            .entry(*addr)
+            .or_insert_with(|| blank(&addr.to_string()));
+        e.connect_failures += failures.count;
+        *e.errors.entry(failures.last.describe()).or_default() += failures.count;
+        e.last_failure_ms = later(e.last_failure_ms, Some(ms(failures.last_at)));
+    }
+    if identity == "whoami" {
+        for e in by_endpoint.values_mut() {
+            let names: std::collections::BTreeSet<&String> = per_connection
+                .iter()
+                .filter(|c| c.endpoint == e.endpoint)
+                .flat_map(|c| c.replicas.keys())
+                .collect();
+            if names.len() == 1 {
+                e.replica = names.into_iter().next().cloned();
+            }
+        }
+    }
+
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for ((_, cause), n) in &counted.failures {
+        *errors.entry(cause.clone()).or_default() += n;
+    }
+    Run {
+        mode: plan.mode.to_string(),
+        identity: identity.to_string(),
+        rpcs: plan.rpcs,
+        ok: counted.ok,
+        failed: counted.failed,
+        not_sent: counted.not_sent,
+        retried: counted.sent_again,
+        connections: record.connections.len() as u32,
+        connect_failures: record.failures.values().map(|f| f.count).sum(),
+        replicas_seen: known.then_some(per_replica.len() as u32),
+        per_replica,
+        max_share,
+        max_connection_share,
+        fair_share: None,
+        p50_ms: counted.latencies.percentile_ms(50.0),
+        p99_ms: counted.latencies.percentile_ms(99.0),
+        statuses: counted
+            .statuses
+            .iter()
+            .map(|(code, n)| (code.name(), *n))
+            .collect(),
+        errors,
+        not_sent_reasons: counted.not_sent_reasons,
+        stopped: stopped.map(|s| match s {
+            Stopped::Limit(limit) => format!("run limit of {limit:?} reached"),
+            Stopped::Interrupted => "interrupted".to_string(),
+            Stopped::Unreachable(why) => format!("nothing reachable: {why}"),
+        }),
+        duration_ms: ms(record.closed_at),
+        per_connection,
+        per_endpoint: by_endpoint.into_values().collect(),
+    }
+}
+
+/// Every run's fair share: one over every replica known from any run or
+/// the endpoint list.
+fn fill_fair_shares(endpoints: usize, runs: &mut [Run]) {
+    let known = runs
+        .iter()
+        .filter_map(|r| r.replicas_seen)
+        .map(|n| n as usize)
+        .chain([endpoints])
+        .max()
+        .unwrap_or(0);
+    if known > 0 {
+        for run in runs {
+            run.fair_share = Some(round4(1.0 / known as f64));
+        }
+    }
+}
+
+fn later(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+/// What every run of one measurement shares.
+struct Session<'a> {
+    config: DialConfig,
+    probe: Probe,
+    options: &'a Options,
+    endpoints: Vec<SocketAddr>,
+    interrupt: watch::Receiver<bool>,
+}
+
+impl Session<'_> {
+    /// One run over a new channel with these subchannels.
+    async fn run(
+        &self,
+        mode: &'static str,
+        subchannels: Vec<Vec<SocketAddr>>,
+        first_id: u32,
+    ) -> Run {
+        let plan = Plan {
+            mode,
+            rpcs: self.options.rpcs,
+            concurrency: self.options.concurrency,
+            timeout: self.options.timeout,
+            limit: self.options.timeout * RUN_TIMEOUTS,
+            progress: self.options.progress,
+        };
+        let epoch = Instant::now();
+        let channel = Arc::new(Channel::new(subchannels, self.config.clone(), first_id));
+        let (counted, stopped) =
+            run::run(&channel, &self.probe, &plan, epoch, self.interrupt.clone()).await;
+        let record = channel.close().await;
+        build_run(
+            &plan,
+            self.probe.kind,
+            counted,
+            stopped,
+            &record,
+            epoch,
+            &self.endpoints,
+        )
+    }
+}
+
+pub async fn measure(
+    options: &Options,
+    interrupt: watch::Receiver<bool>,
+) -> crate::Result<Evidence> {
     let (host, port, round_robin) = parse_target(&options.target)?;
+    if let Some(method) = &options.method {
+        method_path(method)?;
+    }
+    let authority = options
+        .authority
+        .clone()
+        .unwrap_or_else(|| host_port(&host, port));
+    let tls = tls_setup(options, &authority)?;
     let target_addrs = resolve(&host, port, options.timeout).await?;
-    let endpoints = match &options.headless {
+    let (endpoints, endpoints_from) = match &options.headless {
         Some(name) => {
             let (name, headless_port) = match split_host_port(name) {
                 Ok((name, p)) => (name, p),
                 Err(_) => (name.clone(), port),
             };
-            resolve(&name, headless_port, options.timeout).await?
+            let addrs = resolve(&name, headless_port, options.timeout).await?;
+            (addrs, format!("headless {name}"))
         }
-        None => target_addrs.clone(),
+        None => (target_addrs.clone(), "target".to_string()),
     };
+    let scheme = if options.tls { "https" } else { "http" };
+    let config = DialConfig {
+        tls: tls.as_ref().map(|(c, n, _)| (c.clone(), n.clone())),
+        authority: authority.clone(),
+        timeout: options.timeout,
+    };
+    let mut candidates = target_addrs.clone();
+    candidates.extend(endpoints.iter().filter(|e| !target_addrs.contains(e)));
+    let (kind, path) = discover(&candidates, &config, options, scheme).await?;
+    let probe = Probe::new(kind, &path, scheme, &authority)?;
 
-    // The single channel, as the application would have it.
-    let single: Vec<Subchannel> = if round_robin {
-        target_addrs
-            .iter()
-            .map(|a| subchannel(&host, port, vec![*a], Some(a.to_string()), options))
-            .collect::<crate::Result<_>>()?
+    let single = if round_robin {
+        target_addrs.iter().map(|a| vec![*a]).collect()
     } else {
-        vec![subchannel(
-            &host,
-            port,
-            target_addrs.clone(),
-            None,
-            options,
-        )?]
+        vec![target_addrs.clone()]
     };
-    let rpc = first_call(&single[0], options).await?;
-    let mut runs = vec![run(SINGLE_CHANNEL, &single, rpc, options).await];
-
-    if endpoints.len() >= 2 {
-        let per: Vec<Subchannel> = endpoints
+    let per: Vec<Vec<SocketAddr>> = endpoints.iter().map(|a| vec![*a]).collect();
+    let session = Session {
+        config,
+        probe,
+        options,
+        endpoints,
+        interrupt,
+    };
+    let mut runs = vec![session.run(SINGLE_CHANNEL, single, 1).await];
+    let interrupted = || *session.interrupt.borrow();
+    if per.len() >= 2 && !interrupted() {
+        let first_id = runs[0]
+            .per_connection
             .iter()
-            .map(|a| subchannel(&host, port, vec![*a], Some(a.to_string()), options))
-            .collect::<crate::Result<_>>()?;
-        runs.push(run(PER_ENDPOINT, &per, rpc, options).await);
+            .map(|c| c.id + 1)
+            .max()
+            .unwrap_or(1);
+        runs.push(session.run(PER_ENDPOINT, per, first_id).await);
     }
-    fill_shares(endpoints.len(), &mut runs);
+    let endpoints = session.endpoints.clone();
+    fill_fair_shares(endpoints.len(), &mut runs);
     Ok(Evidence {
         target: options.target.clone(),
         balancing: if round_robin {
@@ -555,12 +706,13 @@ pub async fn measure(options: &Options) -> crate::Result<Evidence> {
             "pick_first"
         }
         .to_string(),
+        authority,
+        tls: tls.map(|(_, _, evidence)| evidence),
         endpoints: endpoints.iter().map(SocketAddr::to_string).collect(),
-        rpc: match rpc {
-            Rpc::Whoami => "whoami",
-            Rpc::Health => "health",
-        }
-        .to_string(),
+        endpoints_from,
+        rpc: kind.name().to_string(),
+        method: path,
+        interrupted: interrupted(),
         runs,
     })
 }
@@ -583,42 +735,43 @@ mod tests {
         assert!(parse_target("web").is_err());
     }
 
-    fn run_of(per_replica: &[(&str, u32)], identity: &str) -> Run {
-        let ok = per_replica.iter().map(|(_, n)| n).sum();
-        Run {
-            mode: SINGLE_CHANNEL.into(),
-            identity: identity.into(),
-            rpcs: ok,
-            ok,
-            failed: 0,
-            connections: 1,
-            replicas_seen: (identity != "unknown").then_some(per_replica.len() as u32),
-            per_replica: per_replica
-                .iter()
-                .map(|(k, n)| (k.to_string(), *n))
-                .collect(),
-            max_share: None,
-            fair_share: None,
-            p50_ms: None,
-            p99_ms: None,
-            errors: BTreeMap::new(),
-            retried: 0,
+    #[test]
+    fn methods_parse_as_grpcurl_takes_them() {
+        for m in [
+            "helloworld.Greeter/SayHello",
+            "/helloworld.Greeter/SayHello",
+            "helloworld.Greeter.SayHello",
+        ] {
+            assert_eq!(
+                method_path(m).unwrap(),
+                "/helloworld.Greeter/SayHello",
+                "{m}"
+            );
+        }
+        for bad in ["", "Greeter", "a/b/c d", "/x/"] {
+            assert!(method_path(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
-    fn shares_use_every_replica_known() {
-        let mut runs = vec![
-            run_of(&[("a", 300)], "whoami"),
-            run_of(&[("a", 100), ("b", 100), ("c", 100)], "whoami"),
-        ];
-        fill_shares(3, &mut runs);
-        assert_eq!(runs[0].max_share, Some(1.0));
-        assert_eq!(runs[0].fair_share, Some(0.3333));
-        assert_eq!(runs[1].max_share, Some(0.3333));
-        let mut unknown = vec![run_of(&[], "unknown")];
-        fill_shares(3, &mut unknown);
-        assert_eq!(unknown[0].max_share, None);
-        assert_eq!(unknown[0].fair_share, Some(0.3333));
+    fn endpoints_fail_when_their_last_word_is_a_failure() {
+        let mut e = EndpointEvidence {
+            endpoint: "10.0.0.1:50051".into(),
+            replica: None,
+            connections: 1,
+            connect_failures: 0,
+            ok: 10,
+            failed: 2,
+            errors: BTreeMap::new(),
+            last_ok_ms: Some(900.0),
+            last_failure_ms: Some(100.0),
+        };
+        assert!(!e.failing());
+        e.last_failure_ms = Some(1000.0);
+        assert!(e.failing());
+        e.last_ok_ms = None;
+        assert!(e.failing());
+        e.last_failure_ms = None;
+        assert!(!e.failing());
     }
 }

@@ -1,6 +1,7 @@
 //! `grpc.distribution` evidence as metrics: how much of one channel's RPCs
-//! the busiest replica took. Reads only the evidence keys the README
-//! documents.
+//! the busiest replica took (where replicas are unknown, the busiest
+//! connection's share: its replica took at least that). Reads only the
+//! evidence keys the README documents.
 
 use serde::Deserialize;
 
@@ -17,6 +18,8 @@ struct Distribution {
 struct Run {
     mode: String,
     max_share: Option<f64>,
+    #[serde(default)]
+    max_connection_share: Option<f64>,
 }
 
 /// The run that is what the application sees: its one channel.
@@ -32,7 +35,7 @@ pub fn samples(check: &Check) -> Vec<Sample> {
                 .runs
                 .iter()
                 .find(|r| r.mode == CLIENT_RUN)
-                .and_then(|r| r.max_share)?;
+                .and_then(|r| r.max_share.or(r.max_connection_share))?;
             Some(vec![Sample::new(
                 Family::GrpcReplicaMaxShare,
                 &[&e.target],
@@ -47,6 +50,27 @@ mod tests {
     use super::*;
     use crate::report::Status;
     use serde_json::json;
+
+    #[test]
+    fn without_replica_names_the_busiest_connection_bounds_the_share() {
+        let check = Check::new(
+            "grpc.distribution",
+            "t",
+            Status::Warn,
+            "s",
+            &json!({"target": "grpc.default:50051", "runs": [
+                {"mode": "single-channel", "identity": "unknown", "max_share": null,
+                 "max_connection_share": 0.69}]}),
+        );
+        assert_eq!(
+            samples(&check),
+            vec![Sample::new(
+                Family::GrpcReplicaMaxShare,
+                &["grpc.default:50051"],
+                0.69
+            )]
+        );
+    }
 
     #[test]
     fn the_single_channel_share() {

@@ -17,6 +17,8 @@ pub enum Action {
     Up {
         name: String,
         scenarios: Vec<Scenario>,
+        /// The DNS server behind kube-dns.
+        dns_server: super::DnsServer,
     },
     /// Remove a lab, or every lab.
     Down { name: String, all: bool },
@@ -31,12 +33,27 @@ pub enum Action {
     /// Each scenario in turn, with the podprobe command that finds it; the
     /// reports as JSON when `json`.
     Demo { json: bool },
+    /// Add generated Services to a running lab.
+    Services { name: String, count: usize },
     /// The slow-dns scenario's forwarder.
     DnsDelay {
         listen: std::net::SocketAddr,
         upstream: std::net::SocketAddr,
         suffix: String,
         delay: std::time::Duration,
+    },
+    /// Another DNS server in a running lab.
+    DnsServer {
+        name: String,
+        server: super::DnsServer,
+        mode: super::DnsMode,
+    },
+    /// A lab DNS server's misbehaving front.
+    DnsFront {
+        listen: std::net::SocketAddr,
+        upstream: std::net::SocketAddr,
+        mode: super::DnsMode,
+        reply_from: Option<std::net::SocketAddr>,
     },
     /// The invalid-reset scenario's out-of-window sender.
     OutOfWindow { interface: String, port: u16 },
@@ -54,8 +71,28 @@ pub fn run(action: &Action) -> Result<i32> {
         Action::OutOfWindow { interface, port } => {
             super::invalid::serve_out_of_window(interface, *port).map(|()| 0)
         }
-        Action::Up { name, scenarios } => {
-            let mut spec = LabSpec::new(own_exe()?).name(name);
+        Action::DnsServer { name, server, mode } => {
+            super::sys::require_root()?;
+            let mut lab = Lab::open(name)?;
+            let addr = lab.add_dns_server(*server, *mode)?;
+            say(&format!(
+                "{server} ({mode}) answers at {addr}:53 in lab '{name}'; put `nameserver {addr}` in /etc/netns/{}/resolv.conf\n",
+                lab.netns(Pod::Client)
+            ));
+            Ok(0)
+        }
+        Action::DnsFront {
+            listen,
+            upstream,
+            mode,
+            reply_from,
+        } => servers::serve_dns_front(*listen, *upstream, *mode, *reply_from).map(|()| 0),
+        Action::Up {
+            name,
+            scenarios,
+            dns_server,
+        } => {
+            let mut spec = LabSpec::new(own_exe()?).name(name).dns_server(*dns_server);
             spec.scenarios = scenarios.clone();
             let lab = Lab::up(&spec)?;
             say(&describe(&lab));
@@ -117,6 +154,20 @@ pub fn run(action: &Action) -> Result<i32> {
             Ok(status.code().unwrap_or(1))
         }
         Action::Demo { json } => demo(*json),
+        Action::Services { name, count } => {
+            super::sys::require_root()?;
+            let mut lab = Lab::open(name)?;
+            let started = std::time::Instant::now();
+            let total = lab.add_services(*count)?;
+            let mode = lab.proxy_mode().name();
+            say(&format!(
+                "lab '{name}': {count} Services added in {:.1} s ({mode} mode), {total} generated in all: {}..{}\n",
+                started.elapsed().as_secs_f64(),
+                super::generated_service(0),
+                super::generated_service(total - 1)
+            ));
+            Ok(0)
+        }
     }
 }
 
@@ -125,6 +176,8 @@ pub fn run(action: &Action) -> Result<i32> {
 struct Step {
     scenario: Option<Scenario>,
     about: &'static str,
+    /// Where the command runs: the client pod, or the node's namespace.
+    pod: Pod,
     args: Vec<String>,
     /// Traffic made in the client pod while the command runs (a capture
     /// needs something to see).
@@ -137,7 +190,26 @@ fn demo_steps() -> Vec<Step> {
     let step = |scenario, about, args: &[&str]| Step {
         scenario,
         about,
+        pod: Pod::Client,
         args: args.iter().map(|s| s.to_string()).collect(),
+        traffic: None,
+    };
+    // `podprobe node` in the node's namespace; a fault that warns exits 1
+    // with --fail-on warn.
+    let node_step = |scenario: Scenario, fail_on_warn: bool| Step {
+        scenario: Some(scenario),
+        about: scenario.describe(),
+        pod: Pod::Node,
+        args: ["node", "--interval", "1s"]
+            .into_iter()
+            .chain(
+                fail_on_warn
+                    .then_some(["--fail-on", "warn"])
+                    .into_iter()
+                    .flatten(),
+            )
+            .map(String::from)
+            .collect(),
         traffic: None,
     };
     vec![
@@ -163,7 +235,7 @@ fn demo_steps() -> Vec<Step> {
                 "dns",
                 "kubernetes.default",
                 "--race",
-                "5",
+                "10",
                 "--count",
                 "3",
                 "--timeout",
@@ -185,6 +257,13 @@ fn demo_steps() -> Vec<Step> {
             Scenario::NetpolReject.describe(),
             &["doctor", "--tcp", &web],
         ),
+        node_step(Scenario::ConntrackFull, false),
+        node_step(Scenario::SnatNorandom, true),
+        node_step(Scenario::NoInvalidDrop, true),
+        node_step(Scenario::OverlayMtu, true),
+        node_step(Scenario::NodelocalDns, false),
+        node_step(Scenario::KubeProxyNft, false),
+        node_step(Scenario::KubeProxyLegacy, false),
         Step {
             traffic: Some(|| {
                 // The second request is reset: the failure to explain.
@@ -213,12 +292,16 @@ fn demo(json: bool) -> Result<i32> {
         say(&format!("=== {title}\n"));
         eprintln!("building a lab with scenario {name}...");
         let lab = Lab::up(&spec)?;
-        say(&format!("$ podprobe {}\n", step.args.join(" ")));
-        let mut command = lab.podprobe(Pod::Client);
+        let place = match step.pod {
+            Pod::Node => " (in the node's namespace)",
+            _ => "",
+        };
+        say(&format!("$ podprobe {}{place}\n", step.args.join(" ")));
+        let mut command = lab.podprobe(step.pod);
         command.args(&step.args).args(["-o", output]);
         let mut child = command
             .spawn()
-            .map_err(|e| Error::io("running podprobe in the client pod", e))?;
+            .map_err(|e| Error::io(format!("running podprobe in {}", lab.netns(step.pod)), e))?;
         if let Some(traffic) = step.traffic {
             // Once the command is under way.
             std::thread::sleep(std::time::Duration::from_secs(1));
@@ -226,7 +309,7 @@ fn demo(json: bool) -> Result<i32> {
         }
         let status = child
             .wait()
-            .map_err(|e| Error::io("running podprobe in the client pod", e))?;
+            .map_err(|e| Error::io(format!("running podprobe in {}", lab.netns(step.pod)), e))?;
         let code = status.code().unwrap_or(1);
         say(&format!("(exit code {code})\n\n"));
         summary.push((name, step.args.join(" "), code));
@@ -238,8 +321,15 @@ fn demo(json: bool) -> Result<i32> {
         .map(|(_, args, _)| args.len())
         .max()
         .unwrap_or(0);
+    let name_width = summary
+        .iter()
+        .map(|(name, _, _)| name.len())
+        .max()
+        .unwrap_or(0);
     for (name, args, code) in summary {
-        say(&format!("  {name:<14} podprobe {args:<width$}  {code}\n"));
+        say(&format!(
+            "  {name:<name_width$} podprobe {args:<width$}  {code}\n"
+        ));
     }
     Ok(0)
 }
@@ -267,7 +357,7 @@ fn describe(lab: &Lab) -> String {
     for svc in Service::ALL {
         let endpoints = match svc {
             Service::Kubernetes => "none".to_string(),
-            Service::KubeDns => format!("{}:53 (dnsmasq)", Pod::Dns.ip()),
+            Service::KubeDns => format!("{}:53 ({})", Pod::Dns.ip(), lab.main_dns_server()),
             Service::Web => format!("backend-1..3:{}", super::BACKEND_HTTP_PORT),
             Service::Grpc => format!("backend-1..3:{}", super::BACKEND_GRPC_PORT),
         };
@@ -288,6 +378,13 @@ fn describe(lab: &Lab) -> String {
             scenarios.join(", ")
         }
     );
+    for dns in lab.dns_servers() {
+        let _ = writeln!(
+            text,
+            "  dns server {}:53: {} ({})",
+            dns.addr, dns.server, dns.mode
+        );
+    }
     text
 }
 

@@ -20,7 +20,10 @@
 //! `podprobe lab down` removes it by name.
 
 pub mod command;
+mod dns;
 pub mod invalid;
+mod node;
+mod replicas;
 mod scenario;
 mod servers;
 mod sys;
@@ -34,11 +37,17 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use dns::{DnsInstance, DnsMode, DnsServer};
+pub use node::{
+    generated_service, ProxyMode, CONNTRACK_FILL, NODELOCAL_ADDRESS, NODELOCAL_INTERFACE,
+    NODE_ADDRESS, OVERLAY_INTERFACE, OVERLAY_MTU, UPLINK, UPLINK_MTU,
+};
+pub use replicas::{Replicas, MAX_REPLICAS};
 pub use scenario::{Scenario, SLOW_DNS_DELAY};
 pub use topology::{
-    cluster_first_resolv_conf, Pod, Service, BACKEND_GRPC_PORT, BACKEND_HTTP_PORT, CLUSTER_DOMAIN,
-    EXTERNAL_IPV4, EXTERNAL_IPV6, EXTERNAL_NAME, GATEWAY, HEADLESS_NAME, HOST_DOMAIN,
-    HOST_DOMAIN_NAME, POD_NAMESPACE,
+    big_name_addresses, cluster_first_resolv_conf, Pod, Service, BACKEND_GRPC_PORT,
+    BACKEND_HTTP_PORT, BIG_NAME, CLUSTER_DOMAIN, EXTERNAL_IPV4, EXTERNAL_IPV6, EXTERNAL_NAME,
+    GATEWAY, HEADLESS_NAME, HOST_DOMAIN, HOST_DOMAIN_NAME, POD_NAMESPACE,
 };
 
 use crate::{Error, Result};
@@ -49,6 +58,9 @@ const STATE_ROOT: &str = "/run/podprobe/lab";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest lab name: namespace names stay short enough to read in `ip netns`.
 const MAX_NAME: usize = 20;
+/// The state directory's folder of extra hosts files dnsmasq serves (read
+/// again by dnsmasq whenever one is added).
+const HOSTS_DIR: &str = "hosts.d";
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -61,6 +73,8 @@ pub struct LabSpec {
     /// The podprobe binary the backends and helpers run
     /// (tests: `env!("CARGO_BIN_EXE_podprobe")`; the CLI: its own exe).
     pub podprobe: PathBuf,
+    /// The DNS server behind the kube-dns Service.
+    pub dns_server: DnsServer,
 }
 
 impl LabSpec {
@@ -69,7 +83,13 @@ impl LabSpec {
             name: None,
             scenarios: Vec::new(),
             podprobe: podprobe.into(),
+            dns_server: DnsServer::default(),
         }
+    }
+
+    pub fn dns_server(mut self, server: DnsServer) -> Self {
+        self.dns_server = server;
+        self
     }
 
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -89,6 +109,19 @@ struct State {
     name: String,
     podprobe: PathBuf,
     scenarios: Vec<Scenario>,
+    /// Replica sets added so far.
+    #[serde(default)]
+    replica_sets: u32,
+    /// Namespaces of replica sets, removed with the lab.
+    #[serde(default)]
+    extra_netns: Vec<String>,
+    #[serde(default)]
+    dns_server: DnsServer,
+    #[serde(default)]
+    dns_instances: Vec<DnsInstance>,
+    /// Services added by [`Lab::add_services`].
+    #[serde(default)]
+    services: usize,
 }
 
 /// A running lab. Dropping it removes everything it made.
@@ -158,6 +191,11 @@ impl Lab {
                 name,
                 podprobe: spec.podprobe.clone(),
                 scenarios: Vec::new(),
+                replica_sets: 0,
+                extra_netns: Vec::new(),
+                dns_server: spec.dns_server,
+                dns_instances: Vec::new(),
+                services: 0,
             },
             children: Vec::new(),
             owned: true,
@@ -293,6 +331,18 @@ impl Lab {
                 "netpol-drop and netpol-reject block the same port; choose one",
             ));
         }
+        let iptables_dns = [Scenario::SlowDns, Scenario::KubeProxyNft];
+        if iptables_dns.contains(&scenario)
+            && self
+                .state
+                .scenarios
+                .iter()
+                .any(|s| iptables_dns.contains(s))
+        {
+            return Err(Error::usage(
+                "slow-dns re-points kube-dns's iptables rule, which kube-proxy-nft replaces; choose one",
+            ));
+        }
         for rule in scenario.forward_rules() {
             sys::run(
                 self.command(Pod::Node, "iptables")
@@ -304,6 +354,7 @@ impl Lab {
         if scenario == Scenario::SlowDns {
             self.start_slow_dns()?;
         }
+        self.add_node_scenario(scenario)?;
         if scenario == Scenario::InvalidReset {
             self.start_invalid_reset()?;
         }
@@ -325,6 +376,9 @@ impl Lab {
     fn build(&mut self) -> Result<()> {
         let dir = self.state_dir();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+        let hosts_dir = dir.join(HOSTS_DIR);
+        std::fs::create_dir_all(&hosts_dir)
+            .map_err(|e| Error::io(hosts_dir.display().to_string(), e))?;
         self.save()?;
         let node = self.netns(Pod::Node);
         for pod in std::iter::once(Pod::Node).chain(Pod::PODS) {
@@ -341,14 +395,10 @@ impl Lab {
         // route to its pod, as Calico programs it.
         let mut node_batch = String::from("link set lo up\n");
         for pod in Pod::PODS {
-            let veth = pod.veth();
-            node_batch.push_str(&format!(
-                "link add {veth} type veth peer name eth0 netns {pod_ns}\n\
-                 addr add {GATEWAY}/32 dev {veth}\n\
-                 link set {veth} up\n\
-                 route add {ip}/32 dev {veth} scope link\n",
-                pod_ns = self.netns(pod),
-                ip = pod.ip()
+            node_batch.push_str(&topology::node_veth_batch(
+                &pod.veth(),
+                &self.netns(pod),
+                pod.ip(),
             ));
         }
         sys::run(
@@ -356,14 +406,7 @@ impl Lab {
             Some(&node_batch),
         )?;
         for pod in Pod::PODS {
-            let batch = format!(
-                "link set lo up\n\
-                 addr add {ip}/32 dev eth0\n\
-                 link set eth0 up\n\
-                 route add {GATEWAY} dev eth0 scope link\n\
-                 route add default via {GATEWAY} dev eth0\n",
-                ip = pod.ip()
-            );
+            let batch = topology::pod_interface_batch(pod.ip());
             sys::run(
                 sys::tool("ip").args(["-n", &self.netns(pod), "-batch", "-"]),
                 Some(&batch),
@@ -387,6 +430,7 @@ impl Lab {
                 .args(["-w", "--noflush"]),
             Some(&topology::kube_proxy_nat_rules()),
         )?;
+        self.build_node()?;
         self.start_dns()?;
         for pod in Pod::BACKENDS {
             self.start_backend(pod)?;
@@ -420,24 +464,28 @@ impl Lab {
     }
 
     fn start_dns(&mut self) -> Result<()> {
-        let log = self.state_dir().join("dnsmasq.log");
-        let mut args = vec![
-            "--keep-in-foreground".to_string(),
-            "--conf-file=/dev/null".to_string(),
-            "--pid-file=".to_string(),
-            "--user=root".to_string(),
-            "--no-resolv".to_string(),
-            "--no-hosts".to_string(),
-            "--bind-interfaces".to_string(),
-            format!("--listen-address={}", Pod::Dns.ip()),
-            "--log-queries".to_string(),
-            format!("--log-facility={}", log.display()),
-        ];
-        args.extend(topology::dnsmasq_records());
-        let dnsmasq = sys::find_tool("dnsmasq").unwrap_or_else(|| PathBuf::from("dnsmasq"));
-        let mut cmd = self.command(Pod::Dns, dnsmasq);
-        cmd.args(args);
+        if self.state.dns_server != DnsServer::Dnsmasq {
+            return self.start_main_dns(self.state.dns_server);
+        }
+        let mut cmd = self.dnsmasq(Pod::Dns, Pod::Dns.ip(), "dnsmasq.log");
+        cmd.args(topology::dnsmasq_records());
+        // Replica sets add their names here.
+        cmd.arg(format!(
+            "--hostsdir={}",
+            self.state_dir().join(HOSTS_DIR).display()
+        ));
         self.start(cmd, "dnsmasq.out")
+    }
+
+    /// dnsmasq in `pod`, answering on `listen` only, with no records and no
+    /// configuration of the host's, logging every query to `log` in the
+    /// state directory.
+    fn dnsmasq(&self, pod: Pod, listen: Ipv4Addr, log: &str) -> Command {
+        let log = self.state_dir().join(log);
+        let dnsmasq = sys::find_tool("dnsmasq").unwrap_or_else(|| PathBuf::from("dnsmasq"));
+        let mut cmd = self.command(pod, dnsmasq);
+        cmd.args(dns::dnsmasq_args(listen, &log, false));
+        cmd
     }
 
     /// `podprobe serve` in a backend pod: HTTP and gRPC answering with the
@@ -475,26 +523,13 @@ impl Lab {
         Ok(())
     }
 
-    /// Takes away what keeps an INVALID reply from escaping DNAT (any rule
-    /// dropping INVALID packets, conntrack's liberal mode) and starts a
+    /// Takes away what keeps an INVALID reply from escaping DNAT (kube-proxy's
+    /// INVALID drop rule, conntrack's liberal mode) and starts a
     /// watcher in each backend that sends one out-of-window segment per
     /// connection to the HTTP port.
     fn start_invalid_reset(&mut self) -> Result<()> {
-        let rules = sys::run(
-            self.command(Pod::Node, "iptables-save")
-                .args(["-t", "filter"]),
-            None,
-        )?;
-        for rule in rules.lines().filter(|l| {
-            l.starts_with("-A ") && l.contains("--ctstate INVALID") && l.contains("-j DROP")
-        }) {
-            // iptables-restore takes the rule back in iptables-save's quoting.
-            sys::run(
-                self.command(Pod::Node, "iptables-restore")
-                    .args(["-w", "--noflush"]),
-                Some(&format!("*filter\n-D {}\nCOMMIT\n", &rule[3..])),
-            )?;
-        }
+        // kube-proxy's rule (the lab node has it) goes as in no-invalid-drop.
+        self.add_node_scenario(Scenario::NoInvalidDrop)?;
         sys::in_netns(&self.netns(Pod::Node), || {
             std::fs::write("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal", "0")
                 .map_err(|e| Error::io("setting nf_conntrack_tcp_be_liberal in the node", e))
@@ -505,24 +540,6 @@ impl Lab {
             let log = format!("out-of-window-{}.log", pod.name());
             self.start(cmd, &log)?;
             self.wait_log(&log, "watching")?;
-        }
-        Ok(())
-    }
-
-    /// Waits until a server's log says it is ready.
-    fn wait_log(&self, log: &str, ready: &str) -> Result<()> {
-        let path = self.state_dir().join(log);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while !std::fs::read_to_string(&path).is_ok_and(|t| t.contains(ready)) {
-            if Instant::now() > deadline {
-                return Err(Error::unavailable(format!(
-                    "lab '{}': {log} did not say '{ready}' after {}s; {}",
-                    self.state.name,
-                    READY_TIMEOUT.as_secs(),
-                    self.server_output()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
     }
@@ -617,8 +634,17 @@ impl Drop for Lab {
 fn teardown(name: &str) -> Result<()> {
     let mut first_error = None;
     let own_pid = std::process::id();
-    for pod in Pod::PODS.into_iter().chain([Pod::Node]) {
-        let ns = netns_name(name, pod);
+    let extra: Vec<String> = std::fs::read_to_string(state_dir(name).join("state.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<State>(&text).ok())
+        .map(|state| state.extra_netns)
+        .unwrap_or_default();
+    let namespaces = Pod::PODS
+        .into_iter()
+        .map(|pod| netns_name(name, pod))
+        .chain(extra)
+        .chain([netns_name(name, Pod::Node)]);
+    for ns in namespaces {
         if Path::new("/run/netns").join(&ns).exists() {
             let pids =
                 sys::run(sys::tool("ip").args(["netns", "pids", &ns]), None).unwrap_or_default();

@@ -26,6 +26,23 @@ pub enum Scenario {
     NetpolReject,
     /// The DNS answers for the host search domain come 300 ms late.
     SlowDns,
+    /// Real UDP flows fill the node's conntrack table to 95%.
+    ConntrackFull,
+    /// Pod egress is masqueraded without `--random-fully`.
+    SnatNorandom,
+    /// kube-proxy's INVALID drop rule is gone (nf_conntrack_tcp_be_liberal stays 0).
+    NoInvalidDrop,
+    /// NodeLocal DNSCache: a caching dnsmasq at 169.254.20.10 on the node,
+    /// with node-cache's NOTRACK rules; the client pod asks it.
+    NodelocalDns,
+    /// kube-proxy in nftables mode: the Services in a verdict map of the
+    /// `kube-proxy` table, its iptables rules gone.
+    KubeProxyNft,
+    /// A VXLAN overlay (MTU 1450) while the pods keep MTU 1500.
+    OverlayMtu,
+    /// kube-proxy's iptables rules in the legacy backend (x_tables), as on
+    /// nodes whose iptables is iptables-legacy.
+    KubeProxyLegacy,
     /// A backend's segment outside the TCP window is marked INVALID by the
     /// node's conntrack and, with no rule dropping INVALID packets, escapes
     /// the Service's reverse NAT: the client resets it, which kills the
@@ -34,11 +51,18 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::DnsRace,
         Scenario::NetpolDrop,
         Scenario::NetpolReject,
         Scenario::SlowDns,
+        Scenario::ConntrackFull,
+        Scenario::SnatNorandom,
+        Scenario::NoInvalidDrop,
+        Scenario::NodelocalDns,
+        Scenario::KubeProxyNft,
+        Scenario::OverlayMtu,
+        Scenario::KubeProxyLegacy,
         Scenario::InvalidReset,
     ];
 
@@ -49,8 +73,24 @@ impl Scenario {
             Scenario::NetpolDrop => "netpol-drop",
             Scenario::NetpolReject => "netpol-reject",
             Scenario::SlowDns => "slow-dns",
+            Scenario::ConntrackFull => "conntrack-full",
+            Scenario::SnatNorandom => "snat-norandom",
+            Scenario::NoInvalidDrop => "no-invalid-drop",
+            Scenario::NodelocalDns => "nodelocal-dns",
+            Scenario::KubeProxyNft => "kube-proxy-nft",
+            Scenario::OverlayMtu => "overlay-mtu",
+            Scenario::KubeProxyLegacy => "kube-proxy-legacy",
             Scenario::InvalidReset => "invalid-reset",
         }
+    }
+
+    /// False for the scenarios that change how the node works without
+    /// breaking anything (a cache, another kube-proxy mode or backend).
+    pub fn is_fault(self) -> bool {
+        !matches!(
+            self,
+            Scenario::NodelocalDns | Scenario::KubeProxyNft | Scenario::KubeProxyLegacy
+        )
     }
 
     /// One line for people: what the fault is.
@@ -64,6 +104,21 @@ impl Scenario {
                 "network policy REJECTs the backends' HTTP port 8080 with a TCP reset"
             }
             Scenario::SlowDns => "DNS answers for the host search domain come 300 ms late",
+            Scenario::ConntrackFull => "real UDP flows fill the node's conntrack table to 95%",
+            Scenario::SnatNorandom => "pod egress is masqueraded without --random-fully",
+            Scenario::NoInvalidDrop => {
+                "kube-proxy's INVALID drop rule is gone and nf_conntrack_tcp_be_liberal is 0"
+            }
+            Scenario::NodelocalDns => {
+                "NodeLocal DNSCache at 169.254.20.10 with its NOTRACK rules; the client asks it"
+            }
+            Scenario::KubeProxyNft => {
+                "kube-proxy in nftables mode: Services in the service-ips verdict map"
+            }
+            Scenario::OverlayMtu => "a VXLAN overlay with MTU 1450 while the pods keep MTU 1500",
+            Scenario::KubeProxyLegacy => {
+                "kube-proxy's iptables rules in the legacy backend (x_tables)"
+            }
             Scenario::InvalidReset => {
                 "backends send a segment outside the TCP window; conntrack marks it INVALID and nothing drops it, so it escapes the Service's DNAT"
             }
@@ -130,7 +185,15 @@ impl Scenario {
             .to_vec()],
             Scenario::NetpolDrop => policy(&["DROP"]),
             Scenario::NetpolReject => policy(&["REJECT", "--reject-with", "tcp-reset"]),
-            Scenario::SlowDns | Scenario::InvalidReset => Vec::new(),
+            Scenario::SlowDns
+            | Scenario::ConntrackFull
+            | Scenario::SnatNorandom
+            | Scenario::NoInvalidDrop
+            | Scenario::NodelocalDns
+            | Scenario::KubeProxyNft
+            | Scenario::OverlayMtu
+            | Scenario::KubeProxyLegacy
+            | Scenario::InvalidReset => Vec::new(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! I/O that builds it lives in `mod.rs`.
 
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
 /// The cluster's DNS domain, as kubelet's `--cluster-domain` sets it.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
@@ -191,6 +191,30 @@ pub fn cluster_first_resolv_conf() -> String {
     )
 }
 
+/// `ip -batch` lines for the node's side of a pod: the veth pair (the pod's
+/// end named eth0, in `pod_ns`), the gateway address on the node's end and
+/// a /32 route to the pod, as Calico programs it.
+pub(crate) fn node_veth_batch(veth: &str, pod_ns: &str, ip: Ipv4Addr) -> String {
+    format!(
+        "link add {veth} type veth peer name eth0 netns {pod_ns}\n\
+         addr add {GATEWAY}/32 dev {veth}\n\
+         link set {veth} up\n\
+         route add {ip}/32 dev {veth} scope link\n"
+    )
+}
+
+/// `ip -batch` lines inside a pod: its /32 on eth0 and the default route via
+/// the gateway.
+pub(crate) fn pod_interface_batch(ip: Ipv4Addr) -> String {
+    format!(
+        "link set lo up\n\
+         addr add {ip}/32 dev eth0\n\
+         link set eth0 up\n\
+         route add {GATEWAY} dev eth0 scope link\n\
+         route add default via {GATEWAY} dev eth0\n"
+    )
+}
+
 /// The hosts file kubelet manages in a pod (so the host's own /etc/hosts
 /// never answers a lab lookup).
 pub(crate) fn pod_hosts_file(pod: Pod) -> String {
@@ -207,6 +231,38 @@ pub(crate) fn pod_hosts_file(pod: Pod) -> String {
 pub(crate) const POD_NSSWITCH: &str = "passwd: files\ngroup: files\nshadow: files\n\
 hosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n";
 
+/// A name with more A records (60) than fit in a 512-byte UDP reply:
+/// without EDNS0, servers truncate it and resolvers must retry over TCP.
+pub const BIG_NAME: &str = "big.example.com";
+
+/// [`BIG_NAME`]'s addresses (a documentation prefix; never routed).
+pub fn big_name_addresses() -> Vec<Ipv4Addr> {
+    (1..=60).map(|i| Ipv4Addr::new(198, 51, 100, i)).collect()
+}
+
+/// Every record the lab's DNS servers hold, as (name, address): the
+/// cluster's Services, the headless Service's pods, the host domain's name
+/// and a few external names.
+pub(crate) fn dns_records() -> Vec<(String, IpAddr)> {
+    let mut records: Vec<(String, IpAddr)> = Service::ALL
+        .iter()
+        .map(|svc| (svc.fqdn().to_string(), IpAddr::V4(svc.ip())))
+        .collect();
+    for pod in Pod::BACKENDS {
+        records.push((HEADLESS_NAME.to_string(), IpAddr::V4(pod.ip())));
+    }
+    records.push((EXTERNAL_NAME.to_string(), IpAddr::V4(EXTERNAL_IPV4)));
+    records.push((EXTERNAL_NAME.to_string(), IpAddr::V6(EXTERNAL_IPV6)));
+    records.push((
+        HOST_DOMAIN_NAME.to_string(),
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 80)),
+    ));
+    for ip in big_name_addresses() {
+        records.push((BIG_NAME.to_string(), IpAddr::V4(ip)));
+    }
+    records
+}
+
 /// dnsmasq's records: the cluster zone (NXDOMAIN for unknown names, like
 /// CoreDNS), the host domain and a few external names. Everything else gets
 /// NXDOMAIN too: nothing is forwarded off the machine.
@@ -216,70 +272,131 @@ pub(crate) fn dnsmasq_records() -> Vec<String> {
         format!("--local=/{HOST_DOMAIN}/"),
         "--local=/#/".to_string(),
     ];
-    for svc in Service::ALL {
-        args.push(format!("--host-record={},{}", svc.fqdn(), svc.ip()));
+    for (name, ip) in dns_records() {
+        args.push(format!("--host-record={name},{ip}"));
     }
-    for pod in Pod::BACKENDS {
-        args.push(format!("--host-record={HEADLESS_NAME},{}", pod.ip()));
-    }
-    args.push(format!(
-        "--host-record={EXTERNAL_NAME},{EXTERNAL_IPV4},{EXTERNAL_IPV6}"
-    ));
-    args.push(format!("--host-record={HOST_DOMAIN_NAME},192.0.2.80"));
     args
+}
+
+/// One Service port as kube-proxy programs it: a ClusterIP and port of one
+/// protocol, spread over endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServicePort {
+    /// kube-proxy's `namespace/name:port-name`.
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub proto: &'static str,
+    pub endpoints: Vec<SocketAddrV4>,
+}
+
+impl ServicePort {
+    /// kube-proxy's chain key: `namespace/name/proto/port-name` (nftables).
+    fn nft_key(&self) -> String {
+        let (ns_name, port_name) = self.name.rsplit_once(':').unwrap_or((&self.name, ""));
+        format!("{ns_name}/{}/{port_name}", self.proto)
+    }
+}
+
+/// The lab's own Services, port by port.
+pub(crate) fn lab_service_ports() -> Vec<ServicePort> {
+    Service::ALL
+        .iter()
+        .flat_map(|svc| {
+            svc.endpoints()
+                .into_iter()
+                .map(move |(proto, pods, target_port)| ServicePort {
+                    name: svc.port_name().to_string(),
+                    ip: svc.ip(),
+                    port: svc.port(),
+                    proto,
+                    endpoints: pods
+                        .iter()
+                        .map(|p| SocketAddrV4::new(p.ip(), target_port))
+                        .collect(),
+                })
+        })
+        .collect()
+}
+
+/// Where generated Services live: 10.100.0.0/16, inside the cluster's
+/// 10.96.0.0/12 Service range and apart from the lab's own Services.
+pub const GENERATED_SERVICES_MAX: usize = 65_536;
+
+/// The `index`th generated Service: HTTP on port 80 of 10.100.x.y, with one
+/// endpoint, a backend's HTTP port (so a connect to any of them succeeds).
+pub(crate) fn generated_service_port(index: usize) -> ServicePort {
+    let backend = Pod::BACKENDS[index % Pod::BACKENDS.len()];
+    ServicePort {
+        name: format!("bench/svc-{index}:http"),
+        ip: generated_service_ip(index),
+        port: 80,
+        proto: "tcp",
+        endpoints: vec![SocketAddrV4::new(backend.ip(), BACKEND_HTTP_PORT)],
+    }
+}
+
+pub fn generated_service_ip(index: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 100, 0, 0)) + index as u32)
 }
 
 /// kube-proxy's nat table for the lab's Services, as `iptables-restore` input.
 pub(crate) fn kube_proxy_nat_rules() -> String {
-    let mut chains = vec![
-        "KUBE-SERVICES".to_string(),
-        "KUBE-MARK-MASQ".to_string(),
-        "KUBE-POSTROUTING".to_string(),
-    ];
-    let mut rules = vec![
-        r#"-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES"#.to_string(),
-        r#"-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES"#.to_string(),
-        r#"-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING"#.to_string(),
-        "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000".to_string(),
-        "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN".to_string(),
-        "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0".to_string(),
-        r#"-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully"#.to_string(),
-    ];
-    for svc in Service::ALL {
-        for (proto, pods, target_port) in svc.endpoints() {
-            let name = svc.port_name();
-            let svc_chain = chain_name("KUBE-SVC-", &format!("{name}/{proto}"));
-            chains.push(svc_chain.clone());
-            rules.push(format!(
-                r#"-A KUBE-SERVICES -d {}/32 -p {proto} -m comment --comment "{name} cluster IP" -m {proto} --dport {} -j {svc_chain}"#,
-                svc.ip(),
-                svc.port()
-            ));
-            let n = pods.len();
-            for (i, pod) in pods.iter().enumerate() {
-                let endpoint = format!("{}:{target_port}", pod.ip());
-                let sep_chain = sep_chain(svc, proto, &endpoint);
-                chains.push(sep_chain.clone());
-                let mut rule =
-                    format!(r#"-A {svc_chain} -m comment --comment "{name} -> {endpoint}""#);
-                if i + 1 < n {
-                    let _ = write!(
-                        rule,
-                        " -m statistic --mode random --probability {:.11}",
-                        1.0 / (n - i) as f64
-                    );
-                }
-                let _ = write!(rule, " -j {sep_chain}");
-                rules.push(rule);
-                rules.push(format!(
-                    r#"-A {sep_chain} -s {}/32 -m comment --comment "{name}" -j KUBE-MARK-MASQ"#,
-                    pod.ip()
-                ));
-                rules.push(format!(
-                    "-A {sep_chain} {}",
-                    dnat_rule(svc, proto, &endpoint)
-                ));
+    iptables_nat_restore(&lab_service_ports(), true)
+}
+
+/// More Services for a running lab's nat table (`iptables-restore
+/// --noflush`): only their own chains are declared, so the chains they are
+/// appended to keep their rules.
+pub(crate) fn generated_nat_rules(ports: &[ServicePort]) -> String {
+    iptables_nat_restore(ports, false)
+}
+
+fn iptables_nat_restore(ports: &[ServicePort], base: bool) -> String {
+    let mut chains = Vec::new();
+    let mut rules = Vec::new();
+    if base {
+        chains.extend(["KUBE-SERVICES", "KUBE-MARK-MASQ", "KUBE-POSTROUTING"].map(String::from));
+        rules.extend([
+            r#"-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES"#.to_string(),
+            r#"-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES"#.to_string(),
+            r#"-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING"#.to_string(),
+            "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000".to_string(),
+            "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN".to_string(),
+            "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0".to_string(),
+            r#"-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully"#.to_string(),
+        ]);
+    }
+    for sp in ports {
+        let (name, proto) = (&sp.name, sp.proto);
+        let svc_chain = chain_name("KUBE-SVC-", &format!("{name}/{proto}"));
+        chains.push(svc_chain.clone());
+        rules.push(format!(
+            r#"-A KUBE-SERVICES -d {}/32 -p {proto} -m comment --comment "{name} cluster IP" -m {proto} --dport {} -j {svc_chain}"#,
+            sp.ip, sp.port
+        ));
+        let n = sp.endpoints.len();
+        for (i, endpoint) in sp.endpoints.iter().enumerate() {
+            let sep_chain = sep_chain(name, proto, &endpoint.to_string());
+            chains.push(sep_chain.clone());
+            let mut rule = format!(r#"-A {svc_chain} -m comment --comment "{name} -> {endpoint}""#);
+            if i + 1 < n {
+                let _ = write!(
+                    rule,
+                    " -m statistic --mode random --probability {:.11}",
+                    1.0 / (n - i) as f64
+                );
             }
+            let _ = write!(rule, " -j {sep_chain}");
+            rules.push(rule);
+            rules.push(format!(
+                r#"-A {sep_chain} -s {}/32 -m comment --comment "{name}" -j KUBE-MARK-MASQ"#,
+                endpoint.ip()
+            ));
+            rules.push(format!(
+                "-A {sep_chain} {}",
+                dnat_rule(name, proto, &endpoint.to_string())
+            ));
         }
     }
     let mut text = String::from("*nat\n");
@@ -293,17 +410,90 @@ pub(crate) fn kube_proxy_nat_rules() -> String {
     text
 }
 
-fn sep_chain(svc: Service, proto: &str, endpoint: &str) -> String {
-    chain_name(
-        "KUBE-SEP-",
-        &format!("{}/{proto}/{endpoint}", svc.port_name()),
-    )
+/// The pod CIDR the lab's node routes (kube-proxy's and the CNI's "local").
+pub const POD_CIDR: &str = "10.244.0.0/16";
+
+/// kube-proxy's nftables mode for `ports`, as `nft -f` input: with `base`,
+/// its `kube-proxy` table (the nat hooks, the masquerading chain, the
+/// `service-ips` verdict map); the Services' chains and map elements always.
+/// Chains come first: a rule may `goto` only a chain that exists.
+pub(crate) fn kube_proxy_nft_ruleset(ports: &[ServicePort], base: bool) -> String {
+    const T: &str = "ip kube-proxy";
+    let mut chains = Vec::new();
+    let mut rules = Vec::new();
+    let mut elements = Vec::new();
+    if base {
+        chains.extend([
+            format!("add table {T} {{ comment \"rules for kube-proxy\" ; }}"),
+            format!("add set {T} cluster-ips {{ type ipv4_addr ; comment \"Active ClusterIPs\" ; }}"),
+            format!("add map {T} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; comment \"ClusterIP, ExternalIP and LoadBalancer IP traffic\" ; }}"),
+            format!("add chain {T} mark-for-masquerade"),
+            format!("add chain {T} masquerading"),
+            format!("add chain {T} nat-output {{ type nat hook output priority -100 ; }}"),
+            format!("add chain {T} nat-postrouting {{ type nat hook postrouting priority 100 ; }}"),
+            format!("add chain {T} nat-prerouting {{ type nat hook prerouting priority -100 ; }}"),
+            format!("add chain {T} services"),
+        ]);
+        rules.extend([
+            format!("add rule {T} mark-for-masquerade mark set mark or 0x4000"),
+            format!("add rule {T} masquerading mark and 0x4000 == 0 return"),
+            format!("add rule {T} masquerading mark set mark xor 0x4000"),
+            format!("add rule {T} masquerading masquerade fully-random"),
+            format!("add rule {T} nat-output jump services"),
+            format!("add rule {T} nat-postrouting jump masquerading"),
+            format!("add rule {T} nat-prerouting jump services"),
+            format!("add rule {T} services ip daddr . meta l4proto . th dport vmap @service-ips"),
+        ]);
+    }
+    for sp in ports {
+        let key = sp.nft_key();
+        let service = format!("service-{}-{key}", nft_hash(&key));
+        chains.push(format!("add chain {T} {service}"));
+        let mut vmap = Vec::new();
+        for (i, endpoint) in sp.endpoints.iter().enumerate() {
+            let ep_key = format!("{key}__{}/{}", endpoint.ip(), endpoint.port());
+            let chain = format!("endpoint-{}-{ep_key}", nft_hash(&ep_key));
+            chains.push(format!("add chain {T} {chain}"));
+            rules.push(format!(
+                "add rule {T} {chain} ip saddr {} jump mark-for-masquerade",
+                endpoint.ip()
+            ));
+            rules.push(format!(
+                "add rule {T} {chain} meta l4proto {} dnat to {endpoint}",
+                sp.proto
+            ));
+            vmap.push(format!("{i} : goto {chain}"));
+        }
+        rules.push(format!(
+            "add rule {T} {service} numgen random mod {} vmap {{ {} }}",
+            sp.endpoints.len(),
+            vmap.join(" , ")
+        ));
+        elements.push(format!("add element {T} cluster-ips {{ {} }}", sp.ip));
+        elements.push(format!(
+            "add element {T} service-ips {{ {} . {} . {} : goto {service} }}",
+            sp.ip, sp.proto, sp.port
+        ));
+    }
+    let mut text = String::new();
+    for line in chains.iter().chain(&rules).chain(&elements) {
+        let _ = writeln!(text, "{line}");
+    }
+    text
 }
 
-fn dnat_rule(svc: Service, proto: &str, endpoint: &str) -> String {
+/// kube-proxy's nftables chain hash: 8 base32 characters of the key.
+fn nft_hash(key: &str) -> String {
+    chain_name("", key)[..8].to_string()
+}
+
+fn sep_chain(port_name: &str, proto: &str, endpoint: &str) -> String {
+    chain_name("KUBE-SEP-", &format!("{port_name}/{proto}/{endpoint}"))
+}
+
+fn dnat_rule(port_name: &str, proto: &str, endpoint: &str) -> String {
     format!(
-        r#"-p {proto} -m comment --comment "{}" -m {proto} -j DNAT --to-destination {endpoint}"#,
-        svc.port_name()
+        r#"-p {proto} -m comment --comment "{port_name}" -m {proto} -j DNAT --to-destination {endpoint}"#
     )
 }
 
@@ -312,9 +502,9 @@ fn dnat_rule(svc: Service, proto: &str, endpoint: &str) -> String {
 /// update rewrites it.
 pub(crate) fn kube_dns_udp_dnat(port: u16) -> (String, String, String) {
     let endpoint = format!("{}:53", Pod::Dns.ip());
-    let chain = sep_chain(Service::KubeDns, "udp", &endpoint);
+    let chain = sep_chain(Service::KubeDns.port_name(), "udp", &endpoint);
     let rule = dnat_rule(
-        Service::KubeDns,
+        Service::KubeDns.port_name(),
         "udp",
         &format!("{}:{port}", Pod::Dns.ip()),
     );

@@ -1,6 +1,8 @@
 //! Pure judges for the `net.*` and `tcp.*` checks.
 
-use super::measure::{ConntrackEvidence, ContextEvidence, Outcome, ReachabilityEvidence};
+use super::measure::{
+    ConntrackEvidence, ContextEvidence, Outcome, ReachabilityEvidence, TableScope,
+};
 use crate::report::{Check, Status};
 
 /// Table fill at which new connections are close to being dropped.
@@ -64,6 +66,10 @@ pub fn context(evidence: &ContextEvidence) -> Check {
     .with_details(details)
 }
 
+/// How to see the node's table from a pod's point of view.
+pub const NODE_RECIPE: &str =
+    "kubectl debug node/NODE -it --image=IMAGE --profile=sysadmin --custom=manifests/debug/node.json -- podprobe node";
+
 pub fn conntrack(evidence: &ConntrackEvidence) -> Check {
     let fill = if evidence.max > 0 {
         evidence.count as f64 / evidence.max as f64
@@ -80,8 +86,12 @@ pub fn conntrack(evidence: &ConntrackEvidence) -> Check {
     if evidence.drop > 0 {
         problems.push(format!("{} dropped", evidence.drop));
     }
+    let whose = match evidence.scope {
+        TableScope::Node => "node's table",
+        TableScope::Pod => "this pod's own table",
+    };
     let table = format!(
-        "{}/{} entries ({:.1}%), insert_failed {}, drop {}, early_drop {}, invalid {}",
+        "{whose}: {}/{} entries ({:.1}%), insert_failed {}, drop {}, early_drop {}, invalid {}",
         evidence.count,
         evidence.max,
         fill * 100.0,
@@ -90,22 +100,44 @@ pub fn conntrack(evidence: &ConntrackEvidence) -> Check {
         evidence.early_drop,
         evidence.invalid
     );
+    let see_node = format!(
+        "the node's conntrack table (Service NAT, the DNS insert race, SNAT) is not visible from a pod: \
+         run `podprobe node` in the node's namespace: {NODE_RECIPE}"
+    );
     if problems.is_empty() {
-        return Check::new(
-            "net.conntrack",
-            "Conntrack table",
-            Status::Pass,
-            table,
-            evidence,
-        );
+        return match evidence.scope {
+            TableScope::Node => Check::new(
+                "net.conntrack",
+                "Conntrack table",
+                Status::Pass,
+                format!("{table}; `podprobe node` samples its rates"),
+                evidence,
+            ),
+            // A clean pod table says nothing about the node's: no PASS.
+            TableScope::Pod => Check::new(
+                "net.conntrack",
+                "Conntrack table",
+                Status::Skip,
+                format!(
+                    "the node's table is not visible from a pod: run `podprobe node` on the node ({table})"
+                ),
+                evidence,
+            )
+            .with_remedy([see_node]),
+        };
     }
     let mut remedy = Vec::new();
     if fill >= CONNTRACK_FULL_WARN {
-        remedy.push(format!(
-            "raise the node's nf_conntrack_max (now {}), e.g. sysctl -w net.netfilter.nf_conntrack_max={}, or kube-proxy --conntrack-max-per-core",
-            evidence.max,
-            evidence.max.saturating_mul(2)
-        ));
+        remedy.push(match evidence.scope {
+            TableScope::Node => format!(
+                "raise the node's nf_conntrack_max (now {}), e.g. sysctl -w net.netfilter.nf_conntrack_max={}, or kube-proxy --conntrack-max-per-core",
+                evidence.max,
+                evidence.max.saturating_mul(2)
+            ),
+            TableScope::Pod => "this pod tracks its own connections (a sidecar's or the app's iptables rules): \
+                 its flows share the kernel's nf_conntrack_max with the node's"
+                .to_string(),
+        });
     }
     if evidence.insert_failed > 0 || evidence.drop > 0 {
         remedy.push(
@@ -114,11 +146,14 @@ pub fn conntrack(evidence: &ConntrackEvidence) -> Check {
                 .to_string(),
         );
     }
-    if evidence.invalid > 0 {
+    if evidence.invalid > 0 && evidence.scope == TableScope::Node {
         remedy.push(
             "drop INVALID packets before they reach the pod (iptables -A FORWARD -m conntrack --ctstate INVALID -j DROP) so they do not trigger resets"
                 .to_string(),
         );
+    }
+    if evidence.scope == TableScope::Pod {
+        remedy.push(see_node);
     }
     Check::new(
         "net.conntrack",
@@ -205,6 +240,7 @@ mod tests {
             max,
             insert_failed,
             drop,
+            scope: TableScope::Node,
             ..Default::default()
         }
     }
@@ -222,6 +258,31 @@ mod tests {
             racing.summary
         );
         assert_eq!(conntrack(&ct(10, 262144, 0, 1)).status, Status::Warn);
+    }
+
+    #[test]
+    fn a_pods_own_table_never_passes_for_the_node() {
+        let pod = |e: ConntrackEvidence| ConntrackEvidence {
+            scope: TableScope::Pod,
+            ..e
+        };
+        let clean = conntrack(&pod(ct(0, 262144, 0, 0)));
+        assert_eq!(clean.status, Status::Skip);
+        assert!(
+            clean.summary.contains("not visible from a pod"),
+            "{}",
+            clean.summary
+        );
+        assert!(
+            clean.summary.contains("this pod's own table: 0/262144"),
+            "{}",
+            clean.summary
+        );
+        assert!(clean.remedy[0].contains("podprobe node"));
+        // A pod that tracks its own flows (a mesh's iptables) can still be in trouble.
+        let full = conntrack(&pod(ct(200000, 262144, 0, 0)));
+        assert_eq!(full.status, Status::Warn);
+        assert!(full.remedy.iter().any(|r| r.contains("podprobe node")));
     }
 
     fn target(outcome: Outcome) -> ReachabilityEvidence {

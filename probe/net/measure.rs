@@ -48,7 +48,7 @@ pub fn context() -> ContextEvidence {
 /// Interfaces and their addresses from getifaddrs(3), MTU from
 /// SIOCGIFMTU: both answer for the calling thread's network namespace,
 /// whatever /sys a container mounted.
-fn interfaces() -> io::Result<Vec<Interface>> {
+pub fn interfaces() -> io::Result<Vec<Interface>> {
     let mut by_name: BTreeMap<String, Interface> = BTreeMap::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below.
@@ -127,7 +127,7 @@ fn mtu(name: &str) -> Option<u32> {
 
 /// Default routes of the main table, from /proc/net/route and
 /// /proc/net/ipv6_route (they describe the reader's network namespace).
-fn default_routes() -> Vec<DefaultRoute> {
+pub fn default_routes() -> Vec<DefaultRoute> {
     let v4 = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
     let v6 = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
     let mut routes = parse_ipv4_default_routes(&v4);
@@ -179,7 +179,7 @@ pub fn parse_ipv6_default_routes(text: &str) -> Vec<DefaultRoute> {
 }
 
 /// Evidence of `net.conntrack`: the table's fill and the per-CPU event
-/// counters summed.
+/// counters summed, and whose table it is.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct ConntrackEvidence {
     pub count: u64,
@@ -188,6 +188,21 @@ pub struct ConntrackEvidence {
     pub drop: u64,
     pub early_drop: u64,
     pub invalid: u64,
+    /// `node` when this namespace carries a node's interfaces (pod veths,
+    /// CNI devices), `pod` otherwise: a pod's table holds only the pod's own
+    /// flows, never the Service NAT of the node it runs on.
+    pub scope: TableScope,
+    /// The network namespace read (`net:[4026532288]`).
+    pub netns: Option<String>,
+}
+
+/// Whose conntrack table a namespace has.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TableScope {
+    Node,
+    #[default]
+    Pod,
 }
 
 /// Where conntrack's numbers live; a pod's /proc shows its own namespace's.
@@ -196,45 +211,73 @@ pub const CONNTRACK_PROC: &str = "/proc";
 /// Reads the conntrack table's state under a proc root, or says why it
 /// cannot (no conntrack module, a /proc that hides it).
 pub fn conntrack(proc_root: &Path) -> Result<ConntrackEvidence, String> {
-    let read = |rel: &str| {
-        std::fs::read_to_string(proc_root.join(rel))
-            .map_err(|e| format!("{}: {e}", proc_root.join(rel).display()))
-    };
-    let number = |rel: &str| -> Result<u64, String> {
-        read(rel)?.trim().parse().map_err(|e| format!("{rel}: {e}"))
-    };
-    let mut evidence = parse_conntrack_stat(&read("net/stat/nf_conntrack")?)?;
-    evidence.count = number("sys/net/netfilter/nf_conntrack_count")?;
-    evidence.max = number("sys/net/netfilter/nf_conntrack_max")?;
+    let mut evidence = parse_conntrack_stat(&read_proc(proc_root, "net/stat/nf_conntrack")?)?;
+    evidence.count = read_proc_number(proc_root, "sys/net/netfilter/nf_conntrack_count")?;
+    evidence.max = read_proc_number(proc_root, "sys/net/netfilter/nf_conntrack_max")?;
+    evidence.netns = std::fs::read_link(proc_root.join("self/ns/net"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
     Ok(evidence)
 }
 
-/// Sums the per-CPU rows of /proc/net/stat/nf_conntrack by column name:
-/// the columns changed between kernels (searched → clashres, delete_list →
-/// chainlength), so positions cannot be trusted.
-pub fn parse_conntrack_stat(text: &str) -> Result<ConntrackEvidence, String> {
+/// A file under a proc root, or why it could not be read.
+pub fn read_proc(proc_root: &Path, rel: &str) -> Result<String, String> {
+    let path = proc_root.join(rel);
+    std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A file under a proc root that holds one number (a sysctl, a count).
+pub fn read_proc_number(proc_root: &Path, rel: &str) -> Result<u64, String> {
+    read_proc(proc_root, rel)?
+        .trim()
+        .parse()
+        .map_err(|e| format!("{rel}: {e}"))
+}
+
+/// /proc/net/stat/nf_conntrack: one row of event counters per CPU, named
+/// by the header.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ConntrackStat {
+    pub columns: Vec<String>,
+    pub cpus: Vec<Vec<u64>>,
+}
+
+impl ConntrackStat {
+    /// One counter of every CPU, when the kernel has that column.
+    pub fn per_cpu(&self, name: &str) -> Option<Vec<u64>> {
+        let at = self.columns.iter().position(|c| c == name)?;
+        Some(
+            self.cpus
+                .iter()
+                .map(|row| row.get(at).copied().unwrap_or(0))
+                .collect(),
+        )
+    }
+
+    pub fn total(&self, name: &str) -> Option<u64> {
+        self.per_cpu(name).map(|v| v.iter().sum())
+    }
+}
+
+/// Parses /proc/net/stat/nf_conntrack by column name: the columns changed
+/// between kernels (searched → clashres, delete_list → chainlength), so
+/// positions cannot be trusted. Values are hexadecimal.
+pub fn parse_conntrack_stat_table(text: &str) -> Result<ConntrackStat, String> {
     let mut lines = text.lines();
-    let header: Vec<&str> = lines
+    let columns: Vec<String> = lines
         .next()
         .ok_or("empty conntrack statistics")?
         .split_whitespace()
+        .map(String::from)
         .collect();
-    let column = |name: &str| header.iter().position(|h| *h == name);
-    let mut evidence = ConntrackEvidence::default();
-    let fields: [(&str, &mut u64); 4] = [
-        ("insert_failed", &mut evidence.insert_failed),
-        ("drop", &mut evidence.drop),
-        ("early_drop", &mut evidence.early_drop),
-        ("invalid", &mut evidence.invalid),
-    ];
-    let indexes: Vec<Option<usize>> = fields.iter().map(|(name, _)| column(name)).collect();
-    if indexes.iter().all(Option::is_none) {
+    let known = ["insert_failed", "drop", "early_drop", "invalid"];
+    if !columns.iter().any(|c| known.contains(&c.as_str())) {
         return Err(format!(
             "unknown conntrack statistics header: {}",
-            header.join(" ")
+            columns.join(" ")
         ));
     }
-    let rows: Vec<Vec<u64>> = lines
+    let cpus = lines
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             l.split_whitespace()
@@ -242,12 +285,20 @@ pub fn parse_conntrack_stat(text: &str) -> Result<ConntrackEvidence, String> {
                 .collect::<Result<Vec<_>, _>>()
         })
         .collect::<Result<_, _>>()?;
-    for ((_, total), index) in fields.into_iter().zip(indexes) {
-        if let Some(i) = index {
-            *total = rows.iter().filter_map(|r| r.get(i)).sum();
-        }
-    }
-    Ok(evidence)
+    Ok(ConntrackStat { columns, cpus })
+}
+
+/// Sums the per-CPU rows of /proc/net/stat/nf_conntrack.
+pub fn parse_conntrack_stat(text: &str) -> Result<ConntrackEvidence, String> {
+    let stat = parse_conntrack_stat_table(text)?;
+    let total = |name: &str| stat.total(name).unwrap_or(0);
+    Ok(ConntrackEvidence {
+        insert_failed: total("insert_failed"),
+        drop: total("drop"),
+        early_drop: total("early_drop"),
+        invalid: total("invalid"),
+        ..Default::default()
+    })
 }
 
 /// How a TCP connect ended.

@@ -40,13 +40,16 @@ pub async fn reachability_checks(options: &Options) -> crate::Result<Vec<Check>>
     Ok(vec![check])
 }
 
-/// `net.conntrack`: this namespace's conntrack table, skipped where it
-/// cannot be read.
+/// `net.conntrack`: this namespace's conntrack table, said to be the pod's
+/// own unless the namespace is a node's; skipped where it cannot be read.
 pub async fn conntrack_checks(_options: &Options) -> crate::Result<Vec<Check>> {
     blocking(|| {
         vec![timed(|| {
             match measure::conntrack(Path::new(measure::CONNTRACK_PROC)) {
-                Ok(evidence) => judge::conntrack(&evidence),
+                Ok(mut evidence) => {
+                    evidence.scope = crate::node::table_scope();
+                    judge::conntrack(&evidence)
+                }
                 Err(reason) => Check::skipped(
                     "net.conntrack",
                     "Conntrack table",
