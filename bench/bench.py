@@ -522,7 +522,7 @@ class Bench:
             for i in range(repeats):
                 order = ["podprobe", "tshark"] if i % 2 == 0 else ["tshark", "podprobe"]
                 for tool in order:
-                    results[tool].append(run_rusage(tools[tool]))
+                    results[tool].append(cpu_and_peak_rss(tools[tool]))
             pp_cpu = statistics.median(r["cpu_s"] for r in results["podprobe"])
             ts_cpu = statistics.median(r["cpu_s"] for r in results["tshark"])
             pp_rss = max(r["rss_kib"] for r in results["podprobe"]) / 1024
@@ -700,7 +700,7 @@ def stop(proc):
 ANALYZE_RSS_CAP_MIB = 64
 
 
-def run_rusage(argv):
+def cpu_and_peak_rss(argv):
     """Runs a command to its end under GNU time (wait4 on a child of this
     process would count this process's pages in its peak); its CPU seconds
     (user+sys), peak RSS (KiB) and, for podprobe's JSON report, the verdict."""
