@@ -9,6 +9,7 @@ so that the ratio holds on a busy machine. Standard library only.
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -68,6 +69,10 @@ class Bench:
         return ["ip", "netns", "exec", self.ns(pod)] + argv
 
     def row(self, figure, pp, base, ratio=None, target=""):
+        # A side with no samples (a baseline that delivered nothing in a
+        # short quick run) has no ratio: say so instead of printing nan.
+        if ratio is not None and not math.isfinite(ratio):
+            ratio, target = None, "not measured: a side had no samples (see the log)"
         self.rows.append((figure, pp, base, ratio, target))
 
     def note(self, line):
