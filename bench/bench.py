@@ -507,6 +507,42 @@ class Bench:
 
     # ------------------------------------------------------------------ output
 
+    # ----------------------------------------------------------------- analyze
+
+    def analyze(self):
+        """`capture -r FILE --analyze` against `tshark -qz expert` on floods
+        written as pcap files: CPU (user+sys) and peak RSS of each."""
+        count = 20_000 if self.quick else 1_000_000
+        repeats = 1 if self.quick else 3
+        floods = [("DNS queries never answered", write_dns_flood),
+                  ("SYNs never answered", write_syn_flood)]
+        for label, write in floods:
+            path = os.path.join(self.tmp, f"flood-{write.__name__}.pcap")
+            write(path, count)
+            tools = {
+                "podprobe": [self.pp, "capture", "-r", path, "--analyze", "-o", "json"],
+                "tshark": ["tshark", "-n", "-q", "-z", "expert", "-r", path],
+            }
+            results = {"podprobe": [], "tshark": []}
+            for i in range(repeats):
+                order = ["podprobe", "tshark"] if i % 2 == 0 else ["tshark", "podprobe"]
+                for tool in order:
+                    results[tool].append(cpu_and_peak_rss(tools[tool]))
+            pp_cpu = statistics.median(r["cpu_s"] for r in results["podprobe"])
+            ts_cpu = statistics.median(r["cpu_s"] for r in results["tshark"])
+            pp_rss = max(r["rss_kib"] for r in results["podprobe"]) / 1024
+            ts_rss = max(r["rss_kib"] for r in results["tshark"]) / 1024
+            ratio = pp_cpu / ts_cpu if ts_cpu else float("nan")
+            self.row(f"`--analyze` CPU, {count:,} {label}", f"{pp_cpu:.2f} s", f"{ts_cpu:.2f} s",
+                     ratio, target_ratio(ratio, 1.0))
+            self.row(f"`--analyze` peak RSS, {count:,} {label}", f"{pp_rss:.1f} MiB",
+                     f"{ts_rss:.1f} MiB", pp_rss / ts_rss if ts_rss else None,
+                     target_le(pp_rss, ANALYZE_RSS_CAP_MIB, "MiB"))
+            verdict = results["podprobe"][0].get("verdict", "?")
+            self.note(f"- analyze, {label}: a pcap of {count:,} packets ({os.path.getsize(path) / 2**20:.0f} MiB) "
+                      f"written by bench.py; `podprobe capture -r FILE --analyze -o json` (verdict {verdict}) vs "
+                      f"`tshark -n -q -z expert -r FILE`, {repeats} runs each, alternating, median CPU "
+                      f"(user+sys) and largest peak RSS from GNU time.")
     # ------------------------------------------------------- Envoy config dump
 
     def envoy_dump(self):
@@ -662,6 +698,72 @@ def stop(proc):
     if m:
         res["dropped"] = int(m.group(1))
     return res
+
+
+# The analysis state's budget (capture --analyze, README): the whole process
+# stays within it on a flood.
+ANALYZE_RSS_CAP_MIB = 64
+
+
+def cpu_and_peak_rss(argv):
+    """Runs a command to its end under GNU time (wait4 on a child of this
+    process would count this process's pages in its peak); its CPU seconds
+    (user+sys), peak RSS (KiB) and, for podprobe's JSON report, the verdict."""
+    r = subprocess.run(["/usr/bin/time", "-f", "%x %U %S %M", *argv], capture_output=True)
+    last = r.stderr.decode(errors="replace").strip().splitlines()[-1]
+    code, user, system, rss = last.split()
+    res = {"cpu_s": float(user) + float(system), "rss_kib": int(rss)}
+    if argv[1:2] == ["capture"]:
+        if code not in ("0", "1"):
+            raise RuntimeError(f"{' '.join(argv)} exited {code}")
+        res["verdict"] = json.loads(r.stdout)["verdict"]
+    elif code != "0":
+        raise RuntimeError(f"{' '.join(argv)} exited {code}")
+    return res
+
+
+def write_pcap(path, packets, spacing_us=100):
+    """A classic pcap (Ethernet, microseconds) of the given frames, one every
+    `spacing_us` from a fixed start (a million of them span 100 s, so most
+    queries and SYNs are old enough to count as unanswered)."""
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i, frame in enumerate(packets):
+            t = 1_700_000_000_000_000 + i * spacing_us
+            f.write(struct.pack("<IIII", t // 1_000_000, t % 1_000_000, len(frame), len(frame)))
+            f.write(frame)
+
+
+def ipv4(src, dst, proto, payload):
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, 64, proto, 0,
+                         src.to_bytes(4, "big"), dst.to_bytes(4, "big"))
+    return b"\x00" * 12 + b"\x08\x00" + header + payload
+
+
+def write_dns_flood(path, count):
+    """`count` A queries, each a different name from its own client socket,
+    to one DNS server, none answered."""
+    server = 0x0A60000A  # 10.96.0.10
+
+    def frames():
+        for i in range(count):
+            client = 0x0A000000 + (i >> 10)
+            name = b"".join(bytes([len(p)]) + p for p in (b"n%d" % i, b"example", b"com")) + b"\x00"
+            dns = struct.pack("!HHHHHH", i & 0xFFFF, 0x0100, 1, 0, 0, 0) + name + b"\x00\x01\x00\x01"
+            udp = struct.pack("!HHHH", 1024 + i % 60000, 53, 8 + len(dns), 0) + dns
+            yield ipv4(client, server, 17, udp)
+    write_pcap(path, frames())
+
+
+def write_syn_flood(path, count):
+    """`count` SYNs from different sources to one port, none answered."""
+    server = 0x0AF4000B  # 10.244.0.11
+
+    def frames():
+        for i in range(count):
+            tcp = struct.pack("!HHIIBBHHH", 1024 + i % 60000, 8080, i, 0, 0x50, 0x02, 64240, 0, 0)
+            yield ipv4(0x0A000000 + (i >> 6), server, 6, tcp)
+    write_pcap(path, frames())
 
 
 def parse_sent(out):
@@ -882,7 +984,7 @@ def main():
     ap.add_argument("--tmp", required=True)
     ap.add_argument("--commit", default="?")
     ap.add_argument("--quick", action="store_true")
-    every = "startup,size,dns,capture,streaming,grpc,watch,envoy"
+    every = "startup,size,dns,capture,streaming,grpc,watch,envoy,analyze"
     ap.add_argument("--only", default=every)
     ap.add_argument("--grpc-python", default="/opt/podprobe-testenv/bin/python3",
                     help="a Python with grpcio, for the gRPC baseline")
@@ -897,7 +999,8 @@ def main():
     sections = [("startup", b.startup, None), ("size", b.sizes, None), ("dns", b.dns_accuracy, "dns"),
                 ("capture", b.capture, "capture"), ("streaming", b.streaming, "capture"),
                 ("grpc", b.grpc, "grpc"), ("grpc", b.grpc_vs_grpcio, "grpc"),
-                ("watch", b.watch, "watch"), ("envoy", b.envoy_dump, "keepalive")]
+                ("watch", b.watch, "watch"), ("envoy", b.envoy_dump, "keepalive"),
+                ("analyze", b.analyze, "capture")]
     for name, run, command in sections:
         if name not in only:
             continue

@@ -412,6 +412,15 @@ pub enum LabCommand {
         #[arg(long)]
         reply_from: Option<std::net::SocketAddr>,
     },
+    /// Sends one out-of-window copy of each connection's first data segment
+    /// from PORT (run in the backends by the invalid-reset scenario).
+    #[command(hide = true)]
+    OutOfWindow {
+        #[arg(long)]
+        interface: String,
+        #[arg(long)]
+        port: u16,
+    },
 }
 
 /// Parses `2s`, `500ms`, `1m30s`, or a bare number of seconds (`2`, `0.5`),
@@ -632,6 +641,10 @@ impl LabArgs {
                 upstream: *upstream,
                 mode: *mode,
                 reply_from: *reply_from,
+            },
+            LabCommand::OutOfWindow { interface, port } => Action::OutOfWindow {
+                interface: interface.clone(),
+                port: *port,
             },
         }
     }

@@ -60,6 +60,8 @@ fn bench_quick_run_writes_a_table() {
         "capture to a pipe",
         "streaming latency",
         "gRPC",
+        "`--analyze` CPU",
+        "`--analyze` peak RSS",
         "Envoy config dump",
     ] {
         assert!(

@@ -1,8 +1,8 @@
-//! `podprobe capture`, end to end: the real binary reads the tcpdump
-//! project's captures and captures live in network namespaces made here
-//! (a client `a` and a server `b` joined by a veth pair, dnsmasq in `b`,
-//! real glibc and dig in `a`), and its output is checked with the real
-//! tshark and capinfos.
+//! `podprobe capture`, live, end to end: the real binary captures in
+//! network namespaces made here (a client `a` and a server `b` joined by a
+//! veth pair, dnsmasq in `b`, real glibc and dig in `a`) and in the lab's
+//! pods, while real faults happen; its output is checked with the real
+//! tshark and capinfos. Public captures are in capture_fixtures.rs.
 
 use std::collections::BTreeSet;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -14,298 +14,18 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod support;
-use support::{assert_valid_report, check, run, Netns};
+use support::{check, run, Netns};
 
-use podprobe::lab::{Lab, LabSpec, Pod, Scenario, Service, EXTERNAL_NAME};
+mod capture_support;
+use capture_support::{
+    expert_count, report_of, text, tshark_count, tshark_expert, tshark_fields, TempDir, PODPROBE,
+};
 
-const PODPROBE: &str = env!("CARGO_BIN_EXE_podprobe");
+use podprobe::lab::invalid::two_requests;
+use podprobe::lab::{Lab, LabSpec, Pod, Scenario, Service, BACKEND_HTTP_PORT, EXTERNAL_NAME};
+
 const CLIENT_IP: &str = "10.77.0.1";
 const SERVER_IP: &str = "10.77.0.2";
-
-fn fixtures() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pcap");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 18, "fixtures missing: {files:?}");
-    files
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Counts of what tshark dissects in a file; `filter` is a display filter.
-fn tshark_count(file: &Path, filter: &str) -> u64 {
-    let out = run(Command::new("tshark")
-        .args(["-2", "-n", "-r"])
-        .arg(file)
-        .args(["-Y", filter, "-T", "fields", "-e", "frame.number"]));
-    assert!(out.status.success(), "tshark: {}", text(&out.stderr));
-    text(&out.stdout).lines().filter(|l| !l.is_empty()).count() as u64
-}
-
-fn tshark_fields(file: &Path, filter: &str, field: &str) -> Vec<String> {
-    let out = run(Command::new("tshark")
-        .args(["-2", "-n", "-r"])
-        .arg(file)
-        .args(["-Y", filter, "-T", "fields", "-e", field]));
-    assert!(out.status.success(), "tshark: {}", text(&out.stderr));
-    text(&out.stdout)
-        .lines()
-        .flat_map(|l| l.split(','))
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// The report of `capture --analyze -o json`, wherever it was printed.
-fn report_of(json: &str) -> Value {
-    let start = json
-        .find('{')
-        .unwrap_or_else(|| panic!("no report in: {json}"));
-    let report = serde_json::from_str(&json[start..]).unwrap_or_else(|e| panic!("{e}: {json}"));
-    assert_valid_report(&report);
-    report
-}
-
-fn analyze_file(file: &Path) -> Value {
-    let out = run(Command::new(PODPROBE)
-        .args(["capture", "--analyze", "-o", "json", "-r"])
-        .arg(file));
-    assert!(
-        out.status.code() == Some(0) || out.status.code() == Some(1),
-        "{}: {}",
-        file.display(),
-        text(&out.stderr)
-    );
-    report_of(&text(&out.stdout))
-}
-
-const DNS53: &str = "(udp.port==53 || tcp.port==53)";
-
-#[test]
-fn analyze_counts_agree_with_tshark_on_every_fixture() {
-    for file in fixtures() {
-        let report = analyze_file(&file);
-        let dns = &check(&report, "capture.dns")["evidence"];
-        let tcp = &check(&report, "capture.tcp")["evidence"];
-        let name = file.display();
-        let want = |f: &str| tshark_count(&file, f);
-        assert_eq!(
-            dns["queries"],
-            want(&format!("dns.flags.response==0 && {DNS53}")),
-            "{name} queries"
-        );
-        assert_eq!(
-            dns["responses"],
-            want(&format!("dns.flags.response==1 && {DNS53}")),
-            "{name} responses"
-        );
-        assert_eq!(
-            dns["nxdomain"],
-            want(&format!(
-                "dns.flags.response==1 && dns.flags.rcode==3 && {DNS53}"
-            )),
-            "{name} nxdomain"
-        );
-        assert_eq!(
-            dns["unanswered"],
-            want(&format!(
-                "dns.flags.response==0 && !dns.response_in && {DNS53}"
-            )),
-            "{name} unanswered"
-        );
-        assert_eq!(
-            tcp["resets_total"],
-            want("tcp.flags.reset==1"),
-            "{name} resets"
-        );
-        let streams: BTreeSet<String> = tshark_fields(&file, "tcp", "tcp.stream")
-            .into_iter()
-            .collect();
-        assert_eq!(
-            tcp["connections"],
-            streams.len() as u64,
-            "{name} connections"
-        );
-
-        // The names queried, as tshark dissects them.
-        let mut names: BTreeSet<String> = tshark_fields(
-            &file,
-            &format!("dns.flags.response==0 && {DNS53}"),
-            "dns.qry.name",
-        )
-        .into_iter()
-        .map(|n| if n == "<Root>" { ".".to_string() } else { n })
-        .collect();
-        let ours: BTreeSet<String> = dns["top_names"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["name"].as_str().unwrap().to_string())
-            .collect();
-        names.retain(|n| !n.is_empty());
-        assert_eq!(ours, names, "{name} names");
-    }
-}
-
-#[test]
-fn fixture_verdicts_pass_or_skip_and_resets_name_the_sender() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pcap");
-    let report = analyze_file(&dir.join("dns_udp.pcap"));
-    assert_eq!(check(&report, "capture.dns")["status"], "pass");
-    assert_eq!(check(&report, "capture.tcp")["status"], "skip");
-    let report = analyze_file(&dir.join("tcp_rst_data.pcap"));
-    let tcp = check(&report, "capture.tcp");
-    // A lone RST with nothing of its connection before it: not established.
-    assert_eq!(tcp["status"], "pass");
-    let src = tshark_fields(&dir.join("tcp_rst_data.pcap"), "tcp", "ip.src");
-    let sport = tshark_fields(&dir.join("tcp_rst_data.pcap"), "tcp", "tcp.srcport");
-    assert_eq!(
-        tcp["evidence"]["resets"][0]["from"],
-        format!("{}:{}", src[0], sport[0])
-    );
-    // DLT_NULL loopback and raw IP decode too.
-    for f in ["tcp_rst_diag_payload.pcap", "mptcp-tcprst.pcap"] {
-        let report = analyze_file(&dir.join(f));
-        assert!(check(&report, "capture.tcp")["evidence"]["resets_total"].as_u64() > Some(0));
-    }
-}
-
-/// Runs podprobe on a file and asserts it neither panics nor fails oddly.
-fn read_survives(file: &Path) -> Output {
-    let out = run(Command::new(PODPROBE)
-        .args(["capture", "--analyze", "-o", "json", "-r"])
-        .arg(file));
-    let stderr = text(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{}: {stderr}", file.display());
-    assert!(
-        matches!(out.status.code(), Some(0..=2)),
-        "{}: {:?} {stderr}",
-        file.display(),
-        out.status
-    );
-    out
-}
-
-#[test]
-fn truncated_pcaps_and_random_bytes_never_panic() {
-    let tmp = TempDir::new();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut random = move |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    };
-    for file in fixtures() {
-        let bytes = std::fs::read(&file).unwrap();
-        for cut in [10, 24, 30, 40, bytes.len() / 2, bytes.len() - 1] {
-            let path = tmp.path().join("cut.pcap");
-            std::fs::write(&path, &bytes[..cut.min(bytes.len())]).unwrap();
-            read_survives(&path);
-        }
-    }
-    // A cut in the middle of a record: the packets before it are analysed.
-    let edns = std::fs::read(
-        fixtures()
-            .into_iter()
-            .find(|f| f.ends_with("edns-opts.pcap"))
-            .unwrap(),
-    )
-    .unwrap();
-    let path = tmp.path().join("half.pcap");
-    std::fs::write(&path, &edns[..edns.len() / 2]).unwrap();
-    let out = read_survives(&path);
-    assert!(
-        text(&out.stderr).contains("truncated"),
-        "{}",
-        text(&out.stderr)
-    );
-    let report = report_of(&text(&out.stdout));
-    assert!(check(&report, "capture.dns")["evidence"]["queries"].as_u64() > Some(5));
-
-    // No such file: one line naming it once, exit 2.
-    let out = read_survives(&tmp.path().join("missing.pcap"));
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = text(&out.stderr);
-    assert_eq!(stderr.matches("missing.pcap").count(), 1, "{stderr}");
-
-    // Not a capture at all: one line, exit 2.
-    let path = tmp.path().join("random.bin");
-    std::fs::write(&path, random(4000)).unwrap();
-    let out = read_survives(&path);
-    assert_eq!(out.status.code(), Some(2));
-    assert_eq!(
-        text(&out.stderr).lines().count(),
-        1,
-        "{}",
-        text(&out.stderr)
-    );
-
-    // A valid header followed by records of random bytes, for every link
-    // type the analyzer decodes.
-    for linktype in [1u32, 0, 101, 108, 113, 276] {
-        let mut file = Vec::new();
-        file.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-        file.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        file.extend_from_slice(&65535u32.to_le_bytes());
-        file.extend_from_slice(&linktype.to_le_bytes());
-        for i in 0..300u32 {
-            let len = (i * 7) % 200;
-            file.extend_from_slice(&i.to_le_bytes());
-            file.extend_from_slice(&0u32.to_le_bytes());
-            file.extend_from_slice(&len.to_le_bytes());
-            file.extend_from_slice(&len.to_le_bytes());
-            file.extend_from_slice(&random(len as usize));
-        }
-        let path = tmp.path().join("random.pcap");
-        std::fs::write(&path, &file).unwrap();
-        assert_eq!(read_survives(&path).status.code(), Some(0));
-    }
-}
-
-#[test]
-fn read_with_filter_and_write_copies_what_tshark_reads() {
-    let tmp = TempDir::new();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pcap");
-    let out_file = tmp.path().join("out.pcap");
-    let out = run(Command::new(PODPROBE)
-        .args(["capture", "-f", "udp dst port 53", "-w"])
-        .arg(&out_file)
-        .arg("-r")
-        .arg(dir.join("edns-opts.pcap")));
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(tshark_count(&out_file, "dns.flags.response==0"), 21);
-    assert_eq!(tshark_count(&out_file, "frame"), 21);
-
-    // Neither -w nor --analyze: one line per packet, as tcpdump prints.
-    let out = run(Command::new(PODPROBE)
-        .args(["capture", "-c", "3", "-r"])
-        .arg(dir.join("dns_tcp.pcap")));
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
-    assert_eq!(lines.len(), 3, "{lines:?}");
-    assert!(
-        lines[0].contains("TCP ") && lines[0].contains(":53: [S]"),
-        "{lines:?}"
-    );
-    assert!(lines[1].contains("[S.]"), "{lines:?}");
-
-    let out = run(Command::new(PODPROBE)
-        .args(["capture", "-f", "no such filter", "-r"])
-        .arg(dir.join("dns_udp.pcap")));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).starts_with("podprobe: bad filter"));
-}
 
 #[test]
 fn writing_pcap_to_a_terminal_is_refused_with_the_kubectl_hint() {
@@ -409,8 +129,14 @@ impl Pair {
     /// dnsmasq in `b`: `*.cluster.local` and `example.com` are its zones
     /// (NXDOMAIN for unknown names), with a few records.
     fn start_dns(&mut self) {
+        self.start_dns_with(&[]);
+    }
+
+    /// dnsmasq with more options (records, listen addresses).
+    fn start_dns_with(&mut self, extra: &[&str]) {
         let child = self
             .in_b("dnsmasq")
+            .args(extra)
             .args([
                 "--keep-in-foreground",
                 "--no-resolv",
@@ -508,27 +234,6 @@ impl Drop for Pair {
     }
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let path =
-            std::env::temp_dir().join(format!("podprobe-capture-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Starts `podprobe capture ... -w -` as `cmd` and pipes its stream into
 /// `tshark -r -`. Returns once the capture is armed: the pcap header, which
 /// podprobe writes as soon as it captures, has been read (and passed on).
@@ -595,7 +300,11 @@ fn captured(stderr: &str) -> u64 {
         .lines()
         .find(|l| l.contains("packets captured"))
         .unwrap_or_else(|| panic!("no stats line in: {stderr}"));
-    assert!(line.ends_with("dropped by kernel"), "{line}");
+    assert!(
+        line.ends_with("dropped by kernel")
+            || line.contains("dropped by kernel (the reader went away after"),
+        "{line}"
+    );
     line.split_whitespace().next().unwrap().parse().unwrap()
 }
 
@@ -748,6 +457,50 @@ fn a_reader_that_leaves_ends_the_capture_quietly() {
         "{stderr}"
     );
     captured(&stderr);
+
+    // `| head -c 1000`: the count is of the records the reader got whole,
+    // not of those written into the pipe it left unread.
+    let tmp = TempDir::new();
+    let got = tmp.path().join("got.pcap");
+    let mut head = pair
+        .in_a("sh")
+        .args([
+            "-c",
+            &format!(
+                "{PODPROBE} capture -f 'udp port 9' -w - | head -c 1000 > {}",
+                got.display()
+            ),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while head.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        // Bursts faster than head reads: the pipe fills.
+        let _ = run(pair.in_a("bash").args([
+            "-c",
+            &format!("for i in $(seq 300); do echo ping$i > /dev/udp/{SERVER_IP}/9; done"),
+        ]));
+    }
+    let out = finish(head, Duration::from_secs(5));
+    let stderr = text(&out.stderr);
+    let bytes = std::fs::read(&got).unwrap();
+    assert_eq!(bytes.len(), 1000);
+    let mut at = 24;
+    let mut whole = 0;
+    while at + 16 <= bytes.len() {
+        let caplen = u32::from_ne_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        if at + 16 + caplen > bytes.len() {
+            break;
+        }
+        at += 16 + caplen;
+        whole += 1;
+    }
+    assert_eq!(captured(&stderr), whole, "{stderr}");
+    assert!(
+        stderr.contains("(the reader went away after 1000 bytes)"),
+        "{stderr}"
+    );
 
     // The reader leaves while nothing arrives: noticed without a packet.
     let idle = pair
@@ -991,12 +744,18 @@ fn any_interface_gives_cooked_capture_that_analyzes_the_same() {
     signal(&child, libc::SIGINT);
     let out = finish(child, Duration::from_secs(5));
     assert!(out.status.success(), "{}", text(&out.stderr));
-    // libpcap's "any" device gives Linux cooked capture, not Ethernet.
+    // The "any" device gives Linux cooked capture v2, as tcpdump writes it:
+    // each packet keeps its interface.
     let encap = run(Command::new("capinfos").args(["-E", "-M"]).arg(&file));
     assert!(
-        text(&encap.stdout).contains("linux-sll"),
+        text(&encap.stdout).contains("linux-sll2"),
         "{}",
         text(&encap.stdout)
+    );
+    let ifindex = tshark_fields(&file, "dns", "sll.ifindex");
+    assert!(
+        !ifindex.is_empty() && ifindex.iter().all(|i| i != "0"),
+        "{ifindex:?}"
     );
     let report = report_of(&text(&out.stdout));
     let dns = check(&report, "capture.dns");
@@ -1144,25 +903,548 @@ fn lab_external_name_is_a_search_chain_and_the_stream_matches_tshark() {
     assert_eq!(chain["nxdomain"], 8, "{chain}");
 }
 
+// ------------------------------------------------- faults, as they happen
+
+/// Stops the capture in `child` a moment after the traffic and returns its
+/// report.
+fn stop_capture(child: Child) -> Value {
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, libc::SIGINT);
+    let out = finish(child, Duration::from_secs(10));
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}",
+        text(&out.stderr)
+    );
+    report_of(&text(&out.stdout))
+}
+
+fn summary(check: &Value) -> &str {
+    check["summary"].as_str().unwrap()
+}
+
+/// A DNS server frozen for 6 s with no NAT anywhere: glibc's A and AAAA
+/// both wait, both are resent after 5 s, and everything is answered when
+/// the server wakes. A server stall, not the conntrack race.
 #[test]
-fn pcapng_reads_like_pcap() {
+fn a_frozen_dns_server_is_a_stall_not_the_race() {
+    let mut pair = Pair::new();
+    pair.start_dns();
+    pair.resolv_conf("ndots:1");
     let tmp = TempDir::new();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pcap");
-    for name in ["edns-opts.pcap", "dns_tcp.pcap"] {
-        let ng = tmp.path().join(format!("{name}ng"));
-        let out = run(Command::new("editcap")
-            .args(["-F", "pcapng"])
-            .arg(dir.join(name))
-            .arg(&ng));
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        let classic = analyze_file(&dir.join(name));
-        let next_gen = analyze_file(&ng);
-        for id in ["capture.dns", "capture.tcp"] {
-            assert_eq!(
-                check(&classic, id)["evidence"],
-                check(&next_gen, id)["evidence"],
-                "{name} {id}"
-            );
+    let file = tmp.path().join("frozen.pcap");
+    let child = pair.capture_to_file(&file, &["--analyze", "-o", "json", "-f", "udp port 53"]);
+    let dnsmasq = pair.servers[0].id() as i32;
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(dnsmasq, libc::SIGSTOP) };
+    let lookup = pair
+        .in_a("getent")
+        .args(["ahosts", "api.example.com"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    // SAFETY: as above.
+    unsafe { libc::kill(dnsmasq, libc::SIGCONT) };
+    let out = finish(lookup, Duration::from_secs(15));
+    assert!(
+        text(&out.stdout).contains("10.1.2.3"),
+        "{}",
+        text(&out.stdout)
+    );
+    let report = stop_capture(child);
+    let dns = check(&report, "capture.dns");
+    assert_eq!(dns["status"], "fail", "{dns:#}");
+    assert!(
+        summary(dns).starts_with(&format!(
+            "server stall: {SERVER_IP}:53 answered nothing for"
+        )),
+        "{dns:#}"
+    );
+    assert!(!summary(dns).contains("race"), "{dns:#}");
+    let causes = &dns["evidence"]["causes"];
+    assert_eq!(causes["conntrack_race"], 0, "{dns:#}");
+    assert!(causes["server_stall"].as_u64() >= Some(2), "{dns:#}");
+    let stall = &dns["evidence"]["servers"][0]["stalls"][0];
+    let stalled = stall["duration_ms"].as_f64().unwrap();
+    assert!((5500.0..8000.0).contains(&stalled), "{stall}");
+    assert!(
+        !dns["remedy"].to_string().contains("single-request-reopen"),
+        "{dns:#}"
+    );
+    assert_eq!(
+        dns["evidence"]["queries"],
+        tshark_count(&file, "dns.flags.response==0")
+    );
+}
+
+/// IPv6 DNS answers of 3 kB arrive in fragments: reassembled, they are
+/// answers; with one fragment removed from the same capture (editcap), the
+/// query is explained as an answer lost in fragments, not the race.
+#[test]
+fn ipv6_dns_with_large_answers_reassembles_and_names_a_lost_fragment() {
+    let mut pair = Pair::new();
+    support::sh(&format!(
+        "ip -n {a} addr add fd77::1/64 dev eth0 nodad; ip -n {b} addr add fd77::2/64 dev eth0 nodad",
+        a = pair.a.name,
+        b = pair.b.name
+    ));
+    // Twelve 250-byte strings: a TXT answer of about 3 kB.
+    let chunk = "x".repeat(250);
+    let txt = format!(
+        "--txt-record=big.example.com{}",
+        format!(",{chunk}").repeat(12)
+    );
+    pair.start_dns_with(&["--listen-address=fd77::2", "--edns-packet-max=4096", &txt]);
+    let tmp = TempDir::new();
+    let file = tmp.path().join("v6.pcap");
+    // No port filter: BPF's `port 53` does not match IPv6 fragments.
+    let child = pair.capture_to_file(
+        &file,
+        &["--analyze", "-o", "json", "-f", "ip6 and not icmp6"],
+    );
+    for i in 0..3 {
+        if i == 1 {
+            // The first query then lies more than a second before the end.
+            std::thread::sleep(Duration::from_millis(1200));
         }
+        let out = run(pair.in_a("dig").args([
+            "@fd77::2",
+            "+bufsize=4096",
+            "+notcp",
+            "+ignore",
+            "+tries=1",
+            "+time=2",
+            "TXT",
+            "big.example.com",
+        ]));
+        assert!(
+            text(&out.stdout).contains("MSG SIZE  rcvd: 3"),
+            "{}",
+            text(&out.stdout)
+        );
     }
+    let report = stop_capture(child);
+    let dns = check(&report, "capture.dns");
+    assert_eq!(dns["status"], "pass", "{dns:#}");
+    assert_eq!(dns["evidence"]["answered"], 3, "{dns:#}");
+    let decode = &check(&report, "capture.decode")["evidence"];
+    assert_eq!(decode["fragments"]["reassembled"], 3, "{decode:#}");
+    assert_eq!(
+        decode["fragments"]["reassembled"],
+        tshark_count(&file, "ipv6.fragment.count")
+    );
+    assert_eq!(
+        dns["evidence"]["responses"],
+        tshark_count(&file, "dns.flags.response==1")
+    );
+
+    // The last fragment of the first answer, removed.
+    let frames = tshark_fields(&file, "ipv6.fragment.count", "frame.number");
+    let lost = tmp.path().join("lost.pcap");
+    let out = run(Command::new("editcap")
+        .arg(&file)
+        .arg(&lost)
+        .arg(&frames[0]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = capture_support::analyze_file(&lost);
+    let dns = check(&report, "capture.dns");
+    assert_eq!(dns["status"], "fail", "{dns:#}");
+    assert_eq!(dns["evidence"]["causes"]["fragments_lost"], 1, "{dns:#}");
+    assert_eq!(dns["evidence"]["causes"]["conntrack_race"], 0, "{dns:#}");
+    assert!(
+        summary(dns).contains("1 answer lost in IP fragments"),
+        "{dns:#}"
+    );
+    assert_eq!(
+        dns["evidence"]["unanswered"],
+        tshark_count(&lost, "dns.flags.response==0 && !dns.response_in")
+    );
+    let decode = check(&report, "capture.decode");
+    assert_eq!(decode["status"], "warn", "{decode:#}");
+    assert!(
+        summary(decode).contains("1 fragmented datagram never completed"),
+        "{decode:#}"
+    );
+}
+
+/// One connection from `a` to `b`:`port` where `b`'s server accepts and
+/// then runs `server`; the client runs `client` on the stream.
+fn tcp_session(
+    pair: &Pair,
+    port: u16,
+    server: impl FnOnce(std::net::TcpStream) + Send + 'static,
+    client: impl FnOnce(std::net::TcpStream) + Send + 'static,
+) {
+    let listener = in_netns(&pair.b.name, move || {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        // A small receive buffer fills (and closes the window) quickly.
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.set_reuse_address(true).unwrap();
+        let addr: std::net::SocketAddr = format!("{SERVER_IP}:{port}").parse().unwrap();
+        socket.bind(&addr.into()).unwrap();
+        socket.listen(1).unwrap();
+        std::net::TcpListener::from(socket)
+    })
+    .join()
+    .unwrap();
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        server(conn);
+    });
+    in_netns(&pair.a.name, move || {
+        let conn = std::net::TcpStream::connect((SERVER_IP, port)).unwrap();
+        client(conn);
+    })
+    .join()
+    .unwrap();
+    server.join().unwrap();
+}
+
+/// A receiver that stops reading for 2 s: its window closes and the sender
+/// waits. Graded as a zero-window stall with its duration.
+#[test]
+fn a_receiver_that_stops_reading_is_a_zero_window_stall() {
+    use std::io::{Read, Write};
+    let pair = Pair::new();
+    let tmp = TempDir::new();
+    let file = tmp.path().join("zero.pcap");
+    let child = pair.capture_to_file(&file, &["--analyze", "-o", "json", "-f", "tcp port 9000"]);
+    tcp_session(
+        &pair,
+        9000,
+        |mut conn| {
+            std::thread::sleep(Duration::from_secs(2));
+            let mut buf = vec![0u8; 65536];
+            while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+        },
+        |mut conn| {
+            conn.set_write_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            conn.write_all(&vec![7u8; 1 << 20]).unwrap();
+        },
+    );
+    let report = stop_capture(child);
+    let tcp = check(&report, "capture.tcp");
+    assert_eq!(tcp["status"], "warn", "{tcp:#}");
+    assert!(
+        summary(tcp).starts_with(&format!(
+            "{SERVER_IP}:9000 stopped reading: zero window for"
+        )),
+        "{tcp:#}"
+    );
+    let stall = &tcp["evidence"]["zero_window_stalls"][0];
+    let ms = stall["duration_ms"].as_f64().unwrap();
+    assert!((1200.0..4000.0).contains(&ms), "{stall}");
+    assert_eq!(
+        tcp["evidence"]["zero_windows"],
+        expert_count(&tshark_expert(&file), "TCP", "Zero Window")
+    );
+}
+
+/// The peer vanishes mid-transfer (a pod deleted, a node gone: everything
+/// sent to it is lost): the sender retransmits into the void. Never acknowledged: a fail,
+/// with the run's length.
+#[test]
+fn a_peer_that_vanishes_mid_transfer_is_an_unacknowledged_run() {
+    use std::io::Write;
+    let pair = Pair::new();
+    let tmp = TempDir::new();
+    let file = tmp.path().join("vanish.pcap");
+    let child = pair.capture_to_file(&file, &["--analyze", "-o", "json", "-f", "tcp port 9001"]);
+    let b = pair.b.name.clone();
+    tcp_session(
+        &pair,
+        9001,
+        move |mut conn| {
+            use std::io::Read;
+            // Read for a while, then vanish without a word.
+            let until = Instant::now() + Duration::from_millis(300);
+            conn.set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let mut buf = vec![0u8; 65536];
+            while Instant::now() < until {
+                let _ = conn.read(&mut buf);
+            }
+            // Everything to it is lost from now on, as for a pod deleted
+            // on another node.
+            support::sh(&format!("ip netns exec {b} iptables -w -I INPUT -j DROP"));
+            std::thread::sleep(Duration::from_secs(5));
+        },
+        |mut conn| {
+            conn.set_write_timeout(Some(Duration::from_secs(6)))
+                .unwrap();
+            for _ in 0..60 {
+                if conn.write_all(&[1u8; 1000]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::thread::sleep(Duration::from_secs(5));
+        },
+    );
+    let report = stop_capture(child);
+    let tcp = check(&report, "capture.tcp");
+    assert_eq!(tcp["status"], "fail", "{tcp:#}");
+    assert!(
+        summary(tcp).contains(&format!("-> {SERVER_IP}:9001: a segment retransmitted")),
+        "{tcp:#}"
+    );
+    assert!(summary(tcp).contains("never acknowledged"), "{tcp:#}");
+    let run = tcp["evidence"]["retransmission_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["acknowledged"] == false)
+        .unwrap_or_else(|| panic!("{tcp:#}"));
+    assert!(run["retransmits"].as_u64() >= Some(3), "{run}");
+    assert!(run["duration_ms"].as_f64() >= Some(2000.0), "{run}");
+    assert_eq!(
+        tcp["evidence"]["retransmissions"],
+        expert_count(&tshark_expert(&file), "TCP", "retransmission")
+    );
+}
+
+/// Captures TCP on the client pod's eth0 while `traffic` runs in it.
+fn capture_lab_tcp(lab: &Lab, traffic: impl FnOnce() + Send) -> (Value, PathBuf, TempDir) {
+    let tmp = TempDir::new();
+    let file = tmp.path().join("lab-tcp.pcap");
+    let child = start_capture(
+        lab.podprobe(Pod::Client),
+        &file,
+        &["-i", "eth0", "--analyze", "-o", "json", "-f", "tcp"],
+    );
+    lab.in_pod(Pod::Client, traffic).unwrap();
+    (stop_capture(child), file, tmp)
+}
+
+/// NetworkPolicy DROP on the backends' port: SYNs to the Service are never
+/// answered. REJECT: each connect is refused by a reset.
+#[test]
+fn lab_dropped_and_rejected_ports_are_unanswered_and_refused() {
+    let dropped = lab(&[Scenario::NetpolDrop]);
+    let (report, file, _tmp) = capture_lab_tcp(&dropped, || {
+        let err = std::net::TcpStream::connect_timeout(
+            &Service::Web.addr().into(),
+            Duration::from_millis(3500),
+        );
+        assert!(err.is_err());
+        std::thread::sleep(Duration::from_millis(1200));
+    });
+    let tcp = check(&report, "capture.tcp");
+    assert_eq!(tcp["status"], "fail", "{tcp:#}");
+    assert!(
+        summary(tcp).starts_with(&format!(
+            "1 connect never answered (first {}:",
+            Pod::Client.ip()
+        )),
+        "{tcp:#}"
+    );
+    let syn = &tcp["evidence"]["unanswered_syns"][0];
+    assert_eq!(syn["server"], Service::Web.addr().to_string());
+    assert!(syn["syns"].as_u64() >= Some(2), "{syn}");
+    assert_eq!(
+        syn["syns"].as_u64().unwrap(),
+        tshark_count(&file, "tcp.flags.syn==1 && tcp.flags.ack==0")
+    );
+    assert!(tcp["remedy"][0]
+        .as_str()
+        .unwrap()
+        .contains("NetworkPolicies"));
+    drop(dropped);
+
+    let rejected = lab(&[Scenario::NetpolReject]);
+    let (report, file, _tmp) = capture_lab_tcp(&rejected, || {
+        for _ in 0..3 {
+            let err = std::net::TcpStream::connect_timeout(
+                &Service::Web.addr().into(),
+                Duration::from_secs(2),
+            )
+            .unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+        }
+    });
+    let tcp = check(&report, "capture.tcp");
+    assert_eq!(tcp["status"], "fail", "{tcp:#}");
+    assert!(summary(tcp).starts_with("3 connects refused"), "{tcp:#}");
+    assert_eq!(
+        tcp["evidence"]["refused"][0]["server"],
+        Service::Web.addr().to_string()
+    );
+    assert_eq!(
+        tcp["evidence"]["refused_total"],
+        tshark_count(&file, "tcp.flags.reset==1")
+    );
+    assert_eq!(tcp["evidence"]["resets"][0]["phase"], "refused");
+}
+
+/// The escaped-DNAT reset, made real: a backend's segment outside the
+/// window is marked INVALID by the node's conntrack, skips the reverse NAT,
+/// and the client resets it; its next request is "connection reset by
+/// peer". Then the fix, kube-proxy's INVALID drop rule, and the finding is
+/// gone.
+#[test]
+fn lab_invalid_reset_is_the_escaped_dnat_reset_and_the_drop_rule_fixes_it() {
+    // The lab node has kube-proxy's INVALID drop rule: the scenario takes
+    // it away.
+    let mut lab = lab(&[]);
+    let rules = |lab: &Lab| {
+        text(
+            &run(lab
+                .command(Pod::Node, "iptables-save")
+                .args(["-t", "filter"]))
+            .stdout,
+        )
+    };
+    assert!(
+        rules(&lab).contains("--ctstate INVALID -j DROP"),
+        "{}",
+        rules(&lab)
+    );
+    lab.add_scenario(Scenario::InvalidReset).unwrap();
+    assert!(!rules(&lab).contains("INVALID"), "{}", rules(&lab));
+    let invalid_before = conntrack_invalid(&lab);
+    let (report, file, _tmp) = capture_lab_tcp(&lab, || {
+        let err = two_requests(Service::Web.addr().into()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    });
+    assert!(
+        conntrack_invalid(&lab) > invalid_before,
+        "the node's conntrack saw no INVALID packet"
+    );
+    let invalid = check(&report, "capture.conntrack-invalid");
+    assert_eq!(invalid["status"], "fail", "{invalid:#}");
+    let escape = &invalid["evidence"]["escaped"][0];
+    let client = escape["client"].as_str().unwrap();
+    let backend = escape["stray_from"].as_str().unwrap();
+    assert!(
+        client.starts_with(&format!("{}:", Pod::Client.ip())),
+        "{escape}"
+    );
+    assert!(
+        Pod::BACKENDS
+            .iter()
+            .any(|p| backend == format!("{}:{BACKEND_HTTP_PORT}", p.ip())),
+        "{escape}"
+    );
+    assert_eq!(escape["service"], Service::Web.addr().to_string());
+    assert_eq!(escape["then"], "reset-by-service", "{escape}");
+    assert_eq!(
+        summary(invalid),
+        format!(
+            "{client} reset a segment from {backend}, an address it never opened a connection to, arriving on the local port of its connection to {}; that connection was then reset by {} {:.0} ms later: the backend's reply escaped the Service's DNAT",
+            Service::Web.addr(),
+            Service::Web.addr(),
+            escape["then_after_ms"].as_f64().unwrap()
+        )
+    );
+    let details = invalid["remedy"].to_string() + &invalid["refs"].to_string();
+    for needle in [
+        "--ctstate INVALID -j DROP",
+        "nf_conntrack_tcp_be_liberal",
+        "issues/74839",
+        "kube-proxy-subtleties",
+    ] {
+        assert!(details.contains(needle), "{needle}: {invalid:#}");
+    }
+    // tshark sees the same: a RST from the client to the backend's own
+    // address, which the client never sent a SYN to.
+    let host = backend.split(':').next().unwrap();
+    assert_eq!(
+        tshark_count(&file, &format!("tcp.flags.reset==1 && ip.dst=={host}")),
+        1
+    );
+    assert_eq!(
+        tshark_count(&file, &format!("tcp.flags.syn==1 && ip.dst=={host}")),
+        0
+    );
+
+    // The fix: drop INVALID on the node, as kube-proxy does.
+    let out = run(lab.command(Pod::Node, "iptables").args([
+        "-w",
+        "-I",
+        "FORWARD",
+        "1",
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "INVALID",
+        "-j",
+        "DROP",
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (report, _file, _tmp) =
+        capture_lab_tcp(&lab, || two_requests(Service::Web.addr().into()).unwrap());
+    let invalid = check(&report, "capture.conntrack-invalid");
+    assert_eq!(invalid["status"], "pass", "{invalid:#}");
+    assert_eq!(
+        check(&report, "capture.tcp")["status"],
+        "pass",
+        "{report:#}"
+    );
+}
+
+/// The node's conntrack `invalid` counter, summed over CPUs.
+fn conntrack_invalid(lab: &Lab) -> u64 {
+    let out = run(lab.command(Pod::Node, "conntrack").arg("-S"));
+    text(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("invalid="))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
+}
+
+/// DNS over TCP as some resolvers send it: the 2-byte length in a segment
+/// of its own, then the message. Reassembled, each query is paired with its
+/// answer (real dnsmasq), as tshark pairs them.
+#[test]
+fn dns_over_tcp_with_the_length_in_its_own_segment_is_reassembled() {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    use std::io::{Read, Write};
+    let mut pair = Pair::new();
+    pair.start_dns();
+    let tmp = TempDir::new();
+    let file = tmp.path().join("dns-tcp.pcap");
+    let child = pair.capture_to_file(&file, &["--analyze", "-o", "json", "-f", "tcp port 53"]);
+    in_netns(&pair.a.name, || {
+        let mut conn = std::net::TcpStream::connect((SERVER_IP, 53)).unwrap();
+        conn.set_nodelay(true).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        for (id, name) in [(1u16, "api.example.com."), (2, "nope.example.com.")] {
+            let mut query = Message::query();
+            query.metadata.id = id;
+            query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+            let bytes = query.to_vec().unwrap();
+            conn.write_all(&(bytes.len() as u16).to_be_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            conn.write_all(&bytes).unwrap();
+            let mut len = [0u8; 2];
+            conn.read_exact(&mut len).unwrap();
+            let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            conn.read_exact(&mut answer).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    let report = stop_capture(child);
+    let dns = check(&report, "capture.dns");
+    assert_eq!(dns["status"], "pass", "{dns:#}");
+    let ev = &dns["evidence"];
+    assert_eq!(
+        (
+            ev["queries"].as_u64(),
+            ev["responses"].as_u64(),
+            ev["answered"].as_u64()
+        ),
+        (Some(2), Some(2), Some(2)),
+        "{dns:#}"
+    );
+    assert_eq!(ev["queries"], tshark_count(&file, "dns.flags.response==0"));
+    assert_eq!(ev["nxdomain"], tshark_count(&file, "dns.flags.rcode==3"));
+    assert_eq!(
+        check(&report, "capture.decode")["evidence"]["dns_tcp_gaps"],
+        0
+    );
 }

@@ -1,25 +1,32 @@
 //! `podprobe capture`: live capture in the pod's network namespace (or a
 //! pcap/pcapng file with `-r`), written as pcap to a file or streamed on
 //! stdout for Wireshark, and with `--analyze` judged by the same kind of
-//! checks a live probe gives: `capture.dns` and `capture.tcp`.
+//! checks a live probe gives: `capture.decode`, `capture.dns`,
+//! `capture.tcp` and `capture.conntrack-invalid`.
 //!
 //! Output: with `-w -` stdout carries only pcap, so the statistics line and
 //! the `--analyze` report go to stderr; otherwise the report goes to stdout.
 
-mod analyze;
-mod decode;
+pub mod analyze;
+mod bounded;
+pub mod decode;
 pub mod judge;
+mod judge_dns;
+mod judge_tcp;
 mod measure;
 pub mod measure_dns;
 pub mod measure_tcp;
+pub mod pcapfile;
+mod reassemble;
 mod signals;
+mod stream;
 mod summary;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::report::{timed, Report};
+use crate::report::Report;
 use crate::Error;
 
 /// What `podprobe capture` was asked to do.
@@ -86,9 +93,15 @@ pub fn run(args: &Options) -> crate::Result<Done> {
     // failed write there is no reason to fail, let alone panic.
     let mut stderr = std::io::stderr();
     if live {
+        // Packets written (for a stream: read whole by its reader), and
+        // whether that reader went away.
+        let gone = outcome
+            .reader_gone_after
+            .map(|bytes| format!(" (the reader went away after {bytes} bytes)"))
+            .unwrap_or_default();
         let _ = writeln!(
             stderr,
-            "{} packets captured, {} dropped by kernel",
+            "{} packets captured, {} dropped by kernel{gone}",
             outcome.captured,
             outcome.dropped.unwrap_or(0)
         );
@@ -101,13 +114,10 @@ pub fn run(args: &Options) -> crate::Result<Done> {
             outcome.captured
         );
     }
-    let Some((dns, tcp)) = outcome.analysis else {
+    let Some(analysis) = outcome.analysis else {
         return Ok(Done::Exit(crate::report::EXIT_OK));
     };
-    let checks = vec![
-        timed(|| judge::judge_dns(&dns)),
-        timed(|| judge::judge_tcp(&tcp)),
-    ];
+    let checks = judge::judge_all(&analysis);
     Ok(Done::Report {
         report: Box::new(report.finish(checks)),
         to_stderr: to_stdout,

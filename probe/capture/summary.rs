@@ -1,9 +1,9 @@
 //! One line per packet, as tcpdump prints them, for a capture that neither
 //! writes a file nor analyses.
 
-use super::decode::{self, flags, Transport};
+use super::decode::{self, flags, Decoded, Transport};
 
-pub fn line(linktype: i32, ts_us: i64, data: &[u8], wire_len: u32) -> String {
+pub fn line(linktype: u32, ts_us: i64, data: &[u8], wire_len: u32) -> String {
     let secs = ts_us.div_euclid(1_000_000);
     let micros = ts_us.rem_euclid(1_000_000);
     let day = secs.rem_euclid(86_400);
@@ -13,8 +13,37 @@ pub fn line(linktype: i32, ts_us: i64, data: &[u8], wire_len: u32) -> String {
         day % 3600 / 60,
         day % 60
     );
-    let Some(seg) = decode::decode(linktype, data) else {
-        return format!("{clock} length {wire_len} (not UDP/TCP over IP)\n");
+    let seg = match decode::decode(linktype, data, wire_len) {
+        Decoded::Segment(seg) => seg,
+        Decoded::Fragment(f) => {
+            return format!(
+                "{clock} IP {} > {}: fragment at offset {}, length {}\n",
+                f.src, f.dst, f.offset, f.wire_len
+            )
+        }
+        Decoded::IcmpError(e) => {
+            return format!(
+                "{clock} ICMP {} {}: {} for {} > {}\n",
+                e.from,
+                e.reason,
+                if e.protocol == decode::PROTO_TCP {
+                    "TCP"
+                } else {
+                    "UDP"
+                },
+                e.src,
+                e.dst
+            )
+        }
+        Decoded::Other(other) => {
+            return format!("{clock} {} length {wire_len}\n", other.describe())
+        }
+        Decoded::Undecoded(why) => {
+            return format!(
+                "{clock} length {wire_len} (not decoded: {})\n",
+                why.describe()
+            )
+        }
     };
     match seg.transport {
         Transport::Udp => format!(
@@ -27,6 +56,7 @@ pub fn line(linktype: i32, ts_us: i64, data: &[u8], wire_len: u32) -> String {
                 (flags::SYN, 'S'),
                 (flags::FIN, 'F'),
                 (flags::RST, 'R'),
+                (flags::PSH, 'P'),
                 (flags::ACK, '.'),
             ] {
                 if f & bit != 0 {
@@ -46,6 +76,11 @@ mod tests {
     #[test]
     fn non_ip_is_named_not_decoded() {
         let line = super::line(1, 3_723_000_001, &[0u8; 20], 60);
-        assert_eq!(line, "01:02:03.000001 length 60 (not UDP/TCP over IP)\n");
+        assert_eq!(line, "01:02:03.000001 802.3 LLC length 60\n");
+        let line = super::line(147, 0, &[0u8; 20], 60);
+        assert_eq!(
+            line,
+            "00:00:00.000000 length 60 (not decoded: link type USER (147) not supported)\n"
+        );
     }
 }

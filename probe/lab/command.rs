@@ -55,6 +55,8 @@ pub enum Action {
         mode: super::DnsMode,
         reply_from: Option<std::net::SocketAddr>,
     },
+    /// The invalid-reset scenario's out-of-window sender.
+    OutOfWindow { interface: String, port: u16 },
 }
 
 /// Runs a `lab` subcommand; the result is the process's exit code.
@@ -66,6 +68,9 @@ pub fn run(action: &Action) -> Result<i32> {
             suffix,
             delay,
         } => servers::serve_dns_delay(*listen, *upstream, suffix, *delay).map(|()| 0),
+        Action::OutOfWindow { interface, port } => {
+            super::invalid::serve_out_of_window(interface, *port).map(|()| 0)
+        }
         Action::DnsServer { name, server, mode } => {
             super::sys::require_root()?;
             let mut lab = Lab::open(name)?;
@@ -174,6 +179,9 @@ struct Step {
     /// Where the command runs: the client pod, or the node's namespace.
     pod: Pod,
     args: Vec<String>,
+    /// Traffic made in the client pod while the command runs (a capture
+    /// needs something to see).
+    traffic: Option<fn()>,
 }
 
 fn demo_steps() -> Vec<Step> {
@@ -184,6 +192,7 @@ fn demo_steps() -> Vec<Step> {
         about,
         pod: Pod::Client,
         args: args.iter().map(|s| s.to_string()).collect(),
+        traffic: None,
     };
     // `podprobe node` in the node's namespace; a fault that warns exits 1
     // with --fail-on warn.
@@ -201,6 +210,7 @@ fn demo_steps() -> Vec<Step> {
             )
             .map(String::from)
             .collect(),
+        traffic: None,
     };
     vec![
         step(
@@ -254,6 +264,17 @@ fn demo_steps() -> Vec<Step> {
         node_step(Scenario::NodelocalDns, false),
         node_step(Scenario::KubeProxyNft, false),
         node_step(Scenario::KubeProxyLegacy, false),
+        Step {
+            traffic: Some(|| {
+                // The second request is reset: the failure to explain.
+                let _ = super::invalid::two_requests(Service::Web.addr().into());
+            }),
+            ..step(
+                Some(Scenario::InvalidReset),
+                Scenario::InvalidReset.describe(),
+                &["capture", "--analyze", "-f", "tcp", "--duration", "3s"],
+            )
+        },
     ]
 }
 
@@ -276,11 +297,18 @@ fn demo(json: bool) -> Result<i32> {
             _ => "",
         };
         say(&format!("$ podprobe {}{place}\n", step.args.join(" ")));
-        let status = lab
-            .podprobe(step.pod)
-            .args(&step.args)
-            .args(["-o", output])
-            .status()
+        let mut command = lab.podprobe(step.pod);
+        command.args(&step.args).args(["-o", output]);
+        let mut child = command
+            .spawn()
+            .map_err(|e| Error::io(format!("running podprobe in {}", lab.netns(step.pod)), e))?;
+        if let Some(traffic) = step.traffic {
+            // Once the command is under way.
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            lab.in_pod(Pod::Client, traffic)?;
+        }
+        let status = child
+            .wait()
             .map_err(|e| Error::io(format!("running podprobe in {}", lab.netns(step.pod)), e))?;
         let code = status.code().unwrap_or(1);
         say(&format!("(exit code {code})\n\n"));

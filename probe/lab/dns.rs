@@ -276,7 +276,7 @@ impl Lab {
     }
 
     /// Waits until the state directory's `log` contains `text`.
-    fn wait_log(&self, log: &str, text: &str) -> Result<()> {
+    pub(super) fn wait_log(&self, log: &str, text: &str) -> Result<()> {
         let path = self.state_dir().join(log);
         let deadline = std::time::Instant::now() + super::READY_TIMEOUT;
         while !std::fs::read_to_string(&path).is_ok_and(|t| t.contains(text)) {

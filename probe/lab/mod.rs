@@ -21,6 +21,7 @@
 
 pub mod command;
 mod dns;
+pub mod invalid;
 mod node;
 mod replicas;
 mod scenario;
@@ -354,6 +355,9 @@ impl Lab {
             self.start_slow_dns()?;
         }
         self.add_node_scenario(scenario)?;
+        if scenario == Scenario::InvalidReset {
+            self.start_invalid_reset()?;
+        }
         self.state.scenarios.push(scenario);
         self.save()
     }
@@ -516,6 +520,27 @@ impl Lab {
                 .args(["-D", "-p", "udp", "--orig-port-dst", "53"]),
             None,
         );
+        Ok(())
+    }
+
+    /// Takes away what keeps an INVALID reply from escaping DNAT (kube-proxy's
+    /// INVALID drop rule, conntrack's liberal mode) and starts a
+    /// watcher in each backend that sends one out-of-window segment per
+    /// connection to the HTTP port.
+    fn start_invalid_reset(&mut self) -> Result<()> {
+        // kube-proxy's rule (the lab node has it) goes as in no-invalid-drop.
+        self.add_node_scenario(Scenario::NoInvalidDrop)?;
+        sys::in_netns(&self.netns(Pod::Node), || {
+            std::fs::write("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal", "0")
+                .map_err(|e| Error::io("setting nf_conntrack_tcp_be_liberal in the node", e))
+        })??;
+        for pod in Pod::BACKENDS {
+            let mut cmd = self.podprobe(pod);
+            cmd.args(invalid::out_of_window_args(BACKEND_HTTP_PORT));
+            let log = format!("out-of-window-{}.log", pod.name());
+            self.start(cmd, &log)?;
+            self.wait_log(&log, "watching")?;
+        }
         Ok(())
     }
 

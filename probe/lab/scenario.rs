@@ -43,10 +43,15 @@ pub enum Scenario {
     /// kube-proxy's iptables rules in the legacy backend (x_tables), as on
     /// nodes whose iptables is iptables-legacy.
     KubeProxyLegacy,
+    /// A backend's segment outside the TCP window is marked INVALID by the
+    /// node's conntrack and, with no rule dropping INVALID packets, escapes
+    /// the Service's reverse NAT: the client resets it, which kills the
+    /// backend's side of the connection (kubernetes#74839).
+    InvalidReset,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::DnsRace,
         Scenario::NetpolDrop,
         Scenario::NetpolReject,
@@ -58,6 +63,7 @@ impl Scenario {
         Scenario::KubeProxyNft,
         Scenario::OverlayMtu,
         Scenario::KubeProxyLegacy,
+        Scenario::InvalidReset,
     ];
 
     /// The name the CLI takes (`--scenario dns-race`).
@@ -74,6 +80,7 @@ impl Scenario {
             Scenario::KubeProxyNft => "kube-proxy-nft",
             Scenario::OverlayMtu => "overlay-mtu",
             Scenario::KubeProxyLegacy => "kube-proxy-legacy",
+            Scenario::InvalidReset => "invalid-reset",
         }
     }
 
@@ -111,6 +118,9 @@ impl Scenario {
             Scenario::OverlayMtu => "a VXLAN overlay with MTU 1450 while the pods keep MTU 1500",
             Scenario::KubeProxyLegacy => {
                 "kube-proxy's iptables rules in the legacy backend (x_tables)"
+            }
+            Scenario::InvalidReset => {
+                "backends send a segment outside the TCP window; conntrack marks it INVALID and nothing drops it, so it escapes the Service's DNAT"
             }
         }
     }
@@ -182,7 +192,8 @@ impl Scenario {
             | Scenario::NodelocalDns
             | Scenario::KubeProxyNft
             | Scenario::OverlayMtu
-            | Scenario::KubeProxyLegacy => Vec::new(),
+            | Scenario::KubeProxyLegacy
+            | Scenario::InvalidReset => Vec::new(),
         }
     }
 }
