@@ -189,7 +189,13 @@ impl Lab {
         };
         self.start_dns_server(server, native_mode, addr, &format!("dns-{index}"))?;
         let listen = SocketAddr::from((addr, 53));
-        self.wait_dns(listen)?;
+        // A refusing server is ready when it refuses.
+        let ready_rcode = if native_mode == DnsMode::Refused {
+            5
+        } else {
+            0
+        };
+        self.wait_dns_rcode(listen, ready_rcode)?;
         let dns = Pod::Dns;
         let rules: Vec<String> = match mode {
             DnsMode::SilentZone => {

@@ -435,7 +435,7 @@ impl Lab {
         for pod in Pod::BACKENDS {
             self.start_backend(pod)?;
         }
-        self.wait_tcp(SocketAddr::from((Pod::Dns.ip(), 53)))?;
+        self.wait_dns(SocketAddr::from((Pod::Dns.ip(), 53)))?;
         for pod in Pod::BACKENDS {
             self.wait_tcp(SocketAddr::from((pod.ip(), BACKEND_HTTP_PORT)))?;
             self.wait_tcp(SocketAddr::from((pod.ip(), BACKEND_GRPC_PORT)))?;
@@ -551,10 +551,16 @@ impl Lab {
         })
     }
 
-    /// Waits until a DNS server at `addr` answers a query (seen from the node).
+    /// Waits until a DNS server at `addr` answers the lab's records (seen
+    /// from the node).
     fn wait_dns(&self, addr: SocketAddr) -> Result<()> {
+        self.wait_dns_rcode(addr, 0)
+    }
+
+    /// Waits until a DNS server at `addr` answers a query with `rcode`.
+    fn wait_dns_rcode(&self, addr: SocketAddr, rcode: u8) -> Result<()> {
         self.wait_until(addr, || {
-            servers::dns_answers(addr, Duration::from_millis(200))
+            servers::dns_answers(addr, rcode, Duration::from_millis(200))
         })
     }
 

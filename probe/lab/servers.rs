@@ -202,9 +202,10 @@ pub(crate) fn exchange(server: SocketAddr, query: &[u8], timeout: Duration) -> O
 }
 
 /// True when a DNS server at `addr` answers a query for the lab's DNS
-/// Service: any reply but SERVFAIL, which servers send while they still
-/// load their zones (named does).
-pub(crate) fn dns_answers(addr: SocketAddr, timeout: Duration) -> bool {
+/// Service with `rcode`: NOERROR for a server with the lab's records,
+/// REFUSED for one told to refuse. While named still loads its zones it
+/// answers SERVFAIL or REFUSED, so any other reply is not ready yet.
+pub(crate) fn dns_answers(addr: SocketAddr, rcode: u8, timeout: Duration) -> bool {
     let Ok(name) = Name::from_ascii(super::Service::KubeDns.fqdn()) else {
         return false;
     };
@@ -215,7 +216,7 @@ pub(crate) fn dns_answers(addr: SocketAddr, timeout: Duration) -> bool {
         return false;
     };
     exchange(addr, &packet, timeout)
-        .is_some_and(|reply| reply.get(3).is_some_and(|b| b & 0x0f != 2))
+        .is_some_and(|reply| reply.get(3).is_some_and(|b| b & 0x0f == rcode))
 }
 
 #[cfg(test)]
