@@ -274,7 +274,10 @@ async fn one_connection(
     let closed = if close_delimited {
         Some((ClosedBy::Fin, 0.0))
     } else {
-        wait_for_close(&mut stream, max_wait).await
+        // The idle time starts when the response's last segment arrived,
+        // not when this process got round to reading it.
+        let since = kernel_arrival(&stream, Arrival::Data).unwrap_or_else(Instant::now);
+        wait_for_close(&mut stream, since, max_wait).await
     };
     let announced = close_delimited || head.announces_close();
     Ok(Sample {
@@ -310,20 +313,73 @@ async fn connect(
 }
 
 /// Waits for the app to close an idle connection: FIN or RST and the
-/// seconds it took, or `None` when `max_wait` runs out. Bytes the app sends
-/// meanwhile (some servers write a 408 before closing) do not end the wait.
-async fn wait_for_close(stream: &mut TcpStream, max_wait: Duration) -> Option<(ClosedBy, f64)> {
-    let start = Instant::now();
+/// seconds it took since `since`, or `None` when `max_wait` runs out. Bytes
+/// the app sends meanwhile (some servers write a 408 before closing) do not
+/// end the wait.
+async fn wait_for_close(
+    stream: &mut TcpStream,
+    since: Instant,
+    max_wait: Duration,
+) -> Option<(ClosedBy, f64)> {
     let mut buf = [0u8; 4096];
     loop {
-        let left = max_wait.checked_sub(start.elapsed())?;
+        let left = max_wait.checked_sub(since.elapsed())?;
         let how = match timeout(left, stream.read(&mut buf)).await.ok()? {
             Ok(0) => ClosedBy::Fin,
             Ok(_) => continue,
             Err(_) => ClosedBy::Rst,
         };
-        return Some((how, start.elapsed().as_secs_f64()));
+        // A FIN carries an ACK, whose arrival the kernel stamps; a reset
+        // updates no such stamp, so its time is when the read saw it.
+        let at = match how {
+            ClosedBy::Fin => kernel_arrival(stream, Arrival::Ack)
+                .filter(|at| *at >= since)
+                .unwrap_or_else(Instant::now),
+            _ => Instant::now(),
+        };
+        return Some((how, at.duration_since(since).as_secs_f64()));
     }
+}
+
+/// Which arrival [`kernel_arrival`] reads.
+#[derive(Debug, Clone, Copy)]
+enum Arrival {
+    /// The last segment that carried data.
+    Data,
+    /// The last segment that carried an ACK (a FIN does).
+    Ack,
+}
+
+/// When the kernel received the connection's last data segment or last
+/// ACK, from TCP_INFO's `last_data_recv` / `last_ack_recv`: ages the kernel
+/// keeps in milliseconds (to its tick), so that this process being
+/// scheduled late on a busy node does not shorten or lengthen the measured
+/// idle time. `None` where TCP_INFO cannot be read.
+fn kernel_arrival(stream: &TcpStream, arrival: Arrival) -> Option<Instant> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain integers, valid when zeroed; getsockopt
+    // writes at most `len` bytes into it and reports how many it wrote.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let now = Instant::now();
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_last_ack_recv) + 4;
+    if rc != 0 || (len as usize) < needed {
+        return None;
+    }
+    let age_ms = match arrival {
+        Arrival::Data => info.tcpi_last_data_recv,
+        Arrival::Ack => info.tcpi_last_ack_recv,
+    };
+    now.checked_sub(Duration::from_millis(age_ms.into()))
 }
 
 /// Reads one whole response (skipping 1xx). Returns its head, the start of
