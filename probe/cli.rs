@@ -597,12 +597,16 @@ impl LabArgs {
                 name: name.clone(),
                 scenarios: scenarios.clone(),
                 dns_server: *dns_server,
+                json: global.output == OutputFormat::Json,
             },
             LabCommand::Down { name, all } => Action::Down {
                 name: name.clone(),
                 all: *all,
             },
-            LabCommand::Status { name } => Action::Status { name: name.clone() },
+            LabCommand::Status { name } => Action::Status {
+                name: name.clone(),
+                json: global.output == OutputFormat::Json,
+            },
             LabCommand::Exec { name, pod, command } => Action::Exec {
                 name: name.clone(),
                 pod: pod.clone(),

@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod checks;
+pub mod cleanup;
 pub mod cli;
 pub mod dns;
 pub mod docs;

@@ -13,7 +13,8 @@
 //! # Ok::<(), podprobe::Error>(())
 //! ```
 //!
-//! A `Lab` tears everything down when dropped (also while a test panics):
+//! A `Lab` tears everything down when dropped (also while a test panics,
+//! and on SIGINT, SIGTERM or SIGHUP, through [`crate::cleanup`]):
 //! namespaces (and with them veths, rules and conntrack), the processes
 //! inside them, `/etc/netns/<ns>/` files and its state directory. The CLI's
 //! `podprobe lab up` keeps the lab running instead ([`Lab::keep`]) and
@@ -50,6 +51,7 @@ pub use topology::{
     GATEWAY, HEADLESS_NAME, HOST_DOMAIN, HOST_DOMAIN_NAME, POD_NAMESPACE,
 };
 
+use crate::cleanup::{Cleanup, Killed};
 use crate::{Error, Result};
 
 /// Where labs record their state (found again by `lab down|status|exec`).
@@ -130,8 +132,10 @@ pub struct Lab {
     state: State,
     /// Processes this value started, reaped on teardown.
     children: Vec<Child>,
-    /// False once [`Lab::keep`] hands the lab over to the system.
-    owned: bool,
+    /// The lab's removal, registered before anything was made; `None` once
+    /// [`Lab::keep`] hands the lab over to the system, and for a lab found
+    /// by [`Lab::open`].
+    cleanup: Option<Cleanup>,
 }
 
 /// One query dnsmasq logged (`query[A] name from 10.244.0.2`).
@@ -143,22 +147,15 @@ pub struct DnsQuery {
     pub from: String,
 }
 
-/// A background process in a pod, killed when dropped.
+/// A background process in a pod, killed when dropped (or on a signal).
 #[derive(Debug)]
 pub struct Background {
-    child: Child,
+    child: Killed,
 }
 
 impl Background {
     pub fn id(&self) -> u32 {
         self.child.id()
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -186,6 +183,10 @@ impl Lab {
                 spec.podprobe.display()
             )));
         }
+        let removal = {
+            let name = name.clone();
+            Cleanup::register(format!("lab '{name}'"), move || teardown(&name))
+        };
         let mut lab = Lab {
             state: State {
                 name,
@@ -198,7 +199,7 @@ impl Lab {
                 services: 0,
             },
             children: Vec::new(),
-            owned: true,
+            cleanup: Some(removal),
         };
         // From here on a failure drops `lab`, which removes the partial build.
         lab.build()?;
@@ -223,20 +224,21 @@ impl Lab {
         Ok(Lab {
             state,
             children: Vec::new(),
-            owned: false,
+            cleanup: None,
         })
     }
 
     /// Leaves the lab running after this value is gone (for `lab up`).
     pub fn keep(mut self) {
-        self.owned = false;
+        if let Some(cleanup) = self.cleanup.take() {
+            cleanup.forget();
+        }
         // Dropping a Child neither kills nor waits for it.
         self.children.clear();
     }
 
     /// Removes everything the lab made, reporting what could not be removed.
     pub fn down(mut self) -> Result<()> {
-        self.owned = false;
         self.teardown()
     }
 
@@ -283,9 +285,7 @@ impl Lab {
     /// Starts a command made by [`Lab::command`] in the background; it is
     /// killed when the returned guard is dropped.
     pub fn spawn(&self, cmd: &mut Command) -> Result<Background> {
-        let child = cmd
-            .stdin(Stdio::null())
-            .spawn()
+        let child = Killed::spawn(cmd.stdin(Stdio::null()))
             .map_err(|e| Error::io(sys::describe(cmd), e))?;
         Ok(Background { child })
     }
@@ -375,10 +375,9 @@ impl Lab {
     /// Namespaces, veths, routes, kube-proxy rules, pod files, DNS, backends.
     fn build(&mut self) -> Result<()> {
         let dir = self.state_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+        sys::create_dir(&dir)?;
         let hosts_dir = dir.join(HOSTS_DIR);
-        std::fs::create_dir_all(&hosts_dir)
-            .map_err(|e| Error::io(hosts_dir.display().to_string(), e))?;
+        sys::create_dir(&hosts_dir)?;
         self.save()?;
         let node = self.netns(Pod::Node);
         for pod in std::iter::once(Pod::Node).chain(Pod::PODS) {
@@ -412,7 +411,7 @@ impl Lab {
                 Some(&batch),
             )?;
             let etc = etc_netns(&self.netns(pod));
-            std::fs::create_dir_all(&etc).map_err(|e| Error::io(etc.display().to_string(), e))?;
+            sys::create_dir(&etc)?;
             for (file, text) in [
                 ("hosts", topology::pod_hosts_file(pod)),
                 ("nsswitch.conf", topology::POD_NSSWITCH.to_string()),
@@ -458,7 +457,7 @@ impl Lab {
             .stdout(file)
             .stderr(err)
             .process_group(0);
-        let child = cmd.spawn().map_err(|e| Error::io(sys::describe(&cmd), e))?;
+        let child = sys::spawn(&mut cmd)?;
         self.children.push(child);
         Ok(())
     }
@@ -614,8 +613,13 @@ impl Lab {
         }
     }
 
+    /// Removes the lab through its registered cleanup (which a signal's
+    /// cleanup then waits for, instead of cutting it short), or by name.
     fn teardown(&mut self) -> Result<()> {
-        let result = teardown(&self.state.name);
+        let result = match self.cleanup.take() {
+            Some(cleanup) => cleanup.run(),
+            None => remove(&self.state.name),
+        };
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
@@ -626,12 +630,22 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if self.owned {
+        // A kept or opened lab stays, with its processes.
+        if self.cleanup.is_some() {
             if let Err(err) = self.teardown() {
-                eprintln!("podprobe: {err}");
+                // Not eprintln: stderr may be a terminal that hung up.
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "podprobe: {err}");
             }
         }
     }
+}
+
+/// Removes a lab by name (`lab down`) as a registered cleanup: a signal
+/// meanwhile waits for it to finish.
+fn remove(name: &str) -> Result<()> {
+    let name = name.to_string();
+    Cleanup::register(format!("lab '{name}'"), move || teardown(&name)).run()
 }
 
 /// Removes a lab by name: kills every process in its namespaces, deletes
@@ -639,7 +653,6 @@ impl Drop for Lab {
 /// /etc/netns files and its state. Works on half-built labs too.
 fn teardown(name: &str) -> Result<()> {
     let mut first_error = None;
-    let own_pid = std::process::id();
     let extra: Vec<String> = std::fs::read_to_string(state_dir(name).join("state.json"))
         .ok()
         .and_then(|text| serde_json::from_str::<State>(&text).ok())
@@ -651,34 +664,46 @@ fn teardown(name: &str) -> Result<()> {
         .chain(extra)
         .chain([netns_name(name, Pod::Node)]);
     for ns in namespaces {
-        if Path::new("/run/netns").join(&ns).exists() {
-            let pids =
-                sys::run(sys::tool("ip").args(["netns", "pids", &ns]), None).unwrap_or_default();
-            let pids: Vec<i32> = pids
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .filter(|&pid| u32::try_from(pid).ok() != Some(own_pid))
-                .collect();
-            for &pid in &pids {
-                // SAFETY: kill has no memory-safety preconditions.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            wait_exited(&pids);
-            if let Err(err) = sys::run(sys::tool("ip").args(["netns", "delete", &ns]), None) {
-                first_error.get_or_insert(err);
-            }
-        }
-        let etc = etc_netns(&ns);
-        if etc.exists() {
-            if let Err(err) = std::fs::remove_dir_all(&etc) {
-                first_error.get_or_insert(Error::io(etc.display().to_string(), err));
-            }
+        if let Err(err) = remove_netns(&ns) {
+            first_error.get_or_insert(err);
         }
     }
     let dir = state_dir(name);
     if dir.exists() {
         if let Err(err) = std::fs::remove_dir_all(&dir) {
             first_error.get_or_insert(Error::io(dir.display().to_string(), err));
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Removes a network namespace made with `ip netns add`: kills every
+/// process in it (a process would keep the namespace alive after its name
+/// is gone), deletes it (its veths, rules and conntrack table go with it)
+/// and its `/etc/netns` files. Nothing there is fine.
+pub fn remove_netns(ns: &str) -> Result<()> {
+    let mut first_error = None;
+    if Path::new("/run/netns").join(ns).exists() {
+        let own_pid = std::process::id();
+        let pids = sys::run(sys::tool("ip").args(["netns", "pids", ns]), None).unwrap_or_default();
+        let pids: Vec<i32> = pids
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .filter(|&pid| u32::try_from(pid).ok() != Some(own_pid))
+            .collect();
+        for &pid in &pids {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        wait_exited(&pids);
+        if let Err(err) = sys::run(sys::tool("ip").args(["netns", "delete", ns]), None) {
+            first_error.get_or_insert(err);
+        }
+    }
+    let etc = etc_netns(ns);
+    if etc.exists() {
+        if let Err(err) = std::fs::remove_dir_all(&etc) {
+            first_error.get_or_insert(Error::io(etc.display().to_string(), err));
         }
     }
     first_error.map_or(Ok(()), Err)
