@@ -146,19 +146,23 @@ pub fn run(action: &Action) -> Result<i32> {
                 Some(name) => vec![name.clone()],
                 None => list_labs(),
             };
+            // Listing all: a lab that is going (or not yet recorded) is
+            // not there.
+            let labs = names
+                .iter()
+                .filter(|lab| name.is_some() || super::state_dir(lab).join("state.json").exists())
+                .map(|name| Lab::open(name))
+                .collect::<Result<Vec<_>>>()?;
             if *json {
-                let labs = names
-                    .iter()
-                    .map(|name| Lab::open(name).map(|lab| view(&lab)))
-                    .collect::<Result<Vec<_>>>()?;
+                let labs = labs.iter().map(view).collect();
                 say(&json_document(&LabsView { labs }));
                 return Ok(0);
             }
-            if names.is_empty() {
+            if labs.is_empty() {
                 say("no labs running (start one with: podprobe lab up)\n");
             }
-            for name in names {
-                say(&describe(&Lab::open(&name)?));
+            for lab in labs {
+                say(&describe(&lab));
             }
             Ok(0)
         }
@@ -329,7 +333,7 @@ fn demo(json: bool) -> Result<i32> {
         let status = child
             .wait()
             .map_err(|e| Error::io(format!("running podprobe in {}", lab.netns(step.pod)), e))?;
-        let code = status.code().unwrap_or(1);
+        let code = cleanup::shell_status(status);
         say(&format!("(exit code {code})\n\n"));
         summary.push((name, step.args.join(" "), code));
         lab.down()?;

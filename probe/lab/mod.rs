@@ -366,10 +366,15 @@ impl Lab {
         state_dir(&self.state.name)
     }
 
+    /// Records the state; a reader (`lab status`) sees the old or the new
+    /// file whole, never half of one.
     fn save(&self) -> Result<()> {
         let path = self.state_dir().join("state.json");
+        let partial = self.state_dir().join("state.json.partial");
         let text = serde_json::to_string_pretty(&self.state).unwrap_or_default();
-        std::fs::write(&path, text).map_err(|e| Error::io(path.display().to_string(), e))
+        std::fs::write(&partial, text)
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .map_err(|e| Error::io(path.display().to_string(), e))
     }
 
     /// Namespaces, veths, routes, kube-proxy rules, pod files, DNS, backends.
