@@ -223,6 +223,21 @@ pub fn dies_with_parent(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
+/// Registers the removal of the file or directory (with everything in it)
+/// at `path`, which the caller makes next: it goes when the guard drops or
+/// a signal ends the process.
+pub fn removing(path: impl Into<std::path::PathBuf>) -> Cleanup {
+    let path = path.into();
+    Cleanup::register(path.display().to_string(), move || {
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(_) => Ok(()),
+        };
+        removed.map_err(|e| crate::Error::io(path.display().to_string(), e))
+    })
+}
+
 /// A child process, killed and reaped when dropped or on a signal.
 #[derive(Debug)]
 pub struct Killed {
@@ -273,7 +288,7 @@ impl Killed {
     pub fn wait_timeout(&self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(Some(status)) = lock(&self.child).try_wait() {
+            if let Ok(Some(status)) = self.try_wait() {
                 return Some(status);
             }
             if Instant::now() >= deadline {
@@ -285,6 +300,11 @@ impl Killed {
 
     pub fn id(&self) -> u32 {
         lock(&self.child).id()
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn try_wait(&self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        lock(&self.child).try_wait()
     }
 
     /// The child's stdout, if piped and not taken yet.

@@ -475,15 +475,9 @@ fn watch_node_serves_the_node_checks_and_their_metrics() {
     let lab = lab(&[]);
     // Cluster DNS for the doctor checks of every cycle: the lab's, never the
     // host's; the file goes with the guard, also when the test fails.
-    struct Removed(std::path::PathBuf);
-    impl Drop for Removed {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let resolv =
-        Removed(std::env::temp_dir().join(format!("podprobe-node-resolv-{}", std::process::id())));
-    std::fs::write(&resolv.0, podprobe::lab::cluster_first_resolv_conf()).unwrap();
+    let resolv = std::env::temp_dir().join(format!("podprobe-node-resolv-{}", std::process::id()));
+    let _removal = podprobe::cleanup::removing(&resolv);
+    std::fs::write(&resolv, podprobe::lab::cluster_first_resolv_conf()).unwrap();
     let listen: std::net::SocketAddr = "127.0.0.1:9467".parse().unwrap();
     let mut watch = lab.podprobe(Pod::Node);
     watch
@@ -496,7 +490,7 @@ fn watch_node_serves_the_node_checks_and_their_metrics() {
             "127.0.0.1:9467",
         ])
         .arg("--resolv-conf")
-        .arg(&resolv.0)
+        .arg(&resolv)
         .stdout(std::process::Stdio::null());
     let _watch = lab.spawn(&mut watch).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -218,13 +218,7 @@ impl TempDir {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        let removal = {
-            let dir = dir.clone();
-            Cleanup::register(dir.display().to_string(), move || {
-                let _ = std::fs::remove_dir_all(&dir);
-                Ok(())
-            })
-        };
+        let removal = cleanup::removing(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         cleanup::making(|| std::fs::create_dir_all(&dir)).unwrap();
         TempDir(dir, removal)
