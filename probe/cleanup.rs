@@ -302,6 +302,11 @@ impl Killed {
         lock(&self.child).id()
     }
 
+    /// Kills the process (SIGKILL); [`Killed::wait_timeout`] reaps it.
+    pub fn kill(&self) {
+        let _ = lock(&self.child).kill();
+    }
+
     /// The exit status, if the process has exited.
     pub fn try_wait(&self) -> std::io::Result<Option<std::process::ExitStatus>> {
         lock(&self.child).try_wait()

@@ -602,6 +602,7 @@ impl LabArgs {
             LabCommand::Down { name, all } => Action::Down {
                 name: name.clone(),
                 all: *all,
+                json: global.output == OutputFormat::Json,
             },
             LabCommand::Status { name } => Action::Status {
                 name: name.clone(),
@@ -611,10 +612,12 @@ impl LabArgs {
                 name: name.clone(),
                 pod: pod.clone(),
                 command: command.clone(),
+                json: global.output == OutputFormat::Json,
             },
             LabCommand::Services { name, count } => Action::Services {
                 name: name.clone(),
                 count: *count as usize,
+                json: global.output == OutputFormat::Json,
             },
             LabCommand::Demo => Action::Demo {
                 json: global.output == OutputFormat::Json,
@@ -634,6 +637,7 @@ impl LabArgs {
                 name: name.clone(),
                 server: *server,
                 mode: *mode,
+                json: global.output == OutputFormat::Json,
             },
             LabCommand::DnsFront {
                 listen,

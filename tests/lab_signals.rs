@@ -464,7 +464,7 @@ fn lab_exec_forwards_signals_waits_and_exits_with_the_childs_status() {
 }
 
 #[test]
-fn lab_up_and_status_print_json_documents() {
+fn lab_commands_print_json_documents() {
     let name = format!("ppjson{}", std::process::id());
     let _sweep = sweep(&name);
     let run = |args: &[&str]| {
@@ -486,11 +486,26 @@ fn lab_up_and_status_print_json_documents() {
     ]);
     let status = run(&["lab", "status", "--name", &name, "-o", "json"]);
     let all = run(&["lab", "status", "-o", "json"]);
-    let down = support::run_with_timeout(
-        Command::new(PODPROBE).args(["lab", "down", "--name", &name]),
+    let dns = run(&["lab", "dns-server", "--name", &name, "-o", "json"]);
+    let services = run(&[
+        "lab", "services", "--name", &name, "--count", "2", "-o", "json",
+    ]);
+    let exec = support::run_with_timeout(
+        Command::new(PODPROBE).args(["lab", "exec", "--name", &name, "-o", "json", "--", "true"]),
         PATIENCE,
     );
-    assert!(down.status.success(), "{down:?}");
+    assert_eq!(exec.status.code(), Some(2), "{exec:?}");
+    assert_eq!(String::from_utf8_lossy(&exec.stderr).lines().count(), 1);
+    let down = run(&["lab", "down", "--name", &name, "-o", "json"]);
+    assert_eq!(down, serde_json::json!({ "removed": [name] }));
+    assert_eq!(
+        dns,
+        serde_json::json!({"address": "10.244.0.64", "port": 53, "server": "dnsmasq", "mode": "healthy"})
+    );
+    assert_eq!(services["added"], 2);
+    assert_eq!(services["generated_services"], 2);
+    assert_eq!(services["mode"], "iptables");
+    assert!(services["seconds"].as_f64().is_some(), "{services}");
 
     let keys =
         |v: &serde_json::Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };

@@ -25,8 +25,8 @@ pub enum Action {
         /// The lab as a JSON document instead of text.
         json: bool,
     },
-    /// Remove a lab, or every lab.
-    Down { name: String, all: bool },
+    /// Remove a lab, or every lab; `{"removed": [...]}` when `json`.
+    Down { name: String, all: bool, json: bool },
     /// Describe one running lab, or all.
     Status {
         name: Option<String>,
@@ -38,12 +38,18 @@ pub enum Action {
         name: String,
         pod: String,
         command: Vec<String>,
+        /// Refused: the output is the command's.
+        json: bool,
     },
     /// Each scenario in turn, with the podprobe command that finds it; the
     /// reports as JSON when `json`.
     Demo { json: bool },
     /// Add generated Services to a running lab.
-    Services { name: String, count: usize },
+    Services {
+        name: String,
+        count: usize,
+        json: bool,
+    },
     /// The slow-dns scenario's forwarder.
     DnsDelay {
         listen: std::net::SocketAddr,
@@ -56,6 +62,7 @@ pub enum Action {
         name: String,
         server: super::DnsServer,
         mode: super::DnsMode,
+        json: bool,
     },
     /// A lab DNS server's misbehaving front.
     DnsFront {
@@ -80,10 +87,24 @@ pub fn run(action: &Action) -> Result<i32> {
         Action::OutOfWindow { interface, port } => {
             super::invalid::serve_out_of_window(interface, *port).map(|()| 0)
         }
-        Action::DnsServer { name, server, mode } => {
+        Action::DnsServer {
+            name,
+            server,
+            mode,
+            json,
+        } => {
             super::sys::require_root()?;
             let mut lab = Lab::open(name)?;
             let addr = lab.add_dns_server(*server, *mode)?;
+            if *json {
+                say(&json_document(&DnsServerView {
+                    address: addr,
+                    port: 53,
+                    server: server.name(),
+                    mode: mode.name(),
+                }));
+                return Ok(0);
+            }
             say(&format!(
                 "{server} ({mode}) answers at {addr}:53 in lab '{name}'; put `nameserver {addr}` in /etc/netns/{}/resolv.conf\n",
                 lab.netns(Pod::Client)
@@ -123,7 +144,7 @@ pub fn run(action: &Action) -> Result<i32> {
             lab.keep();
             Ok(0)
         }
-        Action::Down { name, all } => {
+        Action::Down { name, all, json } => {
             super::sys::require_root()?;
             let names = if *all {
                 list_labs()
@@ -134,10 +155,15 @@ pub fn run(action: &Action) -> Result<i32> {
                 }
                 vec![name.clone()]
             };
-            for name in names {
+            for name in &names {
                 // A half-built or stateless lab is still removed by its name.
-                super::remove(&name)?;
-                say(&format!("lab '{name}' removed\n"));
+                super::remove(name)?;
+                if !json {
+                    say(&format!("lab '{name}' removed\n"));
+                }
+            }
+            if *json {
+                say(&json_document(&serde_json::json!({ "removed": names })));
             }
             Ok(0)
         }
@@ -166,7 +192,17 @@ pub fn run(action: &Action) -> Result<i32> {
             }
             Ok(0)
         }
-        Action::Exec { name, pod, command } => {
+        Action::Exec {
+            name,
+            pod,
+            command,
+            json,
+        } => {
+            if *json {
+                return Err(Error::usage(
+                    "-o json: lab exec prints what its command prints (give the command its own -o json, after --)",
+                ));
+            }
             super::sys::require_root()?;
             let lab = Lab::open(name)?;
             let pod =
@@ -179,12 +215,21 @@ pub fn run(action: &Action) -> Result<i32> {
             Ok(cleanup::shell_status(status))
         }
         Action::Demo { json } => demo(*json),
-        Action::Services { name, count } => {
+        Action::Services { name, count, json } => {
             super::sys::require_root()?;
             let mut lab = Lab::open(name)?;
             let started = std::time::Instant::now();
             let total = lab.add_services(*count)?;
             let mode = lab.proxy_mode().name();
+            if *json {
+                say(&json_document(&serde_json::json!({
+                    "added": count,
+                    "generated_services": total,
+                    "mode": mode,
+                    "seconds": started.elapsed().as_secs_f64(),
+                })));
+                return Ok(0);
+            }
             say(&format!(
                 "lab '{name}': {count} Services added in {:.1} s ({mode} mode), {total} generated in all: {}..{}\n",
                 started.elapsed().as_secs_f64(),

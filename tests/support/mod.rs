@@ -5,7 +5,7 @@
 //! as the lab does).
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -262,20 +262,34 @@ impl Child {
 /// Runs a command to completion, or kills it after `timeout` (its output
 /// so far is returned, with a failed status).
 pub fn run_with_timeout(cmd: &mut Command, timeout: std::time::Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let deadline = std::time::Instant::now() + timeout;
-    while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    let mut child = Killed::spawn(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.take_stdout().map(|p| Box::new(p) as _));
+    let stderr = drain(child.take_stderr().map(|p| Box::new(p) as _));
+    let status = child.wait_timeout(timeout).unwrap_or_else(|| {
+        child.kill();
+        child
+            .wait_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{cmd:?} survives SIGKILL"))
+    });
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
-    let _ = child.kill();
-    child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("cannot wait for {cmd:?}: {e}"))
 }
 
 /// `f` over `items`, each on its own thread; a panic in any of them fails
