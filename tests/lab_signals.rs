@@ -558,3 +558,71 @@ fn lab_commands_print_json_documents() {
         .iter()
         .any(|lab| lab["name"] == name.as_str()));
 }
+
+/// Set in the environment of [`guards_held_until_interrupted`]'s run.
+const HOLD_GUARDS: &str = "PPLAB_HOLD_GUARDS";
+
+/// Not a test on its own: run by [`an_interrupted_test_run_leaves_nothing`],
+/// it makes something with every kind of guard, says so and waits.
+#[test]
+#[ignore = "run by an_interrupted_test_run_leaves_nothing"]
+fn guards_held_until_interrupted() {
+    let Ok(marker) = std::env::var(HOLD_GUARDS) else {
+        return;
+    };
+    let lab = Lab::up(&LabSpec::new(PODPROBE)).expect("lab up");
+    let _in_pod = lab
+        .spawn(lab.command(Pod::Client, "sleep").arg("60"))
+        .unwrap();
+    let ns = support::Netns::new("pplab");
+    let _listener = ns.listen(7777);
+    let dir = support::TempDir::new("pplab");
+    dir.file("marker", &marker);
+    // Deaf to the terminal's ^C: only its guard can end it.
+    let _deaf = support::Child::spawn(Command::new("python3").args([
+        "-c",
+        "import signal,time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)",
+        &marker,
+    ]));
+    println!("holding {} {} {}", lab.name(), ns.name, dir.0.display());
+    std::thread::sleep(PATIENCE);
+}
+
+#[test]
+fn an_interrupted_test_run_leaves_nothing() {
+    let marker = format!("pplab-marker-{}", std::process::id());
+    let mut run = Terminal::spawn(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "guards_held_until_interrupted",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(HOLD_GUARDS, &marker),
+    );
+    let prefix = format!("pp{}-", run.pid());
+    let ns_prefix = format!("pp-pplab-{}-", run.pid());
+    let (_sweep, _sweep_ns) = (sweep(&prefix), sweep(&ns_prefix));
+    run.wait_for_output("holding ");
+    let held = run.output();
+    assert!(!leftovers(&prefix).is_empty(), "{held}");
+    assert!(!leftovers(&ns_prefix).is_empty(), "{held}");
+    assert!(!leftovers(&marker).is_empty(), "{held}");
+    assert!(run.ctrl_c());
+    let status = run.wait();
+    let output = run.output();
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}\n{output}");
+    assert!(output.contains("cleaning up, please wait"), "{output}");
+    for left in [&prefix, &ns_prefix, &marker] {
+        let left = leftovers(left);
+        assert!(left.is_empty(), "left behind: {left:?}\n{output}");
+    }
+    let dir = held
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("holding "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap()
+        .to_string();
+    assert!(!std::path::Path::new(&dir).exists(), "{dir} left behind");
+}
