@@ -123,6 +123,12 @@ impl Cleanup {
     fn undo(&self) -> Result<()> {
         let result = run_entry(&self.entry);
         lock(&ENTRIES).remove(&self.id);
+        // A signal's cleanup is under way (and waited for this undo): the
+        // process ends with it, and this thread must not go on to report an
+        // error or exit first.
+        if EXITING.load(Ordering::SeqCst) && !CLEANING.get() {
+            wait_for_exit();
+        }
         result
     }
 }
@@ -519,8 +525,12 @@ fn clean_up_and_die(signal: libc::c_int) -> ! {
         }
     };
     for entry in entries {
-        if let Err(err) = run_entry(&entry) {
-            complain(&format!("removing {}: {err}", entry.what));
+        // A panicking undo must not keep the others from running, nor the
+        // process from ending.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_entry(&entry))) {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => complain(&format!("removing {}: {err}", entry.what)),
+            Err(_) => complain(&format!("removing {}: the cleanup panicked", entry.what)),
         }
     }
     // SAFETY: restoring the default action and raising the signal ends the

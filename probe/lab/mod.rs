@@ -34,6 +34,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -130,8 +131,10 @@ struct State {
 #[derive(Debug)]
 pub struct Lab {
     state: State,
-    /// Processes this value started, reaped on teardown.
-    children: Vec<Child>,
+    /// Processes this value started, killed and reaped on teardown (shared
+    /// with the registered cleanup: one that has not entered its pod's
+    /// namespace yet is not found there).
+    children: Children,
     /// The lab's removal, registered before anything was made; `None` once
     /// [`Lab::keep`] hands the lab over to the system, and for a lab found
     /// by [`Lab::open`].
@@ -183,9 +186,13 @@ impl Lab {
                 spec.podprobe.display()
             )));
         }
+        let children = Children::default();
         let removal = {
-            let name = name.clone();
-            Cleanup::register(format!("lab '{name}'"), move || teardown(&name))
+            let (name, children) = (name.clone(), Arc::clone(&children));
+            Cleanup::register(format!("lab '{name}'"), move || {
+                stop(&children);
+                teardown(&name)
+            })
         };
         let mut lab = Lab {
             state: State {
@@ -198,7 +205,7 @@ impl Lab {
                 dns_instances: Vec::new(),
                 services: 0,
             },
-            children: Vec::new(),
+            children,
             cleanup: Some(removal),
         };
         // From here on a failure drops `lab`, which removes the partial build.
@@ -223,7 +230,7 @@ impl Lab {
         })?;
         Ok(Lab {
             state,
-            children: Vec::new(),
+            children: Children::default(),
             cleanup: None,
         })
     }
@@ -234,7 +241,7 @@ impl Lab {
             cleanup.forget();
         }
         // Dropping a Child neither kills nor waits for it.
-        self.children.clear();
+        lock(&self.children).clear();
     }
 
     /// Removes everything the lab made, reporting what could not be removed.
@@ -462,9 +469,12 @@ impl Lab {
             .stdout(file)
             .stderr(err)
             .process_group(0);
-        let child = sys::spawn(&mut cmd)?;
-        self.children.push(child);
-        Ok(())
+        // Recorded in the same step, so a signal's cleanup knows it.
+        crate::cleanup::making(|| {
+            let child = sys::spawn(&mut cmd)?;
+            lock(&self.children).push(child);
+            Ok(())
+        })
     }
 
     fn start_dns(&mut self) -> Result<()> {
@@ -625,10 +635,7 @@ impl Lab {
             Some(cleanup) => cleanup.run(),
             None => remove(&self.state.name),
         };
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        stop(&self.children);
         result
     }
 }
@@ -643,6 +650,23 @@ impl Drop for Lab {
                 let _ = writeln!(std::io::stderr(), "podprobe: {err}");
             }
         }
+    }
+}
+
+/// The processes a [`Lab`] value started.
+type Children = Arc<Mutex<Vec<Child>>>;
+
+fn lock(children: &Children) -> std::sync::MutexGuard<'_, Vec<Child>> {
+    children
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Kills and reaps the processes a lab started.
+fn stop(children: &Children) {
+    for mut child in lock(children).drain(..) {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
