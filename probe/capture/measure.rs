@@ -239,7 +239,7 @@ fn capture_live(plan: &Plan, iface: &str, handler: &mut Handler) -> crate::Resul
             handler.fail(e);
         }
     }
-    let deadline = plan.duration.map(|d| Instant::now() + d);
+    let deadline = plan.duration.map(crate::clock::deadline);
     // After a signal or the deadline a live capture makes one last pass:
     // the kernel retires its open block within BLOCK_MS, so the packets
     // that arrived before the stop still reach the file. The pass is

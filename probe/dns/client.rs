@@ -326,7 +326,7 @@ fn tcp_exchange(queries: &[&Query], cap: Duration) -> Vec<Fate> {
     };
     let start = Instant::now();
     let wait = queries.iter().map(|q| wait_of(q, cap)).max().unwrap_or(cap);
-    let deadline = start + wait;
+    let deadline = crate::clock::later(start, wait);
     let all = |fate: Fate| vec![fate; queries.len()];
     let mut stream = match TcpStream::connect_timeout(&first.server, wait) {
         Ok(stream) => stream,

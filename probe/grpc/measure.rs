@@ -260,7 +260,7 @@ async fn ask(
     config: &DialConfig,
 ) -> crate::Result<Attempt> {
     let probe = Probe::new(kind, path, scheme, &config.authority)?;
-    let deadline = Instant::now() + config.timeout;
+    let deadline = crate::clock::deadline(config.timeout);
     Ok(tokio::time::timeout(
         config.timeout,
         connection.unary(&probe.uri, &probe.request, deadline),

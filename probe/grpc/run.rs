@@ -145,7 +145,7 @@ async fn call(
     epoch: Instant,
 ) -> (Outcome, u64) {
     let started = Instant::now();
-    let deadline = started + timeout;
+    let deadline = crate::clock::later(started, timeout);
     let mut sent_again = 0;
     loop {
         let connection = match channel.pick(deadline).await {

@@ -68,7 +68,7 @@ pub fn not_a_node(links: &[links::Link]) -> Error {
 pub fn measure(opts: &NodeOptions, links: Vec<links::Link>) -> NodeEvidence {
     let proc_root = Path::new(PROC);
     let start = Instant::now();
-    let deadline = start + opts.interval;
+    let deadline = crate::clock::later(start, opts.interval);
     let first = measure::read_conntrack(proc_root);
     let tools = measure::Tools::new(&opts.host_root);
     let addresses = crate::net::measure::interfaces().unwrap_or_default();
