@@ -90,8 +90,8 @@ pub fn measure(opts: &NodeOptions, links: Vec<links::Link>) -> NodeEvidence {
                 }
             })
         });
-        let nodelocal = probe.and_then(|p| p.join().ok());
-        (rules.join().unwrap_or_default(), nodelocal)
+        let nodelocal = probe.map(|p| crate::checks::joined(p.join()));
+        (crate::checks::joined(rules.join()), nodelocal)
     });
     std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
     let second = measure::read_conntrack(proc_root);
