@@ -67,10 +67,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print a manual page in roff (e.g. `podprobe man dns | man -l -`).
+    /// Print a manual page in roff (e.g. `podprobe man dns | man -l -`,
+    /// `podprobe man lab up`).
     Man {
-        /// The command to document; the overview when omitted.
-        command: Option<String>,
+        /// The command to document, nested ones as typed (`lab up`); the
+        /// overview when omitted.
+        #[arg(value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// A Kubernetes node in network namespaces, to reproduce failures (root).
     Lab(LabArgs),

@@ -83,7 +83,7 @@ fn run(command: Command, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let report = |r: Report| Outcome::Report(Box::new(r), ReportTo::Stdout);
     Ok(match command {
         Command::Completions { shell } => Outcome::Print(podprobe::docs::completions(shell)),
-        Command::Man { command } => Outcome::Print(podprobe::docs::man_page(command.as_deref())?),
+        Command::Man { command } => Outcome::Print(podprobe::docs::man_page(&command)?),
         Command::Lab(args) => Outcome::Exit(podprobe::lab::command::run(&args.action(global))?),
         Command::Capture(args) => match podprobe::capture::run(&args.options())? {
             podprobe::capture::Done::Report { report, to_stderr } => Outcome::Report(
