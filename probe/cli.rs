@@ -662,8 +662,9 @@ impl CaptureArgs {
 }
 
 impl ServeArgs {
-    pub fn options(&self) -> crate::serve::Options {
+    pub fn options(&self, global: &GlobalArgs) -> crate::serve::Options {
         crate::serve::Options {
+            json: global.output == OutputFormat::Json,
             grpc: self.grpc,
             http: self.http,
             name: self.name.clone(),

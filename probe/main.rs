@@ -133,7 +133,7 @@ fn run(command: Command, global: &GlobalArgs) -> anyhow::Result<Outcome> {
             report(runtime()?.block_on(podprobe::node::run(&args.options(global)))?)
         }
         Command::Serve(args) => {
-            runtime()?.block_on(podprobe::serve::run(&args.options()))?;
+            runtime()?.block_on(podprobe::serve::run(&args.options(global)))?;
             Outcome::Exit(0)
         }
     })
