@@ -646,8 +646,9 @@ impl KeepaliveArgs {
 }
 
 impl CaptureArgs {
-    pub fn options(&self) -> crate::capture::Options {
+    pub fn options(&self, global: &GlobalArgs) -> crate::capture::Options {
         crate::capture::Options {
+            json: global.output == OutputFormat::Json,
             interface: self.interface.clone(),
             filter: self.filter.clone(),
             write: self.write.clone(),

@@ -85,7 +85,7 @@ fn run(command: Command, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         Command::Completions { shell } => Outcome::Print(podprobe::docs::completions(shell)),
         Command::Man { command } => Outcome::Print(podprobe::docs::man_page(&command)?),
         Command::Lab(args) => Outcome::Exit(podprobe::lab::command::run(&args.action(global))?),
-        Command::Capture(args) => match podprobe::capture::run(&args.options())? {
+        Command::Capture(args) => match podprobe::capture::run(&args.options(global))? {
             podprobe::capture::Done::Report { report, to_stderr } => Outcome::Report(
                 report,
                 if to_stderr {
