@@ -594,6 +594,7 @@ impl WatchArgs {
             listen: self.listen,
             push: self.doctor.push.clone(),
             timeout: global.timeout,
+            json: global.output == OutputFormat::Json,
         }
     }
 }
