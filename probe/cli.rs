@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::report::FailOn;
@@ -214,7 +215,7 @@ pub struct CaptureArgs {
     pub read: Option<PathBuf>,
     /// Stop after N packets (1 to 2147483647, as tcpdump's -c).
     #[arg(short = 'c', long, value_name = "N", allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u64).range(1..=MAX_PACKET_COUNT))]
+          value_parser = clap::value_parser!(i64).range(1..=MAX_PACKET_COUNT as i64).map(|n| n as u64))]
     pub count: Option<u64>,
     /// Stop after this long (e.g. 30s, 5m; at most 30 days).
     #[arg(long, value_parser = DurationRange::SPAN, allow_hyphen_values = true, value_name = "DUR")]
@@ -268,7 +269,7 @@ pub struct GrpcArgs {
     pub target: String,
     /// RPCs to send in each run (1 to 10000000).
     #[arg(long, default_value_t = 1000, allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u64).range(1..=MAX_RPCS))]
+          value_parser = clap::value_parser!(i64).range(1..=MAX_RPCS as i64).map(|n| n as u64))]
     pub rpcs: u64,
     /// RPCs in flight at once (1 to 1000).
     #[arg(long, default_value_t = 10, allow_negative_numbers = true,

@@ -81,6 +81,19 @@ fn main() -> ExitCode {
 /// commands that need it; no area builds its own.
 fn run(command: Command, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let report = |r: Report| Outcome::Report(Box::new(r), ReportTo::Stdout);
+    if global.output == OutputFormat::Json {
+        // Never silently ignored: a command with no JSON form says so.
+        let no_json = match &command {
+            Command::Completions { .. } => Some("completions prints a shell script"),
+            Command::Man { .. } => Some("man prints a manual page in roff"),
+            _ => None,
+        };
+        if let Some(what) = no_json {
+            return Err(
+                podprobe::Error::usage(format!("-o json: {what}, which has no JSON form")).into(),
+            );
+        }
+    }
     Ok(match command {
         Command::Completions { shell } => Outcome::Print(podprobe::docs::completions(shell)),
         Command::Man { command } => Outcome::Print(podprobe::docs::man_page(&command)?),
