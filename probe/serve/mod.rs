@@ -136,7 +136,7 @@ pub async fn run(args: &Options) -> crate::Result<()> {
             "replica": identity.name,
             // null: no idle timeout (0 on the command line).
             "http_idle_timeout_s": (!args.http_idle_timeout.is_zero())
-                .then(|| args.http_idle_timeout.as_secs_f64()),
+                .then_some(args.http_idle_timeout.as_secs_f64()),
         }),
         format_args!(
             "replica '{}' ready (HTTP keep-alive idle timeout {idle})",
