@@ -267,7 +267,7 @@ pub struct GrpcArgs {
     /// dns:///HOST:PORT for client-side round_robin over every address.
     #[arg(value_name = "TARGET")]
     pub target: String,
-    /// RPCs to send in each run (1 to 10000000).
+    /// RPCs to send in each run (1 to 10000000000).
     #[arg(long, default_value_t = 1000, allow_negative_numbers = true,
           value_parser = clap::value_parser!(i64).range(1..=MAX_RPCS as i64).map(|n| n as u64))]
     pub rpcs: u64,
@@ -537,8 +537,9 @@ pub fn human_duration(duration: Duration) -> String {
 
 /// The most packets `capture -c` takes, as tcpdump's (a C int).
 pub const MAX_PACKET_COUNT: u64 = i32::MAX as u64;
-/// The most RPCs `grpc --rpcs` sends in one run.
-pub const MAX_RPCS: u64 = 10_000_000;
+/// The most RPCs `grpc --rpcs` sends in one run (the run limit, --timeout
+/// times a few, ends a run that big first; the counts stay exact).
+pub const MAX_RPCS: u64 = 10_000_000_000;
 /// The most queries per nameserver and name (`dns --count`) or attempts of
 /// each sending pattern (`dns --race`).
 pub const MAX_DNS_REPEATS: u32 = 1000;
