@@ -111,12 +111,12 @@ pub fn resolv_conf(path: &str, conf: &ResolvConf, model: &Model) -> Check {
         Status::Warn
     };
     let mut summary = format!(
-        "{}, {}, ndots:{}, timeout {}s x {} attempts",
+        "{}, {}, ndots:{}, timeout {}s x {}",
         plural(settings.nameservers.len() as u64, "nameserver"),
         plural(settings.search.len() as u64, "search domain"),
         settings.ndots,
         settings.timeout_s,
-        settings.attempts
+        plural(u64::from(settings.attempts), "attempt")
     );
     if settings.ndots >= 2 && !settings.search.is_empty() {
         summary.push_str(&format!(
