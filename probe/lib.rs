@@ -7,6 +7,7 @@ pub mod capture;
 pub mod checks;
 pub mod cleanup;
 pub mod cli;
+pub mod clock;
 pub mod dns;
 pub mod docs;
 pub mod doctor;
