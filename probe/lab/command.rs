@@ -200,7 +200,7 @@ pub fn run(action: &Action) -> Result<i32> {
         } => {
             if *json {
                 return Err(Error::usage(
-                    "-o json: lab exec prints what its command prints (give the command its own -o json, after --)",
+                    "-o json: lab exec prints what its command prints, which has no JSON form (give the command its own -o json, after --)",
                 ));
             }
             super::sys::require_root()?;
