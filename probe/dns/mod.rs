@@ -5,6 +5,7 @@
 pub mod client;
 pub mod fixes;
 pub mod judge;
+pub mod judge_cluster;
 pub mod judge_race;
 pub mod measure;
 pub mod measure_race;
@@ -145,6 +146,9 @@ fn doctor_checks_blocking(options: &DoctorOptions) -> crate::Result<Vec<Check>> 
         timed(|| judge::resolv_conf(&path, &conf, &model)),
         timed(|| judge::nameservers(&measure::nameservers(model.servers(), &probe, timeout))),
     ];
+    let cluster = cluster_check(&model, &source, timeout);
+    let cluster_lookup = cluster.1.clone();
+    checks.push(cluster.0);
     if !options.names.is_empty() {
         let (check, walked) = search_check(&options.names, &model, &source, timeout);
         checks.push(check);
@@ -156,8 +160,58 @@ fn doctor_checks_blocking(options: &DoctorOptions) -> crate::Result<Vec<Check>> 
             processes,
             timeout,
         ));
+    } else if let Some(lookup) = cluster_lookup.filter(LookupEvidence::resolved) {
+        // With no names asked, the flowchart's last question (intermittent
+        // timeouts) is asked of the cluster's own name.
+        let walked = SearchExpansionEvidence::new(&model, &source, vec![lookup]);
+        checks.push(race_check(
+            DOCTOR_RACE_ATTEMPTS,
+            &walked,
+            &model,
+            &conf,
+            processes,
+            timeout,
+        ));
     }
     Ok(checks)
+}
+
+/// `dns.cluster`: `kubernetes.default` through the search list, as the
+/// app's resolver walks it; skipped outside Kubernetes. Returns the lookup
+/// too, for the race.
+fn cluster_check(
+    model: &Model,
+    source: &str,
+    timeout: Duration,
+) -> (Check, Option<LookupEvidence>) {
+    let Some(api) = crate::svc::api_server() else {
+        return (judge_cluster::not_in_kubernetes(), None);
+    };
+    let mut lookup = None;
+    let check = timed(|| {
+        let found = measure::lookup(judge_cluster::CLUSTER_NAME, model, timeout);
+        lookup = Some(found.clone());
+        judge_cluster::cluster(&judge_cluster::ClusterDnsEvidence {
+            service_host: api.host.to_string(),
+            resolver_source: source.to_string(),
+            lookup: found,
+        })
+    });
+    (check, lookup)
+}
+
+/// Names looked up the way the pod's application looks them up (its
+/// resolver's model over resolv.conf), for the areas that reach targets by
+/// name.
+pub fn lookups_as_app(
+    names: &[String],
+    resolv_conf: &Path,
+    resolver: Option<Resolver>,
+    timeout: Duration,
+) -> crate::Result<Vec<LookupEvidence>> {
+    let (text, _) = load_resolv_conf(resolv_conf)?;
+    let (model, _, _) = app_model(resolver, &text, Vec::new());
+    Ok(measure::lookups(names, &model, timeout))
 }
 
 /// `name` with a trailing dot.
