@@ -147,10 +147,12 @@ pub fn run(action: &Action) -> Result<i32> {
             let (program, rest) = command
                 .split_first()
                 .ok_or_else(|| Error::usage("lab exec needs a command after --"))?;
-            let status =
-                lab.command(pod, program).args(rest).status().map_err(|e| {
-                    Error::io(format!("running {program} in {}", lab.netns(pod)), e)
-                })?;
+            let status = lab
+                .command(pod, program)
+                .args(rest)
+                .envs(super::service_env())
+                .status()
+                .map_err(|e| Error::io(format!("running {program} in {}", lab.netns(pod)), e))?;
             Ok(status.code().unwrap_or(1))
         }
         Action::Demo { json } => demo(*json),
@@ -356,7 +358,7 @@ fn describe(lab: &Lab) -> String {
     let _ = writeln!(text, "  {:<40} {:<18} endpoints", "service", "cluster ip");
     for svc in Service::ALL {
         let endpoints = match svc {
-            Service::Kubernetes => "none".to_string(),
+            Service::Kubernetes => format!("{} (kube-apiserver)", super::apiserver_endpoint()),
             Service::KubeDns => format!("{}:53 ({})", Pod::Dns.ip(), lab.main_dns_server()),
             Service::Web => format!("backend-1..3:{}", super::BACKEND_HTTP_PORT),
             Service::Grpc => format!("backend-1..3:{}", super::BACKEND_GRPC_PORT),
