@@ -55,7 +55,7 @@ pub fn services_from_env(vars: impl IntoIterator<Item = (String, String)>) -> Ve
             // `{NAME}_PORT=tcp://10.96.0.1:443` names the first port's protocol.
             let tcp = vars
                 .get(&format!("{prefix}_PORT"))
-                .map_or(true, |url| url.starts_with("tcp://"));
+                .is_none_or(|url| url.starts_with("tcp://"));
             tcp.then_some(EnvService {
                 name: prefix.to_ascii_lowercase().replace('_', "-"),
                 host: host.parse().ok()?,
