@@ -182,10 +182,22 @@ fn capture(address: &str, port: &str) -> String {
 
 fn next_commands(step: &str, checks: &[Check], node: Option<&str>) -> Vec<String> {
     match step {
-        "dns" => vec![
-            "podprobe dns kubernetes.default".to_string(),
-            "kubectl -n kube-system get pods -l k8s-app=kube-dns".to_string(),
-        ],
+        "dns" => {
+            // The cluster's name resolved: what failed is the rest of the
+            // search list, which names outside the cluster walk.
+            let cluster_resolved = checks
+                .iter()
+                .any(|c| c.id == "dns.cluster" && c.evidence["lookup"]["outcome"] == "resolved");
+            let name = if cluster_resolved {
+                "NAME"
+            } else {
+                "kubernetes.default"
+            };
+            vec![
+                format!("podprobe dns {name}"),
+                "kubectl -n kube-system get pods -l k8s-app=kube-dns".to_string(),
+            ]
+        }
         "service" => {
             let mut next = Vec::new();
             let failed: Vec<_> = ["svc.reachability", "tcp.reachability"]
@@ -320,6 +332,15 @@ mod tests {
         let chart = walk(&checks, None);
         assert_eq!(chart.first_failing.as_deref(), Some("dns"));
         assert_eq!(chart.next[0], "podprobe dns kubernetes.default");
+        let slow_domain = walk(
+            &[check(
+                "dns.cluster",
+                Status::Fail,
+                json!({"lookup": {"outcome": "resolved"}}),
+            )],
+            None,
+        );
+        assert_eq!(slow_domain.next[0], "podprobe dns NAME");
     }
 
     #[test]

@@ -71,6 +71,12 @@ fn zero_flag_doctor_names_the_first_failing_step_of_each_scenario() {
             statuses: vec![("svc.reachability", "fail")],
             ..case(Some(Scenario::NetpolReject), Some("service"))
         },
+        // The host search domain answers late: the rest of the search list
+        // past the cluster's name is asked.
+        Case {
+            statuses: vec![("dns.cluster", "fail"), ("svc.reachability", "pass")],
+            ..case(Some(Scenario::SlowDns), Some("dns"))
+        },
         // The outside, by address (the node's API server port answers, the
         // next one refuses) and by name through the search list.
         Case {
@@ -89,12 +95,11 @@ fn zero_flag_doctor_names_the_first_failing_step_of_each_scenario() {
         },
     ];
     // The node's faults leave the pod's side of the flowchart passing: the
-    // walk ends pointing at `podprobe node` on the node. slow-dns delays
-    // only the host domain, which no cluster name reaches.
+    // walk ends pointing at `podprobe node` on the node.
     for scenario in Scenario::ALL {
         if !matches!(
             scenario,
-            Scenario::DnsRace | Scenario::NetpolDrop | Scenario::NetpolReject
+            Scenario::DnsRace | Scenario::NetpolDrop | Scenario::NetpolReject | Scenario::SlowDns
         ) {
             cases.push(case(Some(scenario), None));
         }

@@ -2,10 +2,10 @@
 //! through the search list, as the application's resolver resolves it? The
 //! flowchart's first question.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::judge::{lookup_summary, seconds, STALL_MS_FAIL};
-use super::measure::LookupEvidence;
+use super::judge::{lookup_summary, seconds, STALL_MS_FAIL, WASTED_MS_FAIL};
+use super::measure::{LookupEvidence, NameserversEvidence};
 use crate::report::{Check, Status};
 
 pub const ID: &str = "dns.cluster";
@@ -14,13 +14,42 @@ pub const TITLE: &str = "The cluster's own Service name resolves";
 pub const CLUSTER_NAME: &str = "kubernetes.default";
 
 /// Evidence of `dns.cluster`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ClusterDnsEvidence {
     /// `KUBERNETES_SERVICE_HOST`: the address the name should resolve to.
     pub service_host: String,
     /// Why the application's resolver model was chosen.
     pub resolver_source: String,
     pub lookup: LookupEvidence,
+    /// The search domains the lookup did not reach, each asked for
+    /// `kubernetes.default.DOMAIN.` (what a name that is not the cluster's
+    /// costs there): a slow or silent one stalls every external name.
+    pub search_domains: Vec<NameserversEvidence>,
+}
+
+/// The search domains that answered slowly (at least the wasted time
+/// `dns.search-expansion` fails on) or not at all, with what they took.
+fn slow_domains(ev: &ClusterDnsEvidence) -> Vec<String> {
+    ev.search_domains
+        .iter()
+        .flat_map(|probe| {
+            probe.servers.iter().filter_map(move |s| {
+                let domain = probe
+                    .name
+                    .trim_end_matches('.')
+                    .strip_prefix(&format!("{CLUSTER_NAME}."))
+                    .unwrap_or(&probe.name)
+                    .to_string();
+                match s.latency_ms {
+                    Some(ms) if ms >= WASTED_MS_FAIL => {
+                        Some(format!("{domain} ({} in {})", s.rcode, seconds(ms)))
+                    }
+                    Some(_) => None,
+                    None => Some(format!("{domain} ({} from {})", s.rcode, s.server)),
+                }
+            })
+        })
+        .collect()
 }
 
 /// Skipped outside Kubernetes: with no service environment there is no
@@ -68,6 +97,18 @@ pub fn cluster(ev: &ClusterDnsEvidence) -> Check {
                     .to_string(),
             ],
         )
+    } else if !slow_domains(ev).is_empty() {
+        let slow = slow_domains(ev).join(", ");
+        (
+            Status::Fail,
+            format!("{assumed}{said}; but search domain {slow}: every name that is not the cluster's waits for it before it resolves"),
+            vec![
+                "a slow or silent search domain (often the node's own, which kubelet copies into every pod's search list) \
+                 stalls each external lookup: fix that domain's DNS path (CoreDNS's forward for it), or write external names \
+                 with a trailing dot, or lower ndots in the pod's dnsConfig; `podprobe dns api.example.com` shows the walk"
+                    .to_string(),
+            ],
+        )
     } else if l.total_ms >= STALL_MS_FAIL {
         (
             Status::Warn,
@@ -110,6 +151,7 @@ mod tests {
             service_host: "10.96.0.1".into(),
             resolver_source: "assumed".into(),
             lookup: l,
+            search_domains: vec![],
         })
     }
 
@@ -131,5 +173,45 @@ mod tests {
         assert_eq!(failed.status, Status::Fail);
         assert!(failed.remedy[0].contains("CoreDNS"));
         assert_eq!(not_in_kubernetes().status, Status::Skip);
+    }
+
+    #[test]
+    fn a_slow_or_silent_search_domain_fails() {
+        let probe = |latency_ms: Option<f64>, rcode: &str| NameserversEvidence {
+            name: "kubernetes.default.corp.internal.".into(),
+            qtype: "A".into(),
+            timeout_ms: 2000.0,
+            servers: vec![crate::dns::measure::ServerAnswer {
+                server: "10.96.0.10:53".into(),
+                rcode: rcode.into(),
+                latency_ms,
+                error: None,
+            }],
+        };
+        let judged_with = |p: NameserversEvidence| {
+            cluster(&ClusterDnsEvidence {
+                service_host: "10.96.0.1".into(),
+                resolver_source: "assumed".into(),
+                lookup: lookup("resolved", &["10.96.0.1"], 1.0),
+                search_domains: vec![p],
+            })
+        };
+        assert_eq!(
+            judged_with(probe(Some(2.0), "NXDOMAIN")).status,
+            Status::Pass
+        );
+        let slow = judged_with(probe(Some(300.4), "NXDOMAIN"));
+        assert_eq!(slow.status, Status::Fail);
+        assert!(
+            slow.summary
+                .contains("search domain corp.internal (NXDOMAIN in 300.4 ms)"),
+            "{}",
+            slow.summary
+        );
+        let silent = judged_with(probe(None, "TIMEOUT"));
+        assert_eq!(silent.status, Status::Fail);
+        assert!(silent
+            .summary
+            .contains("corp.internal (TIMEOUT from 10.96.0.10:53)"));
     }
 }

@@ -149,21 +149,18 @@ fn doctor_checks_blocking(options: &DoctorOptions) -> crate::Result<Vec<Check>> 
     let cluster = cluster_check(&model, &source, timeout);
     let cluster_lookup = cluster.1.clone();
     checks.push(cluster.0);
-    if !options.names.is_empty() {
-        let (check, walked) = search_check(&options.names, &model, &source, timeout);
-        checks.push(check);
-        checks.push(race_check(
-            DOCTOR_RACE_ATTEMPTS,
-            &walked,
-            &model,
-            &conf,
-            processes,
-            timeout,
-        ));
-    } else if let Some(lookup) = cluster_lookup.filter(LookupEvidence::resolved) {
+    let walked = if options.names.is_empty() {
         // With no names asked, the flowchart's last question (intermittent
         // timeouts) is asked of the cluster's own name.
-        let walked = SearchExpansionEvidence::new(&model, &source, vec![lookup]);
+        cluster_lookup
+            .filter(LookupEvidence::resolved)
+            .map(|lookup| SearchExpansionEvidence::new(&model, &source, vec![lookup]))
+    } else {
+        let (check, walked) = search_check(&options.names, &model, &source, timeout);
+        checks.push(check);
+        Some(walked)
+    };
+    if let Some(walked) = walked {
         checks.push(race_check(
             DOCTOR_RACE_ATTEMPTS,
             &walked,
@@ -190,11 +187,26 @@ fn cluster_check(
     let mut lookup = None;
     let check = timed(|| {
         let found = measure::lookup(judge_cluster::CLUSTER_NAME, model, timeout);
+        // The rest of the search list, past the domain that answered.
+        let search = model.settings().search;
+        let reached = found
+            .resolving()
+            .and_then(|c| c.search_domain.as_ref())
+            .and_then(|d| search.iter().position(|s| s == d))
+            .map_or(search.len(), |i| i + 1);
+        let search_domains = search[reached..]
+            .iter()
+            .map(|domain| {
+                let name = format!("{}.{domain}.", judge_cluster::CLUSTER_NAME);
+                measure::nameservers(model.servers(), &name, timeout)
+            })
+            .collect();
         lookup = Some(found.clone());
         judge_cluster::cluster(&judge_cluster::ClusterDnsEvidence {
             service_host: api.host.to_string(),
             resolver_source: source.to_string(),
             lookup: found,
+            search_domains,
         })
     });
     (check, lookup)
