@@ -430,7 +430,7 @@ fn services_bench_quick_run_writes_its_tables() {
         text.contains("## First packet of a new connection"),
         "{text}"
     );
-    assert!(text.contains("| 304 | "), "{text}");
+    assert!(text.contains("| 305 | "), "{text}");
     assert!(
         text.contains("## `podprobe node` on the same nodes"),
         "{text}"
@@ -441,7 +441,7 @@ fn services_bench_quick_run_writes_its_tables() {
         "nftables mode (verdict map)",
     ] {
         assert!(
-            text.contains(&format!("| {mode} | 304 |")),
+            text.contains(&format!("| {mode} | 305 |")),
             "{mode}: {text}"
         );
     }
