@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::checks::blocking;
+use crate::checks::{blocking, guarded};
 use crate::report::{timed, Check, Report};
 use measure::{LookupEvidence, ProcessLibc, SearchExpansionEvidence};
 use model::{Model, Resolver};
@@ -144,7 +144,9 @@ fn doctor_checks_blocking(options: &DoctorOptions) -> crate::Result<Vec<Check>> 
     let (model, source, processes) = app_model(options.resolver, &text, Vec::new());
     let mut checks = vec![
         timed(|| judge::resolv_conf(&path, &conf, &model)),
-        timed(|| judge::nameservers(&measure::nameservers(model.servers(), &probe, timeout))),
+        guarded("dns.nameservers", "Nameservers answer", || {
+            judge::nameservers(&measure::nameservers(model.servers(), &probe, timeout))
+        }),
     ];
     let cluster = cluster_check(&model, &source, timeout);
     let cluster_lookup = cluster.1.clone();
@@ -288,7 +290,7 @@ fn run_blocking(args: &Options) -> crate::Result<Report> {
             "disabled with --count 0",
         )
     } else {
-        timed(|| {
+        guarded("dns.latency", "DNS latency per nameserver", || {
             judge::latency(&measure::latency(
                 model.servers(),
                 &resolved,
@@ -314,13 +316,17 @@ fn search_check(
         );
     }
     let mut evidence = None;
-    let check = timed(|| {
-        let lookups: Vec<LookupEvidence> = measure::lookups(names, model, timeout);
-        let ev = SearchExpansionEvidence::new(model, source, lookups);
-        let check = judge::search_expansion(&ev);
-        evidence = Some(ev);
-        check
-    });
+    let check = guarded(
+        "dns.search-expansion",
+        "DNS lookups as the app's resolver makes them",
+        || {
+            let lookups: Vec<LookupEvidence> = measure::lookups(names, model, timeout);
+            let ev = SearchExpansionEvidence::new(model, source, lookups);
+            let check = judge::search_expansion(&ev);
+            evidence = Some(ev);
+            check
+        },
+    );
     let evidence =
         evidence.unwrap_or_else(|| SearchExpansionEvidence::new(model, source, Vec::new()));
     (check, evidence)
@@ -360,7 +366,7 @@ fn race_check(
         ignored_options: fixes::ignored_race_options(model.resolver, &conf.options),
         processes,
     };
-    timed(|| {
+    guarded(ID, TITLE, || {
         judge_race::timeout_race(&measure_race::race(
             &name, server, model, attempts, timeout, context,
         ))
