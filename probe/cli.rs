@@ -133,6 +133,10 @@ pub struct DoctorArgs {
     /// A gRPC target whose calls should spread over its replicas (repeatable).
     #[arg(long = "grpc", value_name = "HOST:PORT")]
     pub grpc: Vec<String>,
+    /// A target outside the cluster the pod should reach (repeatable): a name
+    /// is looked up as the app's resolver does, then connected to.
+    #[arg(long = "external", value_name = "HOST:PORT")]
+    pub external: Vec<String>,
     /// The resolv.conf to read instead of /etc/resolv.conf.
     #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
@@ -578,6 +582,12 @@ impl DoctorArgs {
                     timeout: global.timeout,
                 }),
             node: None,
+            svc: crate::svc::Options {
+                external: self.external.clone(),
+                resolv_conf: self.resolv_conf.clone(),
+                resolver: self.resolver,
+                timeout: global.timeout,
+            },
         }
     }
 }

@@ -97,8 +97,8 @@ fn the_healthy_lab_node_passes_every_check() {
     let kube_proxy = &check(&report, "node.kube-proxy")["evidence"];
     assert_eq!(kube_proxy["mode"], "iptables");
     assert_eq!(kube_proxy["iptables_backends"][0], "nft");
-    assert_eq!(kube_proxy["services"], 4);
-    assert_eq!(kube_proxy["endpoints"], 8);
+    assert_eq!(kube_proxy["services"], 5);
+    assert_eq!(kube_proxy["endpoints"], 9);
     let conntrack = &check(&report, "node.conntrack")["evidence"];
     assert!(conntrack["max"].as_u64().unwrap() > 0);
     assert!(conntrack["rates_per_s"]["insert_failed"].is_number());
@@ -250,8 +250,8 @@ fn kube_proxy_nftables_mode_is_counted_from_its_verdict_map() {
     let kube_proxy = check(&report, "node.kube-proxy");
     assert_eq!(kube_proxy["status"], "pass", "{kube_proxy:#}");
     assert_eq!(kube_proxy["evidence"]["mode"], "nftables");
-    assert_eq!(kube_proxy["evidence"]["nftables"][0]["services"], 4);
-    assert_eq!(kube_proxy["evidence"]["nftables"][0]["service_ips"], 4);
+    assert_eq!(kube_proxy["evidence"]["nftables"][0]["services"], 5);
+    assert_eq!(kube_proxy["evidence"]["nftables"][0]["service_ips"], 5);
     // kube-proxy's nftables mode writes no INVALID drop rule.
     assert_eq!(status(&report, "node.conntrack-invalid"), "warn");
     assert_eq!(
@@ -273,7 +273,7 @@ fn many_services_in_iptables_mode_warn_and_in_nftables_mode_do_not() {
         let (_, report) = node_over(&lab, "5s", &[]);
         let kube_proxy = check(&report, "node.kube-proxy");
         assert_eq!(kube_proxy["status"], expected, "{kube_proxy:#}");
-        assert_eq!(kube_proxy["evidence"]["services"], 1_104);
+        assert_eq!(kube_proxy["evidence"]["services"], 1_105);
         let answer = http_get(&lab, generated_service(1_099).into());
         assert!(answer.contains("backend-"), "{answer}");
     }
@@ -430,7 +430,7 @@ fn services_bench_quick_run_writes_its_tables() {
         text.contains("## First packet of a new connection"),
         "{text}"
     );
-    assert!(text.contains("| 304 | "), "{text}");
+    assert!(text.contains("| 305 | "), "{text}");
     assert!(
         text.contains("## `podprobe node` on the same nodes"),
         "{text}"
@@ -441,7 +441,7 @@ fn services_bench_quick_run_writes_its_tables() {
         "nftables mode (verdict map)",
     ] {
         assert!(
-            text.contains(&format!("| {mode} | 304 |")),
+            text.contains(&format!("| {mode} | 305 |")),
             "{mode}: {text}"
         );
     }

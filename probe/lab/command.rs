@@ -210,8 +210,12 @@ pub fn run(action: &Action) -> Result<i32> {
             let (program, rest) = command
                 .split_first()
                 .ok_or_else(|| Error::usage("lab exec needs a command after --"))?;
-            let status = foreground(lab.command(pod, program).args(rest))
-                .map_err(|e| Error::io(format!("running {program} in {}", lab.netns(pod)), e))?;
+            let status = foreground(
+                lab.command(pod, program)
+                    .args(rest)
+                    .envs(super::service_env()),
+            )
+            .map_err(|e| Error::io(format!("running {program} in {}", lab.netns(pod)), e))?;
             Ok(cleanup::shell_status(status))
         }
         Action::Demo { json } => demo(*json),
@@ -424,7 +428,7 @@ fn describe(lab: &Lab) -> String {
     let _ = writeln!(text, "  {:<40} {:<18} endpoints", "service", "cluster ip");
     for svc in Service::ALL {
         let endpoints = match svc {
-            Service::Kubernetes => "none".to_string(),
+            Service::Kubernetes => format!("{} (kube-apiserver)", super::apiserver_endpoint()),
             Service::KubeDns => format!("{}:53 ({})", Pod::Dns.ip(), lab.main_dns_server()),
             Service::Web => format!("backend-1..3:{}", super::BACKEND_HTTP_PORT),
             Service::Grpc => format!("backend-1..3:{}", super::BACKEND_GRPC_PORT),
@@ -549,7 +553,7 @@ fn view(lab: &Lab) -> LabView {
             cluster_ip: Some(svc.ip()),
             port: Some(svc.port()),
             endpoints: match svc {
-                Service::Kubernetes => Vec::new(),
+                Service::Kubernetes => vec![super::apiserver_endpoint().to_string()],
                 Service::KubeDns => vec![SocketAddrV4::new(Pod::Dns.ip(), 53).to_string()],
                 Service::Web => backends(Some(super::BACKEND_HTTP_PORT)),
                 Service::Grpc => backends(Some(super::BACKEND_GRPC_PORT)),

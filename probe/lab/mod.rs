@@ -20,6 +20,7 @@
 //! `podprobe lab up` keeps the lab running instead ([`Lab::keep`]) and
 //! `podprobe lab down` removes it by name.
 
+mod apiserver;
 pub mod command;
 mod dns;
 pub mod invalid;
@@ -39,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use apiserver::{apiserver_endpoint, service_env, APISERVER_PORT};
 pub use dns::{DnsInstance, DnsMode, DnsServer};
 pub use node::{
     generated_service, ProxyMode, CONNTRACK_FILL, NODELOCAL_ADDRESS, NODELOCAL_INTERFACE,
@@ -280,12 +282,14 @@ impl Lab {
     }
 
     /// The podprobe binary the lab was built with, as a command inside
-    /// `pod`, with the downward-API variables a pod spec would give it.
+    /// `pod`, with the downward-API variables a pod spec would give it and
+    /// the Service variables kubelet sets.
     pub fn podprobe(&self, pod: Pod) -> Command {
         let mut cmd = self.command(pod, &self.state.podprobe);
         cmd.env("POD_NAME", pod.name())
             .env("POD_NAMESPACE", POD_NAMESPACE)
-            .env("NODE_NAME", self.netns(Pod::Node));
+            .env("NODE_NAME", self.netns(Pod::Node))
+            .envs(service_env());
         cmd
     }
 
@@ -446,6 +450,7 @@ impl Lab {
         for pod in Pod::BACKENDS {
             self.start_backend(pod)?;
         }
+        self.start_apiserver()?;
         self.wait_dns(SocketAddr::from((Pod::Dns.ip(), 53)))?;
         for pod in Pod::BACKENDS {
             self.wait_tcp(SocketAddr::from((pod.ip(), BACKEND_HTTP_PORT)))?;
