@@ -205,6 +205,19 @@ fn wait_for_exit() -> ! {
 /// `iptables` it is running (which a second Ctrl-C would otherwise cut
 /// short half-way).
 pub fn own_process_group(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // A Ctrl-C typed between the fork and the child's setpgid still finds
+    // the child in the terminal's group: ignored, it cannot kill the step
+    // (an ignored disposition survives exec; a handled one would not).
+    // SAFETY: signal() is async-signal-safe, as a pre_exec hook must be.
+    unsafe {
+        cmd.pre_exec(|| {
+            for signal in SIGNALS {
+                libc::signal(signal, libc::SIG_IGN);
+            }
+            Ok(())
+        })
+    };
     cmd.process_group(0)
 }
 

@@ -281,7 +281,8 @@ fn interrupt_demo(moment: &str, settle: Duration) {
     let status = demo.wait();
     let output = demo.output();
     assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}\n{output}");
-    assert!(typed >= 2, "only {typed} ^C during the cleanup:\n{output}");
+    // A quick cleanup may see only one more ^C; it must see at least one.
+    assert!(typed >= 1, "no ^C during the cleanup:\n{output}");
     assert_eq!(
         output.matches("cleaning up, please wait").count(),
         1,
