@@ -104,9 +104,10 @@ pub struct DnsArgs {
     /// Names to look up the way glibc does (default: kubernetes.default).
     #[arg(value_name = "NAME")]
     pub names: Vec<String>,
-    /// The resolv.conf to read instead of /etc/resolv.conf.
-    #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
-    pub resolv_conf: PathBuf,
+    /// The resolv.conf to read instead of /etc/resolv.conf (which may be
+    /// missing; a given PATH must exist).
+    #[arg(long, value_name = "PATH")]
+    pub resolv_conf: Option<PathBuf>,
     /// Query this nameserver instead of resolv.conf's (repeatable; ADDR or ADDR:PORT).
     #[arg(long = "server", value_name = "ADDR")]
     pub servers: Vec<String>,
@@ -133,9 +134,10 @@ pub struct DoctorArgs {
     /// A gRPC target whose calls should spread over its replicas (repeatable).
     #[arg(long = "grpc", value_name = "HOST:PORT")]
     pub grpc: Vec<String>,
-    /// The resolv.conf to read instead of /etc/resolv.conf.
-    #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
-    pub resolv_conf: PathBuf,
+    /// The resolv.conf to read instead of /etc/resolv.conf (which may be
+    /// missing; a given PATH must exist).
+    #[arg(long, value_name = "PATH")]
+    pub resolv_conf: Option<PathBuf>,
     /// An HTTP/1.1 app behind the sidecar to compare keep-alive timeouts with
     /// (127.0.0.1:PORT in the app's pod).
     #[arg(long, value_name = "HOST:PORT")]

@@ -40,8 +40,20 @@ pub async fn resolve_host(host: &str, timeout: Duration) -> crate::Result<Vec<Ip
             }
         }
     }
+    // hickory reads /etc/resolv.conf as glibc does; say which file failed.
     let resolver = hickory_resolver::TokioResolver::builder_tokio()
-        .map_err(|e| Error::unavailable(format!("cannot read the resolver configuration: {e}")))?
+        .map_err(|e| {
+            let why = match std::fs::metadata(crate::dns::DEFAULT_RESOLV_CONF) {
+                Err(cause) if cause.kind() == std::io::ErrorKind::NotFound => {
+                    "does not exist".to_string()
+                }
+                _ => e.to_string(),
+            };
+            Error::unavailable(format!(
+                "cannot resolve host '{host}': {} {why}",
+                crate::dns::DEFAULT_RESOLV_CONF
+            ))
+        })?
         .build()
         .map_err(|e| Error::unavailable(format!("cannot start the resolver: {e}")))?;
     let lookup = tokio::time::timeout(timeout, resolver.lookup_ip(host))
