@@ -18,7 +18,7 @@ from bench import machine
 # The lab's generated Services: 10.100.0.0 upwards, port 80.
 FIRST_SERVICE = (10 << 24) | (100 << 16)
 # The lab's own Services come first in KUBE-SERVICES.
-LAB_SERVICES = 4
+LAB_SERVICES = 5
 MODES = [
     # (key, label, scenario, the dump people run on such a node)
     ("iptables-nft", "iptables mode, nft backend", None, ["iptables-save"]),
@@ -244,7 +244,7 @@ class Bench:
             "connection closed with a reset; in nftables mode both are one map lookup. The time is "
             "connect() in Python (the SYN's walk through the node's rules, DNAT, the backend's SYN-ACK). "
             "Python's own overhead is the same in every column.",
-            "- The lab's own 4 Services are counted in the Services column (the first row has no generated ones).",
+            f"- The lab's own {LAB_SERVICES} Services are counted in the Services column (the first row has no generated ones).",
             "",
         ]
         with open(self.a.out, "w") as f:

@@ -20,6 +20,8 @@ pub struct Plan {
     pub keepalive: Option<crate::keepalive::Options>,
     /// The node's checks (`watch --node`); `doctor` runs in a pod and has none.
     pub node: Option<crate::node::NodeOptions>,
+    /// Services from the environment and `--external` targets.
+    pub svc: crate::svc::Options,
 }
 
 /// The checks an entry produced. An `Err` is bad input (an unknown target,
@@ -45,13 +47,28 @@ pub const REGISTRY: &[Entry] = &[
         metrics: crate::net::metrics::samples,
     },
     Entry {
+        area: "net",
+        run: |plan| Box::pin(crate::net::listeners_checks(&plan.net)),
+        metrics: crate::net::metrics::samples,
+    },
+    Entry {
         area: "dns",
         run: |plan| Box::pin(crate::dns::doctor_checks(&plan.dns)),
         metrics: crate::dns::metrics::samples,
     },
     Entry {
+        area: "svc",
+        run: |plan| Box::pin(crate::svc::reachability_checks(&plan.svc)),
+        metrics: crate::svc::metrics::samples,
+    },
+    Entry {
         area: "tcp",
         run: |plan| Box::pin(crate::net::reachability_checks(&plan.net)),
+        metrics: crate::net::metrics::samples,
+    },
+    Entry {
+        area: "net",
+        run: |plan| Box::pin(crate::svc::egress_checks(&plan.svc)),
         metrics: crate::net::metrics::samples,
     },
     Entry {

@@ -134,6 +134,10 @@ pub struct DoctorArgs {
     /// A gRPC target whose calls should spread over its replicas (repeatable).
     #[arg(long = "grpc", value_name = "HOST:PORT")]
     pub grpc: Vec<String>,
+    /// A target outside the cluster the pod should reach (repeatable): a name
+    /// is looked up as the app's resolver does, then connected to.
+    #[arg(long = "external", value_name = "HOST:PORT")]
+    pub external: Vec<String>,
     /// The resolv.conf to read instead of /etc/resolv.conf (which may be
     /// missing; a given PATH must exist).
     #[arg(long, value_name = "PATH")]
@@ -580,6 +584,12 @@ impl DoctorArgs {
                     timeout: global.timeout,
                 }),
             node: None,
+            svc: crate::svc::Options {
+                external: self.external.clone(),
+                resolv_conf: self.resolv_conf.clone(),
+                resolver: self.resolver,
+                timeout: global.timeout,
+            },
         }
     }
 }
@@ -703,20 +713,27 @@ impl LabArgs {
                 name: name.clone(),
                 scenarios: scenarios.clone(),
                 dns_server: *dns_server,
+                json: global.output == OutputFormat::Json,
             },
             LabCommand::Down { name, all } => Action::Down {
                 name: name.clone(),
                 all: *all,
+                json: global.output == OutputFormat::Json,
             },
-            LabCommand::Status { name } => Action::Status { name: name.clone() },
+            LabCommand::Status { name } => Action::Status {
+                name: name.clone(),
+                json: global.output == OutputFormat::Json,
+            },
             LabCommand::Exec { name, pod, command } => Action::Exec {
                 name: name.clone(),
                 pod: pod.clone(),
                 command: command.clone(),
+                json: global.output == OutputFormat::Json,
             },
             LabCommand::Services { name, count } => Action::Services {
                 name: name.clone(),
                 count: *count as usize,
+                json: global.output == OutputFormat::Json,
             },
             LabCommand::Demo => Action::Demo {
                 json: global.output == OutputFormat::Json,
@@ -736,6 +753,7 @@ impl LabArgs {
                 name: name.clone(),
                 server: *server,
                 mode: *mode,
+                json: global.output == OutputFormat::Json,
             },
             LabCommand::DnsFront {
                 listen,

@@ -6,5 +6,10 @@ use crate::report::Report;
 pub async fn run(plan: &Plan) -> crate::Result<Report> {
     let report = Report::start(crate::net::report_context());
     let checks = checks::run(plan).await?;
-    Ok(report.finish(checks))
+    let mut report = report.finish(checks);
+    report.flowchart = Some(crate::flowchart::walk(
+        &report.checks,
+        report.context.node.as_deref(),
+    ));
+    Ok(report)
 }

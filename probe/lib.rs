@@ -5,12 +5,14 @@
 
 pub mod capture;
 pub mod checks;
+pub mod cleanup;
 pub mod cli;
 pub mod clock;
 pub mod dns;
 pub mod docs;
 pub mod doctor;
 pub mod error;
+pub mod flowchart;
 pub mod grpc;
 pub mod keepalive;
 pub mod lab;
@@ -20,6 +22,7 @@ pub mod node;
 pub mod report;
 pub mod serve;
 pub mod stats;
+pub mod svc;
 pub mod watch;
 
 pub use error::{Error, Result};

@@ -216,6 +216,9 @@ pub struct Report {
     pub context: Context,
     pub verdict: Status,
     pub checks: Vec<Check>,
+    /// `doctor` only: the troubleshooting flowchart walked over the checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flowchart: Option<crate::flowchart::Flowchart>,
 }
 
 /// When a warning should fail the run (`--fail-on`).
@@ -318,6 +321,9 @@ impl Report {
             paint(self.verdict, self.verdict.label()),
             self.duration_ms
         );
+        if let Some(flowchart) = &self.flowchart {
+            out.push_str(&flowchart.to_text());
+        }
         out
     }
 }
@@ -341,6 +347,7 @@ impl ReportBuilder {
             context: self.context,
             verdict: Report::verdict_of(&checks),
             checks,
+            flowchart: None,
         }
     }
 }

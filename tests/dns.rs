@@ -4,15 +4,15 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use podprobe::lab::{Lab, LabSpec, Pod, Scenario, EXTERNAL_NAME, HOST_DOMAIN};
 use support::{check, report, run, Netns};
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
+/// A scratch directory removed on drop, or on a signal.
+struct Scratch(PathBuf, #[allow(dead_code)] podprobe::cleanup::Cleanup);
 
 impl Scratch {
     fn new() -> Scratch {
@@ -22,8 +22,9 @@ impl Scratch {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
+        let removal = podprobe::cleanup::removing(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
+        Scratch(dir, removal)
     }
 
     fn file(&self, name: &str, text: &str) -> PathBuf {
@@ -33,16 +34,10 @@ impl Scratch {
     }
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// dnsmasq serving a small cluster.local zone on `addr`:53 inside `ns`,
-/// logging every query; killed on drop.
+/// logging every query; killed on drop (or on a signal).
 struct Dnsmasq {
-    child: Child,
+    _child: podprobe::cleanup::Killed,
     log: PathBuf,
 }
 
@@ -74,8 +69,8 @@ impl Dnsmasq {
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-        let child = cmd.spawn().expect("dnsmasq starts");
-        let server = Dnsmasq { child, log };
+        let child = podprobe::cleanup::Killed::spawn(&mut cmd).expect("dnsmasq starts");
+        let server = Dnsmasq { _child: child, log };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !server.log_text().contains("started") {
             assert!(Instant::now() < deadline, "dnsmasq did not start");
@@ -100,13 +95,6 @@ impl Dnsmasq {
                 Some((qtype.to_string(), name.to_string()))
             })
             .collect()
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -6,7 +6,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use podprobe::lab::{Background, Lab, LabSpec, Pod, Service, BACKEND_GRPC_PORT, HEADLESS_NAME};
@@ -16,23 +16,22 @@ const BIN: &str = env!("CARGO_BIN_EXE_podprobe");
 
 /// A running `podprobe serve`, stopped (SIGTERM, then SIGKILL) on drop.
 struct Serve {
-    child: Child,
+    child: podprobe::cleanup::Killed,
     grpc: SocketAddr,
     http: SocketAddr,
 }
 
 impl Serve {
     fn start(ip: &str, grpc_port: u16, extra: &[&str]) -> Serve {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--grpc", &format!("{ip}:{grpc_port}")])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--grpc", &format!("{ip}:{grpc_port}")])
             .args(["--http", &format!("{ip}:0")])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+            .stderr(Stdio::piped());
+        let mut child = podprobe::cleanup::Killed::spawn(&mut cmd).unwrap();
+        let mut stderr = BufReader::new(child.take_stderr().unwrap());
         let (mut grpc, mut http) = (None, None);
         let mut line = String::new();
         while grpc.is_none() || http.is_none() {
@@ -64,15 +63,6 @@ impl Serve {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -217,14 +207,15 @@ fn grpc_tls_against_a_plaintext_server_is_one_line_and_exit_2() {
 
 /// `openssl s_server` with a throwaway self-signed certificate.
 struct TlsServer {
-    child: Child,
-    dir: std::path::PathBuf,
+    _child: podprobe::cleanup::Killed,
+    _dir: podprobe::cleanup::Cleanup,
     addr: SocketAddr,
 }
 
 impl TlsServer {
     fn start() -> TlsServer {
         let dir = std::env::temp_dir().join(format!("pp-grpc-tls-{}", std::process::id()));
+        let removal = podprobe::cleanup::removing(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let status = Command::new("openssl")
             .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
@@ -241,31 +232,26 @@ impl TlsServer {
             .unwrap()
             .local_addr()
             .unwrap();
-        let child = Command::new("openssl")
+        let mut child = Command::new("openssl");
+        child
             .args(["s_server", "-www", "-accept", &addr.to_string(), "-cert"])
             .arg(dir.join("cert.pem"))
             .arg("-key")
             .arg(dir.join("key.pem"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = TlsServer { child, dir, addr };
+            .stderr(Stdio::null());
+        let server = TlsServer {
+            _child: podprobe::cleanup::Killed::spawn(&mut child).unwrap(),
+            _dir: removal,
+            addr,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(addr).is_err() {
             assert!(Instant::now() < deadline, "openssl s_server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
         server
-    }
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

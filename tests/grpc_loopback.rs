@@ -8,22 +8,15 @@ mod support;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::*;
 
-/// A server process on loopback, killed on drop.
+/// A server process on loopback, killed on drop (or on a signal).
 struct Local {
-    child: Child,
+    _child: podprobe::cleanup::Killed,
     addr: SocketAddr,
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn free_port() -> u16 {
@@ -36,13 +29,16 @@ fn free_port() -> u16 {
 
 /// Starts `cmd` (which will listen on `addr`) and waits until it accepts.
 fn local(mut cmd: Command, addr: SocketAddr) -> Local {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Local { child, addr };
+    let child = podprobe::cleanup::Killed::spawn(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    let server = Local {
+        _child: child,
+        addr,
+    };
     let deadline = Instant::now() + Duration::from_secs(15);
     while TcpStream::connect(addr).is_err() {
         assert!(Instant::now() < deadline, "{cmd:?} never listened");

@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -34,8 +34,8 @@ fn closed_admin() -> String {
     format!("http://127.0.0.1:{}", free_port())
 }
 
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
+/// A temporary directory removed on drop, or on a signal.
+struct TempDir(PathBuf, #[allow(dead_code)] podprobe::cleanup::Cleanup);
 
 impl TempDir {
     fn new(tag: &str) -> Self {
@@ -44,20 +44,15 @@ impl TempDir {
             std::process::id(),
             free_port()
         ));
+        let removal = podprobe::cleanup::removing(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+        TempDir(dir, removal)
     }
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A real server process on 127.0.0.1:port, killed on drop.
+/// A real server process on 127.0.0.1:port, killed on drop (or on a signal).
 struct Server {
-    child: Child,
+    child: podprobe::cleanup::Killed,
     port: u16,
     _dir: TempDir,
 }
@@ -71,13 +66,13 @@ impl Server {
 
     /// Starts `cmd` and waits until `ready` (at most 15 s).
     fn start_until(dir: TempDir, port: u16, cmd: &mut Command, ready: impl Fn() -> bool) -> Server {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-        let mut server = Server {
+        let child = podprobe::cleanup::Killed::spawn(
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+        let server = Server {
             child,
             port,
             _dir: dir,
@@ -95,13 +90,6 @@ impl Server {
 
     fn upstream(&self) -> String {
         format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -1262,23 +1250,20 @@ fn consul_sidecar_cases_route_to_local_app() {
 }
 
 /// Files under /etc/netns/NAME/ (which `ip netns exec` mounts over /etc),
-/// removed on drop.
-struct NetnsEtc(PathBuf);
+/// removed on drop or on a signal.
+struct NetnsEtc {
+    _removal: podprobe::cleanup::Cleanup,
+}
 
 impl NetnsEtc {
     fn new(netns: &str, files: &[(&str, &str)]) -> Self {
         let dir = Path::new("/etc/netns").join(netns);
+        let removal = podprobe::cleanup::removing(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         for (name, text) in files {
             std::fs::write(dir.join(name), text).unwrap();
         }
-        NetnsEtc(dir)
-    }
-}
-
-impl Drop for NetnsEtc {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        NetnsEtc { _removal: removal }
     }
 }
 

@@ -97,8 +97,8 @@ fn the_healthy_lab_node_passes_every_check() {
     let kube_proxy = &check(&report, "node.kube-proxy")["evidence"];
     assert_eq!(kube_proxy["mode"], "iptables");
     assert_eq!(kube_proxy["iptables_backends"][0], "nft");
-    assert_eq!(kube_proxy["services"], 4);
-    assert_eq!(kube_proxy["endpoints"], 8);
+    assert_eq!(kube_proxy["services"], 5);
+    assert_eq!(kube_proxy["endpoints"], 9);
     let conntrack = &check(&report, "node.conntrack")["evidence"];
     assert!(conntrack["max"].as_u64().unwrap() > 0);
     assert!(conntrack["rates_per_s"]["insert_failed"].is_number());
@@ -250,8 +250,8 @@ fn kube_proxy_nftables_mode_is_counted_from_its_verdict_map() {
     let kube_proxy = check(&report, "node.kube-proxy");
     assert_eq!(kube_proxy["status"], "pass", "{kube_proxy:#}");
     assert_eq!(kube_proxy["evidence"]["mode"], "nftables");
-    assert_eq!(kube_proxy["evidence"]["nftables"][0]["services"], 4);
-    assert_eq!(kube_proxy["evidence"]["nftables"][0]["service_ips"], 4);
+    assert_eq!(kube_proxy["evidence"]["nftables"][0]["services"], 5);
+    assert_eq!(kube_proxy["evidence"]["nftables"][0]["service_ips"], 5);
     // kube-proxy's nftables mode writes no INVALID drop rule.
     assert_eq!(status(&report, "node.conntrack-invalid"), "warn");
     assert_eq!(
@@ -273,7 +273,7 @@ fn many_services_in_iptables_mode_warn_and_in_nftables_mode_do_not() {
         let (_, report) = node_over(&lab, "5s", &[]);
         let kube_proxy = check(&report, "node.kube-proxy");
         assert_eq!(kube_proxy["status"], expected, "{kube_proxy:#}");
-        assert_eq!(kube_proxy["evidence"]["services"], 1_104);
+        assert_eq!(kube_proxy["evidence"]["services"], 1_105);
         let answer = http_get(&lab, generated_service(1_099).into());
         assert!(answer.contains("backend-"), "{answer}");
     }
@@ -430,7 +430,7 @@ fn services_bench_quick_run_writes_its_tables() {
         text.contains("## First packet of a new connection"),
         "{text}"
     );
-    assert!(text.contains("| 304 | "), "{text}");
+    assert!(text.contains("| 305 | "), "{text}");
     assert!(
         text.contains("## `podprobe node` on the same nodes"),
         "{text}"
@@ -441,7 +441,7 @@ fn services_bench_quick_run_writes_its_tables() {
         "nftables mode (verdict map)",
     ] {
         assert!(
-            text.contains(&format!("| {mode} | 304 |")),
+            text.contains(&format!("| {mode} | 305 |")),
             "{mode}: {text}"
         );
     }
@@ -475,15 +475,9 @@ fn watch_node_serves_the_node_checks_and_their_metrics() {
     let lab = lab(&[]);
     // Cluster DNS for the doctor checks of every cycle: the lab's, never the
     // host's; the file goes with the guard, also when the test fails.
-    struct Removed(std::path::PathBuf);
-    impl Drop for Removed {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let resolv =
-        Removed(std::env::temp_dir().join(format!("podprobe-node-resolv-{}", std::process::id())));
-    std::fs::write(&resolv.0, podprobe::lab::cluster_first_resolv_conf()).unwrap();
+    let resolv = std::env::temp_dir().join(format!("podprobe-node-resolv-{}", std::process::id()));
+    let _removal = podprobe::cleanup::removing(&resolv);
+    std::fs::write(&resolv, podprobe::lab::cluster_first_resolv_conf()).unwrap();
     let listen: std::net::SocketAddr = "127.0.0.1:9467".parse().unwrap();
     let mut watch = lab.podprobe(Pod::Node);
     watch
@@ -496,7 +490,7 @@ fn watch_node_serves_the_node_checks_and_their_metrics() {
             "127.0.0.1:9467",
         ])
         .arg("--resolv-conf")
-        .arg(&resolv.0)
+        .arg(&resolv)
         .stdout(std::process::Stdio::null());
     let _watch = lab.spawn(&mut watch).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -142,3 +142,129 @@ fn a_wrong_flag_would_be_caught() {
         ["capture", "-f", "udp port 53", "-w", "a b"]
     );
 }
+
+/// A README example marked `<!-- example: lab [SCENARIO]... -->`: the
+/// command after `$ podprobe` and the output shown.
+struct Example {
+    scenarios: Vec<podprobe::lab::Scenario>,
+    args: Vec<String>,
+    output: String,
+}
+
+fn marked_examples() -> Vec<Example> {
+    let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+    let mut examples = Vec::new();
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        let Some(marker) = line
+            .strip_prefix("<!-- example: lab")
+            .and_then(|m| m.strip_suffix("-->"))
+        else {
+            continue;
+        };
+        let scenarios = marker
+            .split_whitespace()
+            .map(|name| {
+                <podprobe::lab::Scenario as clap::ValueEnum>::from_str(name, false)
+                    .unwrap_or_else(|e| panic!("README marker names scenario {name}: {e}"))
+            })
+            .collect();
+        assert!(lines.next().is_some_and(|l| l.starts_with("```")));
+        let command = lines.next().unwrap_or_default();
+        let args = shell_words(
+            command
+                .strip_prefix("$ podprobe ")
+                .unwrap_or_else(|| panic!("example starts with `$ podprobe`: {command}")),
+        );
+        let output: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .collect();
+        examples.push(Example {
+            scenarios,
+            args,
+            output: output.join("\n"),
+        });
+    }
+    examples
+}
+
+/// What an example shows, without timings, addresses or names: each
+/// check's status and id in order, the verdict with its counts, the
+/// flowchart's steps, its first failing step and first next command.
+fn shape(text: &str) -> Vec<String> {
+    let mut shape = Vec::new();
+    let mut in_flowchart = false;
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let [status @ ("PASS" | "WARN" | "FAIL" | "SKIP" | "ERROR"), id, ..] = words[..] {
+            if !line.starts_with(' ') {
+                shape.push(format!("{status} {id}"));
+            }
+        } else if let Some(verdict) = line.strip_prefix("verdict: ") {
+            // `FAIL (6 pass, 1 fail, 1 skip) in 1768 ms`: all but the time.
+            let (counts, time) = verdict.rsplit_once(" in ").unwrap_or((verdict, ""));
+            assert!(
+                time.ends_with(" ms") && time.trim_end_matches(" ms").parse::<f64>().is_ok(),
+                "verdict line form: {line}"
+            );
+            shape.push(format!("verdict: {counts}"));
+        } else if line == "flowchart:" {
+            in_flowchart = true;
+            shape.push(line.to_string());
+        } else if in_flowchart && line.starts_with("  ") {
+            shape.push(line.split_whitespace().collect::<Vec<_>>().join(" "));
+        } else if line.starts_with("first failing step:") {
+            in_flowchart = false;
+            shape.push(line.to_string());
+        } else if let Some(next) = line.strip_prefix("next: ") {
+            shape.push(format!("next: {next}"));
+        }
+    }
+    shape
+}
+
+#[test]
+fn marked_readme_examples_have_the_shape_of_real_output() {
+    let examples = marked_examples();
+    assert!(!examples.is_empty(), "no marked examples in the README");
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = examples
+            .iter()
+            .map(|example| {
+                scope.spawn(move || {
+                    let mut spec = podprobe::lab::LabSpec::new(env!("CARGO_BIN_EXE_podprobe"));
+                    spec.scenarios = example.scenarios.clone();
+                    let lab = podprobe::lab::Lab::up(&spec).expect("lab up");
+                    let out = run(lab
+                        .podprobe(podprobe::lab::Pod::Client)
+                        .args(&example.args));
+                    let real = String::from_utf8_lossy(&out.stdout).to_string();
+                    let (shown, got) = (shape(&example.output), shape(&real));
+                    (shown != got).then(|| {
+                        format!(
+                            "`podprobe {}`: the README shows\n{}\nbut it prints\n{}\n(full output:\n{real})",
+                            example.args.join(" "),
+                            shown.join("\n"),
+                            got.join("\n")
+                        )
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().expect("example runs"))
+            .collect()
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn the_shape_ignores_timings_and_keeps_statuses() {
+    let a = "PASS  net.context  x 1.0 ms\n      detail\nFAIL  svc.reachability  web timed out after 1000.2 ms\n\nverdict: FAIL (1 pass, 1 fail) in 1768 ms\nflowchart:\n  1. Does DNS resolve?    PASS\nfirst failing step: none\nnext: podprobe node\n";
+    let b = a.replace("1768", "12").replace("1000.2", "999.9");
+    assert_eq!(shape(a), shape(&b));
+    assert_eq!(shape(a).len(), 7);
+    assert_ne!(shape(a), shape(&a.replace("FAIL  svc", "PASS  svc")));
+}

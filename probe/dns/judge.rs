@@ -462,7 +462,7 @@ fn search_fixes(ev: &SearchExpansionEvidence) -> Vec<String> {
     in_effect
 }
 
-fn seconds(ms: f64) -> String {
+pub(crate) fn seconds(ms: f64) -> String {
     if ms >= STALL_MS_FAIL {
         format!("{:.1} s", ms / 1000.0)
     } else {
@@ -470,7 +470,7 @@ fn seconds(ms: f64) -> String {
     }
 }
 
-fn lookup_summary(l: &LookupEvidence) -> String {
+pub(crate) fn lookup_summary(l: &LookupEvidence) -> String {
     let nx = l
         .candidates
         .iter()

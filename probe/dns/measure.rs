@@ -331,8 +331,13 @@ pub(crate) fn round3(ms: f64) -> f64 {
 pub fn lookups(names: &[String], model: &Model, timeout: Duration) -> Vec<LookupEvidence> {
     names
         .iter()
-        .map(|name| LookupEvidence::from_trace(&model.resolve(name, &mut Wire::new(timeout))))
+        .map(|name| lookup(name, model, timeout))
         .collect()
+}
+
+/// One name looked up through `model` on the real network.
+pub fn lookup(name: &str, model: &Model, timeout: Duration) -> LookupEvidence {
+    LookupEvidence::from_trace(&model.resolve(name, &mut Wire::new(timeout)))
 }
 
 /// A process of the pod and the C library its resolver code comes from.

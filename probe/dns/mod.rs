@@ -5,6 +5,7 @@
 pub mod client;
 pub mod fixes;
 pub mod judge;
+pub mod judge_cluster;
 pub mod judge_race;
 pub mod measure;
 pub mod measure_race;
@@ -172,9 +173,21 @@ fn doctor_checks_blocking(options: &DoctorOptions) -> crate::Result<Vec<Check>> 
             judge::nameservers(&measure::nameservers(model.servers(), &probe, timeout))
         }),
     ];
-    if !options.names.is_empty() {
+    let cluster = cluster_check(&model, &source, timeout);
+    let cluster_lookup = cluster.1.clone();
+    checks.push(cluster.0);
+    let walked = if options.names.is_empty() {
+        // With no names asked, the flowchart's last question (intermittent
+        // timeouts) is asked of the cluster's own name.
+        cluster_lookup
+            .filter(LookupEvidence::resolved)
+            .map(|lookup| SearchExpansionEvidence::new(&model, &source, vec![lookup]))
+    } else {
         let (check, walked) = search_check(&options.names, &model, &source, timeout);
         checks.push(check);
+        Some(walked)
+    };
+    if let Some(walked) = walked {
         checks.push(race_check(
             DOCTOR_RACE_ATTEMPTS,
             &walked,
@@ -185,6 +198,59 @@ fn doctor_checks_blocking(options: &DoctorOptions) -> crate::Result<Vec<Check>> 
         ));
     }
     Ok(checks)
+}
+
+/// `dns.cluster`: `kubernetes.default` through the search list, as the
+/// app's resolver walks it; skipped outside Kubernetes. Returns the lookup
+/// too, for the race.
+fn cluster_check(
+    model: &Model,
+    source: &str,
+    timeout: Duration,
+) -> (Check, Option<LookupEvidence>) {
+    let Some(api) = crate::svc::api_server() else {
+        return (judge_cluster::not_in_kubernetes(), None);
+    };
+    let mut lookup = None;
+    let check = timed(|| {
+        let found = measure::lookup(judge_cluster::CLUSTER_NAME, model, timeout);
+        // The rest of the search list, past the domain that answered.
+        let search = model.settings().search;
+        let reached = found
+            .resolving()
+            .and_then(|c| c.search_domain.as_ref())
+            .and_then(|d| search.iter().position(|s| s == d))
+            .map_or(search.len(), |i| i + 1);
+        let search_domains = search[reached..]
+            .iter()
+            .map(|domain| {
+                let name = format!("{}.{domain}.", judge_cluster::CLUSTER_NAME);
+                measure::nameservers(model.servers(), &name, timeout)
+            })
+            .collect();
+        lookup = Some(found.clone());
+        judge_cluster::cluster(&judge_cluster::ClusterDnsEvidence {
+            service_host: api.host.to_string(),
+            resolver_source: source.to_string(),
+            lookup: found,
+            search_domains,
+        })
+    });
+    (check, lookup)
+}
+
+/// Names looked up the way the pod's application looks them up (its
+/// resolver's model over resolv.conf), for the areas that reach targets by
+/// name.
+pub fn lookups_as_app(
+    names: &[String],
+    resolv_conf: Option<&Path>,
+    resolver: Option<Resolver>,
+    timeout: Duration,
+) -> crate::Result<Vec<LookupEvidence>> {
+    let text = load_resolv_conf(resolv_conf)?.text;
+    let (model, _, _) = app_model(resolver, &text, Vec::new());
+    Ok(measure::lookups(names, &model, timeout))
 }
 
 /// `name` with a trailing dot.

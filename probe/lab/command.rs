@@ -1,11 +1,14 @@
 //! `podprobe lab ...`: the lab for people, on the command line.
 
 use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
+
+use serde::Serialize;
 
 use super::servers;
 use super::{list_labs, Lab, LabSpec, Pod, Scenario, Service, EXTERNAL_NAME, HEADLESS_NAME};
-use crate::{Error, Result};
+use crate::{cleanup, Error, Result};
 
 /// The name `lab up`, `down`, `exec` and `status` use when none is given.
 pub const DEFAULT_NAME: &str = "podprobe";
@@ -19,22 +22,34 @@ pub enum Action {
         scenarios: Vec<Scenario>,
         /// The DNS server behind kube-dns.
         dns_server: super::DnsServer,
+        /// The lab as a JSON document instead of text.
+        json: bool,
     },
-    /// Remove a lab, or every lab.
-    Down { name: String, all: bool },
+    /// Remove a lab, or every lab; `{"removed": [...]}` when `json`.
+    Down { name: String, all: bool, json: bool },
     /// Describe one running lab, or all.
-    Status { name: Option<String> },
+    Status {
+        name: Option<String>,
+        /// `{"labs": [...]}` instead of text.
+        json: bool,
+    },
     /// Run a command in a pod of the lab.
     Exec {
         name: String,
         pod: String,
         command: Vec<String>,
+        /// Refused: the output is the command's.
+        json: bool,
     },
     /// Each scenario in turn, with the podprobe command that finds it; the
     /// reports as JSON when `json`.
     Demo { json: bool },
     /// Add generated Services to a running lab.
-    Services { name: String, count: usize },
+    Services {
+        name: String,
+        count: usize,
+        json: bool,
+    },
     /// The slow-dns scenario's forwarder.
     DnsDelay {
         listen: std::net::SocketAddr,
@@ -47,6 +62,7 @@ pub enum Action {
         name: String,
         server: super::DnsServer,
         mode: super::DnsMode,
+        json: bool,
     },
     /// A lab DNS server's misbehaving front.
     DnsFront {
@@ -71,10 +87,24 @@ pub fn run(action: &Action) -> Result<i32> {
         Action::OutOfWindow { interface, port } => {
             super::invalid::serve_out_of_window(interface, *port).map(|()| 0)
         }
-        Action::DnsServer { name, server, mode } => {
+        Action::DnsServer {
+            name,
+            server,
+            mode,
+            json,
+        } => {
             super::sys::require_root()?;
             let mut lab = Lab::open(name)?;
             let addr = lab.add_dns_server(*server, *mode)?;
+            if *json {
+                say(&json_document(&DnsServerView {
+                    address: addr,
+                    port: 53,
+                    server: server.name(),
+                    mode: mode.name(),
+                }));
+                return Ok(0);
+            }
             say(&format!(
                 "{server} ({mode}) answers at {addr}:53 in lab '{name}'; put `nameserver {addr}` in /etc/netns/{}/resolv.conf\n",
                 lab.netns(Pod::Client)
@@ -91,10 +121,16 @@ pub fn run(action: &Action) -> Result<i32> {
             name,
             scenarios,
             dns_server,
+            json,
         } => {
             let mut spec = LabSpec::new(own_exe()?).name(name).dns_server(*dns_server);
             spec.scenarios = scenarios.clone();
             let lab = Lab::up(&spec)?;
+            if *json {
+                say(&json_document(&view(&lab)));
+                lab.keep();
+                return Ok(0);
+            }
             say(&describe(&lab));
             let flag = if name == DEFAULT_NAME {
                 String::new()
@@ -108,7 +144,7 @@ pub fn run(action: &Action) -> Result<i32> {
             lab.keep();
             Ok(0)
         }
-        Action::Down { name, all } => {
+        Action::Down { name, all, json } => {
             super::sys::require_root()?;
             let names = if *all {
                 list_labs()
@@ -119,27 +155,54 @@ pub fn run(action: &Action) -> Result<i32> {
                 }
                 vec![name.clone()]
             };
-            for name in names {
+            for name in &names {
                 // A half-built or stateless lab is still removed by its name.
-                super::teardown(&name)?;
-                say(&format!("lab '{name}' removed\n"));
+                super::remove(name)?;
+                if !json {
+                    say(&format!("lab '{name}' removed\n"));
+                }
+            }
+            if *json {
+                say(&json_document(&serde_json::json!({ "removed": names })));
             }
             Ok(0)
         }
-        Action::Status { name } => {
+        Action::Status { name, json } => {
             let names = match name {
                 Some(name) => vec![name.clone()],
                 None => list_labs(),
             };
-            if names.is_empty() {
+            // Listing all: a lab that is going (or not yet recorded) is
+            // not there.
+            let labs = names
+                .iter()
+                .filter(|lab| name.is_some() || super::state_dir(lab).join("state.json").exists())
+                .map(|name| Lab::open(name))
+                .collect::<Result<Vec<_>>>()?;
+            if *json {
+                let labs = labs.iter().map(view).collect();
+                say(&json_document(&LabsView { labs }));
+                return Ok(0);
+            }
+            if labs.is_empty() {
                 say("no labs running (start one with: podprobe lab up)\n");
             }
-            for name in names {
-                say(&describe(&Lab::open(&name)?));
+            for lab in labs {
+                say(&describe(&lab));
             }
             Ok(0)
         }
-        Action::Exec { name, pod, command } => {
+        Action::Exec {
+            name,
+            pod,
+            command,
+            json,
+        } => {
+            if *json {
+                return Err(Error::usage(
+                    "-o json: lab exec prints what its command prints, which has no JSON form (give the command its own -o json, after --)",
+                ));
+            }
             super::sys::require_root()?;
             let lab = Lab::open(name)?;
             let pod =
@@ -147,19 +210,30 @@ pub fn run(action: &Action) -> Result<i32> {
             let (program, rest) = command
                 .split_first()
                 .ok_or_else(|| Error::usage("lab exec needs a command after --"))?;
-            let status =
-                lab.command(pod, program).args(rest).status().map_err(|e| {
-                    Error::io(format!("running {program} in {}", lab.netns(pod)), e)
-                })?;
-            Ok(status.code().unwrap_or(1))
+            let status = foreground(
+                lab.command(pod, program)
+                    .args(rest)
+                    .envs(super::service_env()),
+            )
+            .map_err(|e| Error::io(format!("running {program} in {}", lab.netns(pod)), e))?;
+            Ok(cleanup::shell_status(status))
         }
         Action::Demo { json } => demo(*json),
-        Action::Services { name, count } => {
+        Action::Services { name, count, json } => {
             super::sys::require_root()?;
             let mut lab = Lab::open(name)?;
             let started = std::time::Instant::now();
             let total = lab.add_services(*count)?;
             let mode = lab.proxy_mode().name();
+            if *json {
+                say(&json_document(&serde_json::json!({
+                    "added": count,
+                    "generated_services": total,
+                    "mode": mode,
+                    "seconds": started.elapsed().as_secs_f64(),
+                })));
+                return Ok(0);
+            }
             say(&format!(
                 "lab '{name}': {count} Services added in {:.1} s ({mode} mode), {total} generated in all: {}..{}\n",
                 started.elapsed().as_secs_f64(),
@@ -299,9 +373,7 @@ fn demo(json: bool) -> Result<i32> {
         say(&format!("$ podprobe {}{place}\n", step.args.join(" ")));
         let mut command = lab.podprobe(step.pod);
         command.args(&step.args).args(["-o", output]);
-        let mut child = command
-            .spawn()
-            .map_err(|e| Error::io(format!("running podprobe in {}", lab.netns(step.pod)), e))?;
+        let mut child = super::sys::spawn(cleanup::dies_with_parent(&mut command))?;
         if let Some(traffic) = step.traffic {
             // Once the command is under way.
             std::thread::sleep(std::time::Duration::from_secs(1));
@@ -310,7 +382,7 @@ fn demo(json: bool) -> Result<i32> {
         let status = child
             .wait()
             .map_err(|e| Error::io(format!("running podprobe in {}", lab.netns(step.pod)), e))?;
-        let code = status.code().unwrap_or(1);
+        let code = cleanup::shell_status(status);
         say(&format!("(exit code {code})\n\n"));
         summary.push((name, step.args.join(" "), code));
         lab.down()?;
@@ -356,7 +428,7 @@ fn describe(lab: &Lab) -> String {
     let _ = writeln!(text, "  {:<40} {:<18} endpoints", "service", "cluster ip");
     for svc in Service::ALL {
         let endpoints = match svc {
-            Service::Kubernetes => "none".to_string(),
+            Service::Kubernetes => format!("{} (kube-apiserver)", super::apiserver_endpoint()),
             Service::KubeDns => format!("{}:53 ({})", Pod::Dns.ip(), lab.main_dns_server()),
             Service::Web => format!("backend-1..3:{}", super::BACKEND_HTTP_PORT),
             Service::Grpc => format!("backend-1..3:{}", super::BACKEND_GRPC_PORT),
@@ -388,6 +460,141 @@ fn describe(lab: &Lab) -> String {
     text
 }
 
+/// Runs a command in the foreground, as a shell would: signals sent to
+/// podprobe go to it, podprobe waits for it (its output comes before the
+/// prompt), and it does not outlive podprobe.
+fn foreground(cmd: &mut std::process::Command) -> std::io::Result<std::process::ExitStatus> {
+    let forward = cleanup::Forward::begin();
+    let mut child = cleanup::dies_with_parent(cmd).spawn()?;
+    forward.to(child.id());
+    child.wait()
+}
+
+/// What `lab up -o json` prints, and each element of `lab status -o json`'s
+/// `labs` (the README lists the keys).
+#[derive(Debug, Serialize)]
+struct LabView {
+    name: String,
+    state_dir: String,
+    pods: Vec<PodView>,
+    services: Vec<ServiceView>,
+    scenarios: Vec<&'static str>,
+    /// The server behind kube-dns.
+    dns_server: &'static str,
+    /// Servers added by `lab dns-server`.
+    dns_servers: Vec<DnsServerView>,
+    replica_sets: u32,
+    generated_services: usize,
+}
+
+/// What `lab status -o json` prints.
+#[derive(Debug, Serialize)]
+struct LabsView {
+    labs: Vec<LabView>,
+}
+
+#[derive(Debug, Serialize)]
+struct PodView {
+    pod: &'static str,
+    netns: String,
+    /// False when the namespace is gone (a half-removed lab).
+    netns_exists: bool,
+    address: Ipv4Addr,
+    /// The names of the processes running in the namespace.
+    processes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ServiceView {
+    name: String,
+    /// `None` for a headless Service.
+    cluster_ip: Option<Ipv4Addr>,
+    port: Option<u16>,
+    /// Where kube-proxy sends connections (for a headless name: the addresses
+    /// DNS answers).
+    endpoints: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct DnsServerView {
+    address: Ipv4Addr,
+    port: u16,
+    server: &'static str,
+    mode: &'static str,
+}
+
+fn view(lab: &Lab) -> LabView {
+    let pods = std::iter::once(Pod::Node)
+        .chain(Pod::PODS)
+        .map(|pod| {
+            let netns = lab.netns(pod);
+            PodView {
+                pod: pod.name(),
+                netns_exists: std::path::Path::new("/run/netns").join(&netns).exists(),
+                processes: process_names(&netns),
+                netns,
+                address: lab.pod_ip(pod),
+            }
+        })
+        .collect();
+    let backends = |port: Option<u16>| -> Vec<String> {
+        Pod::BACKENDS
+            .iter()
+            .map(|pod| match port {
+                Some(port) => SocketAddrV4::new(pod.ip(), port).to_string(),
+                None => pod.ip().to_string(),
+            })
+            .collect()
+    };
+    let mut services: Vec<ServiceView> = Service::ALL
+        .iter()
+        .map(|&svc| ServiceView {
+            name: svc.fqdn().to_string(),
+            cluster_ip: Some(svc.ip()),
+            port: Some(svc.port()),
+            endpoints: match svc {
+                Service::Kubernetes => vec![super::apiserver_endpoint().to_string()],
+                Service::KubeDns => vec![SocketAddrV4::new(Pod::Dns.ip(), 53).to_string()],
+                Service::Web => backends(Some(super::BACKEND_HTTP_PORT)),
+                Service::Grpc => backends(Some(super::BACKEND_GRPC_PORT)),
+            },
+        })
+        .collect();
+    services.push(ServiceView {
+        name: HEADLESS_NAME.to_string(),
+        cluster_ip: None,
+        port: None,
+        endpoints: backends(None),
+    });
+    LabView {
+        name: lab.name().to_string(),
+        state_dir: lab.state_dir().display().to_string(),
+        pods,
+        services,
+        scenarios: lab.scenarios().iter().map(|s| s.name()).collect(),
+        dns_server: lab.main_dns_server().name(),
+        dns_servers: lab
+            .dns_servers()
+            .iter()
+            .map(|dns| DnsServerView {
+                address: dns.addr,
+                port: 53,
+                server: dns.server.name(),
+                mode: dns.mode.name(),
+            })
+            .collect(),
+        replica_sets: lab.state.replica_sets,
+        generated_services: lab.state.services,
+    }
+}
+
+/// A JSON document on a line of its own.
+fn json_document(value: &impl Serialize) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
 /// Writes to stdout; a reader that went away (`| head`) must not turn into
 /// a panic, which would tear down a lab `up` has just built.
 fn say(text: &str) {
@@ -400,18 +607,22 @@ fn processes(netns: &str) -> String {
     if !std::path::Path::new("/run/netns").join(netns).exists() {
         return "(namespace missing)".to_string();
     }
-    let pids = super::sys::run(super::sys::tool("ip").args(["netns", "pids", netns]), None)
-        .unwrap_or_default();
-    let names: Vec<String> = pids
-        .split_whitespace()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
-        .map(|comm| comm.trim().to_string())
-        .collect();
+    let names = process_names(netns);
     if names.is_empty() {
         "-".to_string()
     } else {
         names.join(", ")
     }
+}
+
+/// The names of the processes in a namespace (none when it is gone).
+fn process_names(netns: &str) -> Vec<String> {
+    let pids = super::sys::run(super::sys::tool("ip").args(["netns", "pids", netns]), None)
+        .unwrap_or_default();
+    pids.split_whitespace()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
+        .map(|comm| comm.trim().to_string())
+        .collect()
 }
 
 fn own_exe() -> Result<PathBuf> {

@@ -361,7 +361,7 @@ impl Lab {
             ))
         })?;
         let dir = self.state_dir().join(dir);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+        sys::create_dir(&dir)?;
         let write = |name: &str, text: String| -> Result<PathBuf> {
             let path = dir.join(name);
             std::fs::write(&path, text).map_err(|e| Error::io(path.display().to_string(), e))?;

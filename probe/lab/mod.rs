@@ -13,12 +13,14 @@
 //! # Ok::<(), podprobe::Error>(())
 //! ```
 //!
-//! A `Lab` tears everything down when dropped (also while a test panics):
+//! A `Lab` tears everything down when dropped (also while a test panics,
+//! and on SIGINT, SIGTERM or SIGHUP, through [`crate::cleanup`]):
 //! namespaces (and with them veths, rules and conntrack), the processes
 //! inside them, `/etc/netns/<ns>/` files and its state directory. The CLI's
 //! `podprobe lab up` keeps the lab running instead ([`Lab::keep`]) and
 //! `podprobe lab down` removes it by name.
 
+mod apiserver;
 pub mod command;
 mod dns;
 pub mod invalid;
@@ -33,10 +35,12 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use apiserver::{apiserver_endpoint, service_env, APISERVER_PORT};
 pub use dns::{DnsInstance, DnsMode, DnsServer};
 pub use node::{
     generated_service, ProxyMode, CONNTRACK_FILL, NODELOCAL_ADDRESS, NODELOCAL_INTERFACE,
@@ -50,6 +54,7 @@ pub use topology::{
     GATEWAY, HEADLESS_NAME, HOST_DOMAIN, HOST_DOMAIN_NAME, POD_NAMESPACE,
 };
 
+use crate::cleanup::{Cleanup, Killed};
 use crate::{Error, Result};
 
 /// Where labs record their state (found again by `lab down|status|exec`).
@@ -128,10 +133,14 @@ struct State {
 #[derive(Debug)]
 pub struct Lab {
     state: State,
-    /// Processes this value started, reaped on teardown.
-    children: Vec<Child>,
-    /// False once [`Lab::keep`] hands the lab over to the system.
-    owned: bool,
+    /// Processes this value started, killed and reaped on teardown (shared
+    /// with the registered cleanup: one that has not entered its pod's
+    /// namespace yet is not found there).
+    children: Children,
+    /// The lab's removal, registered before anything was made; `None` once
+    /// [`Lab::keep`] hands the lab over to the system, and for a lab found
+    /// by [`Lab::open`].
+    cleanup: Option<Cleanup>,
 }
 
 /// One query dnsmasq logged (`query[A] name from 10.244.0.2`).
@@ -143,22 +152,15 @@ pub struct DnsQuery {
     pub from: String,
 }
 
-/// A background process in a pod, killed when dropped.
+/// A background process in a pod, killed when dropped (or on a signal).
 #[derive(Debug)]
 pub struct Background {
-    child: Child,
+    child: Killed,
 }
 
 impl Background {
     pub fn id(&self) -> u32 {
         self.child.id()
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -186,6 +188,14 @@ impl Lab {
                 spec.podprobe.display()
             )));
         }
+        let children = Children::default();
+        let removal = {
+            let (name, children) = (name.clone(), Arc::clone(&children));
+            Cleanup::register(format!("lab '{name}'"), move || {
+                stop(&children);
+                teardown(&name)
+            })
+        };
         let mut lab = Lab {
             state: State {
                 name,
@@ -197,8 +207,8 @@ impl Lab {
                 dns_instances: Vec::new(),
                 services: 0,
             },
-            children: Vec::new(),
-            owned: true,
+            children,
+            cleanup: Some(removal),
         };
         // From here on a failure drops `lab`, which removes the partial build.
         lab.build()?;
@@ -222,21 +232,22 @@ impl Lab {
         })?;
         Ok(Lab {
             state,
-            children: Vec::new(),
-            owned: false,
+            children: Children::default(),
+            cleanup: None,
         })
     }
 
     /// Leaves the lab running after this value is gone (for `lab up`).
     pub fn keep(mut self) {
-        self.owned = false;
+        if let Some(cleanup) = self.cleanup.take() {
+            cleanup.forget();
+        }
         // Dropping a Child neither kills nor waits for it.
-        self.children.clear();
+        lock(&self.children).clear();
     }
 
     /// Removes everything the lab made, reporting what could not be removed.
     pub fn down(mut self) -> Result<()> {
-        self.owned = false;
         self.teardown()
     }
 
@@ -271,21 +282,21 @@ impl Lab {
     }
 
     /// The podprobe binary the lab was built with, as a command inside
-    /// `pod`, with the downward-API variables a pod spec would give it.
+    /// `pod`, with the downward-API variables a pod spec would give it and
+    /// the Service variables kubelet sets.
     pub fn podprobe(&self, pod: Pod) -> Command {
         let mut cmd = self.command(pod, &self.state.podprobe);
         cmd.env("POD_NAME", pod.name())
             .env("POD_NAMESPACE", POD_NAMESPACE)
-            .env("NODE_NAME", self.netns(Pod::Node));
+            .env("NODE_NAME", self.netns(Pod::Node))
+            .envs(service_env());
         cmd
     }
 
     /// Starts a command made by [`Lab::command`] in the background; it is
     /// killed when the returned guard is dropped.
     pub fn spawn(&self, cmd: &mut Command) -> Result<Background> {
-        let child = cmd
-            .stdin(Stdio::null())
-            .spawn()
+        let child = Killed::spawn(cmd.stdin(Stdio::null()))
             .map_err(|e| Error::io(sys::describe(cmd), e))?;
         Ok(Background { child })
     }
@@ -366,19 +377,23 @@ impl Lab {
         state_dir(&self.state.name)
     }
 
+    /// Records the state; a reader (`lab status`) sees the old or the new
+    /// file whole, never half of one.
     fn save(&self) -> Result<()> {
         let path = self.state_dir().join("state.json");
+        let partial = self.state_dir().join("state.json.partial");
         let text = serde_json::to_string_pretty(&self.state).unwrap_or_default();
-        std::fs::write(&path, text).map_err(|e| Error::io(path.display().to_string(), e))
+        std::fs::write(&partial, text)
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .map_err(|e| Error::io(path.display().to_string(), e))
     }
 
     /// Namespaces, veths, routes, kube-proxy rules, pod files, DNS, backends.
     fn build(&mut self) -> Result<()> {
         let dir = self.state_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+        sys::create_dir(&dir)?;
         let hosts_dir = dir.join(HOSTS_DIR);
-        std::fs::create_dir_all(&hosts_dir)
-            .map_err(|e| Error::io(hosts_dir.display().to_string(), e))?;
+        sys::create_dir(&hosts_dir)?;
         self.save()?;
         let node = self.netns(Pod::Node);
         for pod in std::iter::once(Pod::Node).chain(Pod::PODS) {
@@ -412,7 +427,7 @@ impl Lab {
                 Some(&batch),
             )?;
             let etc = etc_netns(&self.netns(pod));
-            std::fs::create_dir_all(&etc).map_err(|e| Error::io(etc.display().to_string(), e))?;
+            sys::create_dir(&etc)?;
             for (file, text) in [
                 ("hosts", topology::pod_hosts_file(pod)),
                 ("nsswitch.conf", topology::POD_NSSWITCH.to_string()),
@@ -435,6 +450,7 @@ impl Lab {
         for pod in Pod::BACKENDS {
             self.start_backend(pod)?;
         }
+        self.start_apiserver()?;
         self.wait_dns(SocketAddr::from((Pod::Dns.ip(), 53)))?;
         for pod in Pod::BACKENDS {
             self.wait_tcp(SocketAddr::from((pod.ip(), BACKEND_HTTP_PORT)))?;
@@ -458,9 +474,12 @@ impl Lab {
             .stdout(file)
             .stderr(err)
             .process_group(0);
-        let child = cmd.spawn().map_err(|e| Error::io(sys::describe(&cmd), e))?;
-        self.children.push(child);
-        Ok(())
+        // Recorded in the same step, so a signal's cleanup knows it.
+        crate::cleanup::making(|| {
+            let child = sys::spawn(&mut cmd)?;
+            lock(&self.children).push(child);
+            Ok(())
+        })
     }
 
     fn start_dns(&mut self) -> Result<()> {
@@ -614,24 +633,53 @@ impl Lab {
         }
     }
 
+    /// Removes the lab through its registered cleanup (which a signal's
+    /// cleanup then waits for, instead of cutting it short), or by name.
     fn teardown(&mut self) -> Result<()> {
-        let result = teardown(&self.state.name);
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let result = match self.cleanup.take() {
+            Some(cleanup) => cleanup.run(),
+            None => remove(&self.state.name),
+        };
+        stop(&self.children);
         result
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if self.owned {
+        // A kept or opened lab stays, with its processes.
+        if self.cleanup.is_some() {
             if let Err(err) = self.teardown() {
-                eprintln!("podprobe: {err}");
+                // Not eprintln: stderr may be a terminal that hung up.
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "podprobe: {err}");
             }
         }
     }
+}
+
+/// The processes a [`Lab`] value started.
+type Children = Arc<Mutex<Vec<Child>>>;
+
+fn lock(children: &Children) -> std::sync::MutexGuard<'_, Vec<Child>> {
+    children
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Kills and reaps the processes a lab started.
+fn stop(children: &Children) {
+    for mut child in lock(children).drain(..) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Removes a lab by name (`lab down`) as a registered cleanup: a signal
+/// meanwhile waits for it to finish.
+fn remove(name: &str) -> Result<()> {
+    let name = name.to_string();
+    Cleanup::register(format!("lab '{name}'"), move || teardown(&name)).run()
 }
 
 /// Removes a lab by name: kills every process in its namespaces, deletes
@@ -639,7 +687,6 @@ impl Drop for Lab {
 /// /etc/netns files and its state. Works on half-built labs too.
 fn teardown(name: &str) -> Result<()> {
     let mut first_error = None;
-    let own_pid = std::process::id();
     let extra: Vec<String> = std::fs::read_to_string(state_dir(name).join("state.json"))
         .ok()
         .and_then(|text| serde_json::from_str::<State>(&text).ok())
@@ -651,34 +698,46 @@ fn teardown(name: &str) -> Result<()> {
         .chain(extra)
         .chain([netns_name(name, Pod::Node)]);
     for ns in namespaces {
-        if Path::new("/run/netns").join(&ns).exists() {
-            let pids =
-                sys::run(sys::tool("ip").args(["netns", "pids", &ns]), None).unwrap_or_default();
-            let pids: Vec<i32> = pids
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .filter(|&pid| u32::try_from(pid).ok() != Some(own_pid))
-                .collect();
-            for &pid in &pids {
-                // SAFETY: kill has no memory-safety preconditions.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            wait_exited(&pids);
-            if let Err(err) = sys::run(sys::tool("ip").args(["netns", "delete", &ns]), None) {
-                first_error.get_or_insert(err);
-            }
-        }
-        let etc = etc_netns(&ns);
-        if etc.exists() {
-            if let Err(err) = std::fs::remove_dir_all(&etc) {
-                first_error.get_or_insert(Error::io(etc.display().to_string(), err));
-            }
+        if let Err(err) = remove_netns(&ns) {
+            first_error.get_or_insert(err);
         }
     }
     let dir = state_dir(name);
     if dir.exists() {
         if let Err(err) = std::fs::remove_dir_all(&dir) {
             first_error.get_or_insert(Error::io(dir.display().to_string(), err));
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Removes a network namespace made with `ip netns add`: kills every
+/// process in it (a process would keep the namespace alive after its name
+/// is gone), deletes it (its veths, rules and conntrack table go with it)
+/// and its `/etc/netns` files. Nothing there is fine.
+pub fn remove_netns(ns: &str) -> Result<()> {
+    let mut first_error = None;
+    if Path::new("/run/netns").join(ns).exists() {
+        let own_pid = std::process::id();
+        let pids = sys::run(sys::tool("ip").args(["netns", "pids", ns]), None).unwrap_or_default();
+        let pids: Vec<i32> = pids
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .filter(|&pid| u32::try_from(pid).ok() != Some(own_pid))
+            .collect();
+        for &pid in &pids {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        wait_exited(&pids);
+        if let Err(err) = sys::run(sys::tool("ip").args(["netns", "delete", ns]), None) {
+            first_error.get_or_insert(err);
+        }
+    }
+    let etc = etc_netns(ns);
+    if etc.exists() {
+        if let Err(err) = std::fs::remove_dir_all(&etc) {
+            first_error.get_or_insert(Error::io(etc.display().to_string(), err));
         }
     }
     first_error.map_or(Ok(()), Err)

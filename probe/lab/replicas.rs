@@ -167,7 +167,7 @@ impl Lab {
                 Some(&batch),
             )?;
             let etc = etc_netns(&ns);
-            std::fs::create_dir_all(&etc).map_err(|e| Error::io(etc.display().to_string(), e))?;
+            sys::create_dir(&etc)?;
             for (file, text) in [
                 (
                     "hosts",

@@ -5,9 +5,9 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
-use crate::{Error, Result};
+use crate::{cleanup, Error, Result};
 
 /// The external tools the lab drives, each with the Debian package providing it.
 const TOOLS: [(&str, &str); 5] = [
@@ -62,8 +62,14 @@ pub(crate) fn tool(name: &str) -> Command {
 }
 
 /// Runs a command to completion, feeding it `stdin`; a failure carries the
-/// command line and its stderr.
+/// command line and its stderr. It is a step of the process's cleanup
+/// ([`cleanup::making`]): a signal's cleanup waits for it, and a Ctrl-C at
+/// the terminal does not cut it short.
 pub(crate) fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String> {
+    cleanup::making(|| run_step(cmd, stdin))
+}
+
+fn run_step(cmd: &mut Command, stdin: Option<&str>) -> Result<String> {
     let line = describe(cmd);
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
@@ -72,7 +78,9 @@ pub(crate) fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String> {
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| Error::io(line.clone(), e))?;
+    let mut child = cleanup::own_process_group(cmd)
+        .spawn()
+        .map_err(|e| Error::io(line.clone(), e))?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(text.as_bytes())
             .map_err(|e| Error::io(line.clone(), e))?;
@@ -89,6 +97,18 @@ pub(crate) fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String> {
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Starts a long-running process of the lab (a step, as in [`run`]).
+pub(crate) fn spawn(cmd: &mut Command) -> Result<Child> {
+    cleanup::making(|| cmd.spawn()).map_err(|e| Error::io(describe(cmd), e))
+}
+
+/// Creates a directory and its parents (a step, as in [`run`], so that no
+/// directory comes back after the cleanup removed it).
+pub(crate) fn create_dir(path: &Path) -> Result<()> {
+    cleanup::making(|| std::fs::create_dir_all(path))
+        .map_err(|e| Error::io(path.display().to_string(), e))
 }
 
 /// The command line as a person would type it, for error messages.

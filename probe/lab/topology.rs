@@ -100,7 +100,7 @@ impl Pod {
 /// A ClusterIP Service of the lab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Service {
-    /// `kubernetes.default`: has a name and a ClusterIP, no endpoints in the lab.
+    /// `kubernetes.default`: the API server's Service (its endpoint: `apiserver.rs`).
     Kubernetes,
     /// `kube-dns.kube-system`: UDP and TCP 53, DNAT to the DNS pod.
     KubeDns,
@@ -316,6 +316,7 @@ pub(crate) fn lab_service_ports() -> Vec<ServicePort> {
                         .collect(),
                 })
         })
+        .chain([super::apiserver::apiserver_service_port()])
         .collect()
 }
 

@@ -220,7 +220,7 @@ pub fn reachability(evidence: &[ReachabilityEvidence]) -> Check {
     .with_remedy(remedy)
 }
 
-fn outcome_word(outcome: Outcome) -> &'static str {
+pub(crate) fn outcome_word(outcome: Outcome) -> &'static str {
     match outcome {
         Outcome::Ok => "ok",
         Outcome::Refused => "refused",

@@ -12,7 +12,7 @@ struct Reachability {
 }
 
 #[derive(Deserialize)]
-struct Target {
+pub(crate) struct Target {
     target: String,
     outcome: String,
     connect_ms: Option<f64>,
@@ -37,12 +37,13 @@ pub fn samples(check: &Check) -> Vec<Sample> {
                 ]
             })
             .unwrap_or_default(),
+        "net.egress" => crate::svc::metrics::samples(check),
         _ => Vec::new(),
     }
 }
 
 /// A connect counted by outcome and, when it succeeded, its time observed.
-fn connect(target: &Target) -> Vec<Sample> {
+pub(crate) fn connect(target: &Target) -> Vec<Sample> {
     let mut samples = vec![Sample::new(
         Family::TcpConnect,
         &[&target.target, &target.outcome],

@@ -2,7 +2,9 @@
 //! whether targets can be reached, and the node's conntrack table.
 
 pub mod judge;
+pub mod judge_listeners;
 pub mod measure;
+pub mod measure_listeners;
 pub mod metrics;
 pub mod resolve;
 
@@ -23,6 +25,16 @@ pub struct Options {
 /// `net.context`: never fails; it is the context of the report.
 pub async fn context_checks(_options: &Options) -> crate::Result<Vec<Check>> {
     blocking(|| vec![timed(|| judge::context(&measure::context()))]).await
+}
+
+/// `net.listeners`: what this network namespace listens on (`ss -tulpn`).
+pub async fn listeners_checks(_options: &Options) -> crate::Result<Vec<Check>> {
+    blocking(|| {
+        vec![timed(|| {
+            judge_listeners::listeners(&measure_listeners::listeners(Path::new("/proc")))
+        })]
+    })
+    .await
 }
 
 /// `tcp.reachability` for the `--tcp` targets, none without them. A target

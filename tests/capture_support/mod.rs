@@ -149,24 +149,20 @@ pub fn analyze_file_output(file: &Path) -> Output {
         .arg(file))
 }
 
-pub struct TempDir(PathBuf);
+/// Removed on drop, or on a signal (`podprobe::cleanup`).
+pub struct TempDir(PathBuf, podprobe::cleanup::Cleanup);
 
 impl TempDir {
     pub fn new() -> TempDir {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let path =
             std::env::temp_dir().join(format!("podprobe-capture-{}-{n}", std::process::id()));
+        let removal = podprobe::cleanup::removing(&path);
         std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
+        TempDir(path, removal)
     }
 
     pub fn path(&self) -> &Path {
         &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

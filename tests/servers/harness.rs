@@ -31,9 +31,11 @@ pub fn node_path() -> PathBuf {
     Path::new(&venv).join("node/node_modules")
 }
 
-/// A directory of this test's files (logs, certificates), removed on drop.
+/// A directory of this test's files (logs, certificates), removed on drop
+/// or on a signal (`podprobe::cleanup`).
 pub struct Scratch {
     pub dir: PathBuf,
+    _removal: podprobe::cleanup::Cleanup,
 }
 
 impl Scratch {
@@ -44,18 +46,13 @@ impl Scratch {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
+        let _removal = podprobe::cleanup::removing(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        Scratch { dir }
+        Scratch { dir, _removal }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

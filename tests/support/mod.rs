@@ -1,10 +1,15 @@
-//! Shared by the integration tests: the real binary, schema validation and a
-//! throwaway network namespace that is removed even when a test panics.
+//! Shared by the integration tests: the real binary, schema validation and
+//! guards for what tests make (a throwaway network namespace, processes,
+//! directories), removed even when a test panics or the run is interrupted
+//! (SIGINT, SIGTERM, SIGHUP: the guards register with `podprobe::cleanup`,
+//! as the lab does).
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use podprobe::cleanup::{self, Cleanup, Killed};
 
 pub fn podprobe() -> Command {
     Command::new(env!("CARGO_BIN_EXE_podprobe"))
@@ -54,9 +59,11 @@ pub fn check<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Val
         .unwrap_or_else(|| panic!("no check {id} in {report:#}"))
 }
 
-/// A network namespace with only `lo` up, deleted on drop.
+/// A network namespace with only `lo` up, deleted (with every process in
+/// it) on drop or on a signal.
 pub struct Netns {
     pub name: String,
+    _removal: Cleanup,
 }
 
 impl Netns {
@@ -67,10 +74,21 @@ impl Netns {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        sh(&format!(
-            "ip netns add {name} && ip -n {name} link set lo up"
-        ));
-        Netns { name }
+        let removal = {
+            let name = name.clone();
+            Cleanup::register(format!("namespace {name}"), move || {
+                podprobe::lab::remove_netns(&name)
+            })
+        };
+        cleanup::making(|| {
+            sh(&format!(
+                "ip netns add {name} && ip -n {name} link set lo up"
+            ))
+        });
+        Netns {
+            name,
+            _removal: removal,
+        }
     }
 
     /// A command run inside the namespace (`ip netns exec`).
@@ -87,19 +105,19 @@ impl Netns {
     /// A TCP listener on 127.0.0.1:`port` inside the namespace, ready when
     /// this returns; killed when the returned guard drops.
     pub fn listen(&self, port: u16) -> Child {
-        let mut child = self
-            .command("python3")
-            .args([
-                "-c",
-                &format!(
-                    "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',{port}))\ns.listen()\nprint('ready',flush=True)\ntime.sleep(60)"
-                ),
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 starts");
+        let mut child = Killed::spawn(
+            self.command("python3")
+                .args([
+                    "-c",
+                    &format!(
+                        "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',{port}))\ns.listen()\nprint('ready',flush=True)\ntime.sleep(60)"
+                    ),
+                ])
+                .stdout(Stdio::piped()),
+        )
+        .expect("python3 starts");
         let mut line = String::new();
-        let stdout = child.stdout.take().expect("piped stdout");
+        let stdout = child.take_stdout().expect("piped stdout");
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("listener output");
@@ -112,14 +130,6 @@ impl Netns {
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
 pub fn sh(script: &str) {
     let out = run(Command::new("sh").args(["-ec", script]));
     assert!(
@@ -129,15 +139,8 @@ pub fn sh(script: &str) {
     );
 }
 
-/// A process killed and reaped when dropped.
-pub struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// A process killed and reaped when dropped (or on a signal).
+pub struct Child(Killed);
 
 /// The YAML documents of a file under manifests/ (`"job.yaml"`,
 /// `"fleet/watch-pod.yaml"`).
@@ -204,8 +207,8 @@ pub fn assert_locked_down(spec: &serde_yaml::Value, what: &str) {
 }
 
 /// A directory under the temporary directory, named with the test's tag,
-/// removed on drop.
-pub struct TempDir(pub std::path::PathBuf);
+/// removed on drop (or on a signal).
+pub struct TempDir(pub std::path::PathBuf, Cleanup);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
@@ -215,9 +218,10 @@ impl TempDir {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
+        let removal = cleanup::removing(&dir);
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+        cleanup::making(|| std::fs::create_dir_all(&dir)).unwrap();
+        TempDir(dir, removal)
     }
 
     /// Writes `text` to `name` in the directory; its path.
@@ -228,49 +232,64 @@ impl TempDir {
     }
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 impl Child {
     /// Takes over a spawned process: killed and reaped when dropped.
     pub fn guard(child: std::process::Child) -> Child {
-        Child(child)
+        Child(Killed::adopt(child))
+    }
+
+    /// Spawns `cmd` guarded from the start.
+    pub fn spawn(cmd: &mut Command) -> Child {
+        Child(Killed::spawn(cmd).unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}")))
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_timeout(&self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        self.0.wait_timeout(timeout)
     }
 
     /// Asks the process to finish (SIGTERM) and waits for it a while, so
     /// that it can flush what it wrote.
-    pub fn stop(mut self) {
-        if let Ok(pid) = i32::try_from(self.0.id()) {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while self.0.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+    pub fn stop(self) {
+        self.0.stop(std::time::Duration::from_secs(5));
     }
 }
 
 /// Runs a command to completion, or kills it after `timeout` (its output
 /// so far is returned, with a failed status).
 pub fn run_with_timeout(cmd: &mut Command, timeout: std::time::Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let deadline = std::time::Instant::now() + timeout;
-    while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    let mut child = Killed::spawn(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.take_stdout().map(|p| Box::new(p) as _));
+    let stderr = drain(child.take_stderr().map(|p| Box::new(p) as _));
+    let status = child.wait_timeout(timeout).unwrap_or_else(|| {
+        child.kill();
+        child
+            .wait_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{cmd:?} survives SIGKILL"))
+    });
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
-    let _ = child.kill();
-    child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("cannot wait for {cmd:?}: {e}"))
 }
 
 /// `f` over `items`, each on its own thread; a panic in any of them fails
