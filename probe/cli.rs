@@ -100,9 +100,10 @@ pub struct DnsArgs {
     /// Names to look up the way glibc does (default: kubernetes.default).
     #[arg(value_name = "NAME")]
     pub names: Vec<String>,
-    /// The resolv.conf to read instead of /etc/resolv.conf.
-    #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
-    pub resolv_conf: PathBuf,
+    /// The resolv.conf to read instead of /etc/resolv.conf (which may be
+    /// missing; a given PATH must exist).
+    #[arg(long, value_name = "PATH")]
+    pub resolv_conf: Option<PathBuf>,
     /// Query this nameserver instead of resolv.conf's (repeatable; ADDR or ADDR:PORT).
     #[arg(long = "server", value_name = "ADDR")]
     pub servers: Vec<String>,
@@ -137,9 +138,10 @@ pub struct DoctorArgs {
     /// is looked up as the app's resolver does, then connected to.
     #[arg(long = "external", value_name = "HOST:PORT")]
     pub external: Vec<String>,
-    /// The resolv.conf to read instead of /etc/resolv.conf.
-    #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
-    pub resolv_conf: PathBuf,
+    /// The resolv.conf to read instead of /etc/resolv.conf (which may be
+    /// missing; a given PATH must exist).
+    #[arg(long, value_name = "PATH")]
+    pub resolv_conf: Option<PathBuf>,
     /// An HTTP/1.1 app behind the sidecar to compare keep-alive timeouts with
     /// (127.0.0.1:PORT in the app's pod).
     #[arg(long, value_name = "HOST:PORT")]

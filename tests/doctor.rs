@@ -169,6 +169,9 @@ fn bad_input_is_one_line_and_exit_2() {
         vec!["doctor", "-o", "yaml"],
         vec!["doctor", "--tcp", "no-port"],
         vec!["doctor", "--tcp", "host.invalid:80"],
+        // A resolv.conf given by name must exist (only the default may be missing).
+        vec!["doctor", "--resolv-conf", "/nonexistent/ppimg-resolv.conf"],
+        vec!["dns", "--resolv-conf", "/nonexistent/ppimg-resolv.conf"],
         vec!["nonsense"],
     ] {
         let out = run(podprobe().args(&args));

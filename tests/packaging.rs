@@ -105,6 +105,41 @@ impl Drop for ImageRoot {
 fn static_binary_runs_from_an_empty_root_as_non_root_in_a_pod_namespace() {
     let root = ImageRoot::new(static_binary());
     let lab = Lab::up(&LabSpec::new(env!("CARGO_BIN_EXE_podprobe"))).unwrap();
+
+    // Before the files kubelet and the image provide: each missing one is
+    // named, in the verdict or in one line with its exit code.
+    let doctor =
+        run(root
+            .podprobe(&lab, Pod::Client)
+            .args(["doctor", "-o", "json", "--timeout", "500ms"]));
+    let report = support::report(&doctor);
+    let resolv = support::check(&report, "dns.resolv-conf");
+    assert_eq!(resolv["evidence"]["missing"], true, "{resolv:#}");
+    assert!(
+        resolv["summary"]
+            .as_str()
+            .unwrap()
+            .contains("/etc/resolv.conf does not exist"),
+        "{resolv:#}"
+    );
+    for (args, code, missing) in [
+        (
+            vec!["doctor", "--tcp", "web.default.svc.cluster.local:80"],
+            2,
+            "/etc/resolv.conf is missing",
+        ),
+        (
+            vec!["grpc", "--tls", "127.0.0.1:50051"],
+            3,
+            "/etc/ssl/certs/ca-certificates.crt does not exist",
+        ),
+    ] {
+        let out = run(root.podprobe(&lab, Pod::Client).args(&args));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(missing), "{args:?}: {stderr}");
+    }
     root.set_resolv_conf(&lab.resolv_conf(Pod::Client).unwrap());
 
     let version = run(root.podprobe(&lab, Pod::Client).arg("--version"));

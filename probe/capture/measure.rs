@@ -555,21 +555,12 @@ fn open_live(iface: &str, snaplen: u32) -> crate::Result<Capture<Active>> {
             .open()
     });
     let mut cap = opened.map_err(|e| {
-        if !has_cap_net_raw() {
-            // SAFETY: geteuid cannot fail.
-            let uid = unsafe { libc::geteuid() };
-            // Capabilities added to a container reach a non-root process
-            // only as file or ambient capabilities, which the image lacks.
-            let as_root = if uid == 0 {
-                String::new()
-            } else {
-                format!(" and, as this process runs as UID {uid}, run it as root (`kubectl debug --custom=manifests/debug/capture.json`)")
-            };
-            Error::unavailable(format!(
-                "capturing needs the CAP_NET_RAW capability, which this process lacks: run it with `kubectl debug --profile=netadmin`, or add `securityContext.capabilities.add: [NET_RAW]` to the container{as_root}",
-            ))
-        } else {
-            Error::usage(format!("cannot capture on {iface}: {}", pcap_message(&e)))
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        // SAFETY: geteuid cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        match missing_net_raw(&status, uid) {
+            Some(why) => Error::unavailable(why),
+            None => Error::usage(format!("cannot capture on {iface}: {}", pcap_message(&e))),
         }
     })?;
     if iface == "any" {
@@ -581,15 +572,41 @@ fn open_live(iface: &str, snaplen: u32) -> crate::Result<Capture<Active>> {
         .map_err(|e| Error::unavailable(format!("cannot capture on {iface}: {}", pcap_message(&e))))
 }
 
-/// Whether CAP_NET_RAW (bit 13) is in this process's effective set.
-fn has_cap_net_raw() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-            u64::from_str_radix(hex.trim(), 16).ok()
-        })
-        .is_some_and(|caps| caps & (1 << 13) != 0)
+/// CAP_NET_RAW's bit in /proc/PID/status's capability sets.
+const CAP_NET_RAW: u64 = 1 << 13;
+
+/// The capability set on `field`'s line (`CapEff:`, `CapBnd:`) of a
+/// /proc/PID/status text.
+fn capability_set(status: &str, field: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix(field))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Why this process (its /proc/self/status, effective `uid`) cannot capture,
+/// or `None` when CAP_NET_RAW is in effect. The container may grant the
+/// capability (it is then in the bounding set) while a non-root process
+/// still lacks it: Kubernetes puts added capabilities in no ambient set, so
+/// only root gets them, and the remedy is then the user, not the profile.
+fn missing_net_raw(status: &str, uid: u32) -> Option<String> {
+    let has = |field| capability_set(status, field).is_some_and(|caps| caps & CAP_NET_RAW != 0);
+    if has("CapEff:") {
+        return None;
+    }
+    let to_root = "run it as root (`kubectl debug --custom=manifests/debug/capture.json`, or `securityContext.runAsUser: 0`)";
+    Some(if uid != 0 && has("CapBnd:") {
+        format!(
+            "capturing needs the CAP_NET_RAW capability: the container grants it, but this process runs as UID {uid} and capabilities added to a container reach only root: {to_root}"
+        )
+    } else {
+        let as_root = if uid == 0 {
+            String::new()
+        } else {
+            format!(" and, as this process runs as UID {uid}, {to_root}")
+        };
+        format!(
+            "capturing needs the CAP_NET_RAW capability, which this process lacks: run it with `kubectl debug --profile=netadmin`, or add `securityContext.capabilities.add: [NET_RAW]` to the container{as_root}"
+        )
+    })
 }
 
 fn now_us() -> i64 {
@@ -653,6 +670,38 @@ impl Write for RawStdout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// /proc/self/status's capability lines, as a container's process has them.
+    fn status(eff: &str, bnd: &str) -> String {
+        format!("Name:\tpodprobe\nCapInh:\t0000000000000000\nCapPrm:\t{eff}\nCapEff:\t{eff}\nCapBnd:\t{bnd}\nCapAmb:\t0000000000000000\n")
+    }
+
+    #[test]
+    fn the_capture_error_names_what_is_missing_the_capability_or_root() {
+        // The runtime's defaults plus NET_ADMIN (netadmin: NET_RAW is a
+        // default), and the defaults with NET_RAW dropped.
+        let netadmin = "00000000a80435fb";
+        let restricted = "0000000000000000";
+        assert_eq!(missing_net_raw(&status(netadmin, netadmin), 0), None);
+        // Granted by the container but lost by a non-root user: the user is
+        // the remedy, not --profile=netadmin (which the user already gave).
+        let lost = missing_net_raw(&status(restricted, netadmin), 65532).unwrap();
+        assert!(
+            lost.contains("the container grants it, but this process runs as UID 65532"),
+            "{lost}"
+        );
+        assert!(lost.contains("capture.json"), "{lost}");
+        assert!(!lost.contains("--profile=netadmin"), "{lost}");
+        // Not granted at all: the profile first, and root too for non-root.
+        let none_root = missing_net_raw(&status(restricted, "00000000a80405fb"), 0).unwrap();
+        assert!(none_root.contains("--profile=netadmin"), "{none_root}");
+        assert!(!none_root.contains("UID"), "{none_root}");
+        let none = missing_net_raw(&status(restricted, restricted), 65532).unwrap();
+        assert!(
+            none.contains("--profile=netadmin") && none.contains("UID 65532"),
+            "{none}"
+        );
+    }
 
     /// A sink that takes `limit` bytes, then reports a broken pipe.
     struct Limited {

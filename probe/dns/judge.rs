@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::fixes;
 use super::measure::{
-    DomainStats, LatencyEvidence, LookupEvidence, NameserversEvidence, QueryEvidence,
+    DomainStats, LatencyEvidence, LookupEvidence, NameserversEvidence, ProcessLibc, QueryEvidence,
     SearchExpansionEvidence,
 };
 use super::model::{Model, Settings};
@@ -37,6 +37,8 @@ pub fn capped(items: &[String], sep: &str) -> String {
 #[derive(Serialize)]
 struct ResolvConfEvidence<'a> {
     path: &'a str,
+    /// The file does not exist (the libraries' defaults apply).
+    missing: bool,
     nameservers: Vec<String>,
     search: &'a [String],
     ndots: u32,
@@ -60,12 +62,13 @@ struct ResolvConfEvidence<'a> {
 /// `dns.resolv-conf`: the configuration as glibc reads it, and as the
 /// application's resolver does. ndots:5 alone is what every ClusterFirst
 /// pod has: its cost is stated, and judged where a name really pays it.
-pub fn resolv_conf(path: &str, conf: &ResolvConf, model: &Model) -> Check {
+pub fn resolv_conf(path: &str, missing: bool, conf: &ResolvConf, model: &Model) -> Check {
     let settings = model.settings();
     let ignored_by_resolver = model.ignored_options(&conf.options);
     let worst_case_queries = 2 * (settings.search.len() + 1);
     let evidence = ResolvConfEvidence {
         path,
+        missing,
         nameservers: conf.nameservers.iter().map(|ip| ip.to_string()).collect(),
         search: &conf.search,
         ndots: conf.ndots,
@@ -83,7 +86,14 @@ pub fn resolv_conf(path: &str, conf: &ResolvConf, model: &Model) -> Check {
     };
     let mut problems = Vec::new();
     let mut remedy = Vec::new();
-    if conf.nameservers.is_empty() {
+    if missing {
+        problems.push(format!(
+            "{path} does not exist: no nameserver (glibc falls back to 127.0.0.1) and no search list"
+        ));
+        remedy.push(format!(
+            "give the container a {path} (in Kubernetes the kubelet writes one into every container: check the pod's dnsPolicy and dnsConfig; with docker or podman, do not mount over /etc)"
+        ));
+    } else if conf.nameservers.is_empty() {
         problems.push("no usable nameserver (glibc falls back to 127.0.0.1)".to_string());
         remedy.push(format!(
             "add a `nameserver ADDR` line to {path} (in Kubernetes: check the pod's dnsPolicy and dnsConfig.nameservers)"
@@ -143,6 +153,31 @@ pub fn resolv_conf(path: &str, conf: &ResolvConf, model: &Model) -> Check {
     )
     .with_remedy(remedy)
     .with_refs(&[REF_RESOLV_CONF, REF_NDOTS])
+}
+
+/// How [`assumed_source`] begins when the pod's processes are there but
+/// belong to another user.
+const ASSUMED_NOT_VISIBLE: &str = "assumed: not visible to this user:";
+
+/// Why the resolver is assumed: `assumed` when no application process is
+/// in sight; when some are but run as another user (kubectl debug --target
+/// runs as 65532 without CAP_SYS_PTRACE), which ones and how to see them.
+pub fn assumed_source(processes: &[ProcessLibc]) -> String {
+    let hidden: Vec<String> = processes
+        .iter()
+        .filter(|p| p.libc == super::measure::NOT_VISIBLE)
+        .map(|p| match p.uid {
+            Some(uid) => format!("{} (pid {}, uid {uid})", p.comm, p.pid),
+            None => format!("{} (pid {})", p.comm, p.pid),
+        })
+        .collect();
+    if hidden.is_empty() {
+        return "assumed".to_string();
+    }
+    format!(
+        "{ASSUMED_NOT_VISIBLE} {}; their C library shows to podprobe run as the same user (kubectl debug --custom with that runAsUser) or with CAP_SYS_PTRACE; --resolver glibc|musl|musl-1.2.3|go picks one",
+        capped(&hidden, ", ")
+    )
 }
 
 /// The pod spec fragment that sets ndots.
@@ -353,6 +388,11 @@ pub fn search_expansion(ev: &SearchExpansionEvidence) -> Check {
     let mut summary = String::new();
     if ev.resolver_source == "assumed" {
         summary.push_str(&format!("assuming {}: ", ev.resolver));
+    } else if ev.resolver_source.starts_with(ASSUMED_NOT_VISIBLE) {
+        summary.push_str(&format!(
+            "assuming {} (the app's processes are not visible to this user): ",
+            ev.resolver
+        ));
     }
     if !timed_out.is_empty() {
         summary.push_str(&format!(
@@ -808,9 +848,35 @@ mod tests {
         let conf = ResolvConf::parse(text, &Env::default());
         resolv_conf(
             "/etc/resolv.conf",
+            false,
             &conf,
             &Model::new(resolver, text, &Env::default()),
         )
+    }
+
+    #[test]
+    fn a_missing_resolv_conf_is_named_in_the_verdict_and_the_evidence() {
+        let conf = ResolvConf::parse("", &Env::default());
+        let check = resolv_conf(
+            "/etc/resolv.conf",
+            true,
+            &conf,
+            &Model::new(Resolver::Glibc, "", &Env::default()),
+        );
+        assert_eq!(check.status, Status::Warn, "{}", check.summary);
+        assert!(
+            check.summary.contains("/etc/resolv.conf does not exist"),
+            "{}",
+            check.summary
+        );
+        assert_eq!(check.evidence["missing"], true);
+        let empty = judge_conf("", Resolver::Glibc);
+        assert_eq!(empty.evidence["missing"], false);
+        assert!(
+            !empty.summary.contains("does not exist"),
+            "{}",
+            empty.summary
+        );
     }
 
     #[test]
@@ -1071,6 +1137,42 @@ mod tests {
         );
         assert!(check.summary.ends_with("and 197 more"), "{}", check.summary);
         assert!(check.summary.len() < 400, "{}", check.summary.len());
+    }
+
+    #[test]
+    fn processes_of_another_user_are_named_with_how_to_see_them() {
+        let process = |libc: &str, uid: Option<u32>| ProcessLibc {
+            pid: 7,
+            comm: "app".into(),
+            libc: libc.into(),
+            version: None,
+            uid,
+        };
+        assert_eq!(assumed_source(&[]), "assumed");
+        let hidden = assumed_source(&[process("not-visible", Some(1000))]);
+        assert!(
+            hidden.starts_with("assumed: not visible to this user: app (pid 7, uid 1000);"),
+            "{hidden}"
+        );
+        assert!(hidden.contains("CAP_SYS_PTRACE"), "{hidden}");
+        let model = Model::new(Resolver::Glibc, K8S, &Env::default());
+        let lookups = vec![LookupEvidence::from_trace(
+            &model.resolve("web", &mut TestNet::new()),
+        )];
+        let check = search_expansion(&SearchExpansionEvidence::new(&model, &hidden, lookups));
+        assert!(
+            check
+                .summary
+                .starts_with("assuming glibc (the app's processes are not visible to this user): "),
+            "{}",
+            check.summary
+        );
+        assert!(
+            check.details[0].contains("uid 1000"),
+            "{}",
+            check.details[0]
+        );
+        assert_eq!(check.evidence["resolver_source"], hidden.as_str());
     }
 
     #[test]

@@ -328,6 +328,7 @@ mod tests {
             comm: "app".into(),
             libc: "musl".into(),
             version: None,
+            uid: None,
         }];
         ev.ignored_options = vec!["single-request-reopen".into()];
         let check = timeout_race(&ev);

@@ -346,12 +346,20 @@ pub struct ProcessLibc {
     pub pid: u32,
     pub comm: String,
     /// `glibc`, `musl`, `go` (Go's own resolver), `static` (statically
-    /// linked, C library not recognisable) or `unknown` (binary unreadable).
+    /// linked, C library not recognisable), `unknown` (binary unreadable) or
+    /// `not-visible` (another user's process: reading its memory map needs
+    /// that user or CAP_SYS_PTRACE).
     pub libc: String,
     /// The version of a dynamically linked musl, when its file says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The user a `not-visible` process runs as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
 }
+
+/// [`ProcessLibc::libc`] of a process whose memory map this user may not read.
+pub const NOT_VISIBLE: &str = "not-visible";
 
 impl ProcessLibc {
     /// The resolver model for this process, if its library is known:
@@ -418,23 +426,51 @@ pub fn pod_processes(proc_root: &Path) -> Vec<ProcessLibc> {
         .filter(|pid| !ancestors.contains(pid))
         .filter_map(|pid| {
             let dir = proc_root.join(pid.to_string());
-            let maps = std::fs::read_to_string(dir.join("maps")).ok()?;
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            let maps = match std::fs::read_to_string(dir.join("maps")) {
+                Ok(maps) => maps,
+                // Another user's process (kubectl debug's user is 65532,
+                // without CAP_SYS_PTRACE): there, but its library unknown.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Some(ProcessLibc {
+                        pid,
+                        comm: comm.trim().to_string(),
+                        libc: NOT_VISIBLE.to_string(),
+                        version: None,
+                        uid: std::fs::read_to_string(dir.join("status"))
+                            .ok()
+                            .and_then(|status| status_uid(&status)),
+                    });
+                }
+                Err(_) => return None,
+            };
             // Kernel threads map nothing.
             if maps.is_empty() {
                 return None;
             }
-            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
             let libc = libc_of(&maps, &dir.join("exe"));
             Some(ProcessLibc {
                 pid,
                 comm: comm.trim().to_string(),
                 libc: libc.to_string(),
                 version: (libc == "musl").then(|| musl_version(&maps)).flatten(),
+                uid: None,
             })
         })
         .collect();
     found.sort_by_key(|p| p.pid);
     found
+}
+
+/// The real UID on /proc/PID/status's `Uid:` line.
+fn status_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// podprobe itself and the processes that started it.
@@ -574,12 +610,20 @@ mod tests {
     }
 
     #[test]
+    fn the_uid_comes_from_the_status_file() {
+        let status = "Name:\tapp\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t1000\t1000\t1000\t1000\nGid:\t0\t0\t0\t0\n";
+        assert_eq!(status_uid(status), Some(1000));
+        assert_eq!(status_uid("Name:\tapp\n"), None);
+    }
+
+    #[test]
     fn musl_versions_pick_the_model() {
         let p = |libc: &str, version: Option<&str>| ProcessLibc {
             pid: 1,
             comm: "app".into(),
             libc: libc.into(),
             version: version.map(str::to_string),
+            uid: None,
         };
         assert_eq!(p("musl", Some("1.2.3")).resolver(), Some(Resolver::Musl123));
         assert_eq!(

@@ -31,17 +31,31 @@ pub const DEFAULT_DOCTOR_NAME: &str = "kubernetes.default.svc.cluster.local.";
 /// in the short form applications use.
 pub const DEFAULT_NAME: &str = "kubernetes.default";
 
-/// resolv.conf's text and glibc's reading of it. A missing
-/// /etc/resolv.conf is what the libraries cope with (defaults apply); any
-/// other unreadable path is bad input.
-pub fn load_resolv_conf(path: &Path) -> crate::Result<(String, ResolvConf)> {
-    let text = match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(cause)
-            if cause.kind() == std::io::ErrorKind::NotFound
-                && path == Path::new("/etc/resolv.conf") =>
-        {
-            String::new()
+/// The resolv.conf read when `--resolv-conf` is not given.
+pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// resolv.conf as read: its path, text and glibc's reading of it.
+pub struct LoadedResolvConf {
+    pub path: String,
+    pub text: String,
+    pub conf: ResolvConf,
+    /// The default /etc/resolv.conf does not exist: the libraries cope with
+    /// that (their defaults apply), and the judge names the missing file.
+    pub missing: bool,
+}
+
+/// Reads `path` (`--resolv-conf`), else /etc/resolv.conf. A missing
+/// /etc/resolv.conf is what the libraries cope with; a given path that
+/// cannot be read is bad input.
+pub fn load_resolv_conf(path: Option<&Path>) -> crate::Result<LoadedResolvConf> {
+    let (given, path) = match path {
+        Some(p) => (true, p),
+        None => (false, Path::new(DEFAULT_RESOLV_CONF)),
+    };
+    let (text, missing) = match std::fs::read(path) {
+        Ok(bytes) => (String::from_utf8_lossy(&bytes).into_owned(), false),
+        Err(cause) if cause.kind() == std::io::ErrorKind::NotFound && !given => {
+            (String::new(), true)
         }
         Err(cause) => {
             return Err(crate::Error::Input {
@@ -51,7 +65,12 @@ pub fn load_resolv_conf(path: &Path) -> crate::Result<(String, ResolvConf)> {
         }
     };
     let conf = ResolvConf::parse(&text, &Env::from_process());
-    Ok((text, conf))
+    Ok(LoadedResolvConf {
+        path: path.display().to_string(),
+        text,
+        conf,
+        missing,
+    })
 }
 
 /// Race attempts per pattern in `doctor`: enough to tell a race that hits
@@ -64,7 +83,8 @@ pub const DOCTOR_RACE_ATTEMPTS: u32 = 10;
 pub struct DoctorOptions {
     /// `--name` names: looked up as the app's resolver does, and raced.
     pub names: Vec<String>,
-    pub resolv_conf: PathBuf,
+    /// `--resolv-conf`; [`DEFAULT_RESOLV_CONF`] when `None`.
+    pub resolv_conf: Option<PathBuf>,
     pub timeout: Duration,
     /// The app's resolver when its processes are not visible.
     pub resolver: Option<Resolver>,
@@ -75,7 +95,8 @@ pub struct DoctorOptions {
 pub struct Options {
     /// Names as applications write them; [`DEFAULT_NAME`] when empty.
     pub names: Vec<String>,
-    pub resolv_conf: PathBuf,
+    /// `--resolv-conf`; [`DEFAULT_RESOLV_CONF`] when `None`.
+    pub resolv_conf: Option<PathBuf>,
     /// `--server` nameservers instead of resolv.conf's.
     pub servers: Vec<String>,
     /// Queries per nameserver and name for `dns.latency` (0 skips it).
@@ -104,7 +125,7 @@ fn app_model(
                 .filter_map(|p| p.resolver().map(|r| (p, r)))
                 .collect();
             match known.first() {
-                None => (Resolver::Glibc, "assumed".to_string()),
+                None => (Resolver::Glibc, judge::assumed_source(&processes)),
                 Some(&(_, first)) => {
                     let list: Vec<String> = known
                         .iter()
@@ -131,7 +152,12 @@ pub async fn doctor_checks(options: &DoctorOptions) -> crate::Result<Vec<Check>>
 }
 
 fn doctor_checks_blocking(options: &DoctorOptions) -> crate::Result<Vec<Check>> {
-    let (text, conf) = load_resolv_conf(&options.resolv_conf)?;
+    let LoadedResolvConf {
+        path,
+        text,
+        conf,
+        missing,
+    } = load_resolv_conf(options.resolv_conf.as_deref())?;
     for name in &options.names {
         client::parse_name(name)?;
     }
@@ -139,11 +165,10 @@ fn doctor_checks_blocking(options: &DoctorOptions) -> crate::Result<Vec<Check>> 
         .names
         .first()
         .map_or(DEFAULT_DOCTOR_NAME.to_string(), |n| model_absolute(n));
-    let path = options.resolv_conf.display().to_string();
     let timeout = options.timeout;
     let (model, source, processes) = app_model(options.resolver, &text, Vec::new());
     let mut checks = vec![
-        timed(|| judge::resolv_conf(&path, &conf, &model)),
+        timed(|| judge::resolv_conf(&path, missing, &conf, &model)),
         guarded("dns.nameservers", "Nameservers answer", || {
             judge::nameservers(&measure::nameservers(model.servers(), &probe, timeout))
         }),
@@ -219,11 +244,11 @@ fn cluster_check(
 /// name.
 pub fn lookups_as_app(
     names: &[String],
-    resolv_conf: &Path,
+    resolv_conf: Option<&Path>,
     resolver: Option<Resolver>,
     timeout: Duration,
 ) -> crate::Result<Vec<LookupEvidence>> {
-    let (text, _) = load_resolv_conf(resolv_conf)?;
+    let text = load_resolv_conf(resolv_conf)?.text;
     let (model, _, _) = app_model(resolver, &text, Vec::new());
     Ok(measure::lookups(names, &model, timeout))
 }
@@ -244,7 +269,12 @@ pub async fn run(options: &Options) -> crate::Result<Report> {
 }
 
 fn run_blocking(args: &Options) -> crate::Result<Report> {
-    let (text, conf) = load_resolv_conf(&args.resolv_conf)?;
+    let LoadedResolvConf {
+        path,
+        text,
+        conf,
+        missing,
+    } = load_resolv_conf(args.resolv_conf.as_deref())?;
     let servers = args
         .servers
         .iter()
@@ -259,9 +289,8 @@ fn run_blocking(args: &Options) -> crate::Result<Report> {
         client::parse_name(name)?;
     }
     let report = Report::start(crate::net::report_context());
-    let path = args.resolv_conf.display().to_string();
     let (model, source, processes) = app_model(args.resolver, &text, servers);
-    let mut checks = vec![timed(|| judge::resolv_conf(&path, &conf, &model))];
+    let mut checks = vec![timed(|| judge::resolv_conf(&path, missing, &conf, &model))];
     let (check, walked) = search_check(&names, &model, &source, args.timeout);
     checks.push(check);
     // Latency measures the names as they resolved (as is when not).

@@ -60,6 +60,23 @@ pub fn read_pem_certificates(path: &Path) -> crate::Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
+/// Where the system's CA bundle is read from: `SSL_CERT_FILE`, else the
+/// Debian path the image ships.
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// No trusted certificate in the system's bundle: name the file, since a
+/// TLS handshake that cannot verify anything would only say it failed.
+fn no_system_bundle() -> Error {
+    let path = std::env::var("SSL_CERT_FILE").unwrap_or_else(|_| SYSTEM_BUNDLE.to_string());
+    let state = match std::fs::metadata(&path) {
+        Err(cause) if cause.kind() == std::io::ErrorKind::NotFound => "does not exist",
+        _ => "holds no usable certificate",
+    };
+    Error::unavailable(format!(
+        "no CA certificates to verify TLS with: {path} {state} (install ca-certificates, set SSL_CERT_FILE, or give --ca FILE)"
+    ))
+}
+
 /// The client configuration for one run: ALPN h2, the trust the user chose.
 pub fn client_config(options: &TlsOptions) -> crate::Result<Arc<rustls::ClientConfig>> {
     let provider = provider();
@@ -78,12 +95,13 @@ pub fn client_config(options: &TlsOptions) -> crate::Result<Arc<rustls::ClientCo
         let mut roots = RootCertStore::empty();
         let (added, _ignored) = roots.add_parsable_certificates(trusted.iter().cloned());
         if added == 0 {
-            if let Some(path) = &options.ca {
-                return Err(Error::usage(format!(
+            return Err(match &options.ca {
+                Some(path) => Error::usage(format!(
                     "{}: no usable CA certificate in it",
                     path.display()
-                )));
-            }
+                )),
+                None => no_system_bundle(),
+            });
         }
         Arc::new(Verifier::trusting(roots, trusted, provider)?)
     };

@@ -2,6 +2,7 @@
 //! pod's /etc/resolv.conf and /etc/hosts), bounded by a timeout.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::Error;
@@ -52,7 +53,11 @@ pub async fn resolve_host(host: &str, timeout: Duration) -> crate::Result<Vec<Ip
     let name = host.to_string();
     let lookup = crate::checks::blocking(move || lookup_like_glibc(&name, timeout));
     let why = match tokio::time::timeout(timeout, lookup).await {
-        Err(_) => format!("no answer within {}", humantime::format_duration(timeout)),
+        Err(_) => format!(
+            "no answer within {}{}",
+            humantime::format_duration(timeout),
+            missing_resolv_conf_note(!Path::new(RESOLV_CONF).exists())
+        ),
         Ok(Err(e)) => e.to_string(),
         Ok(Ok(Ok(addrs))) if !addrs.is_empty() => return Ok(addrs),
         Ok(Ok(Ok(_))) => "no addresses".to_string(),
@@ -87,11 +92,16 @@ fn lookup_like_glibc(name: &str, timeout: Duration) -> Result<Vec<IpAddr>, Strin
         },
         other => other.to_string(),
     };
-    Err(if missing {
-        format!("{why} ({RESOLV_CONF} is missing, so the resolver asks 127.0.0.1:53)")
+    Err(format!("{why}{}", missing_resolv_conf_note(missing)))
+}
+
+/// Why the resolver asked 127.0.0.1, when it did for want of a resolv.conf.
+fn missing_resolv_conf_note(missing: bool) -> String {
+    if missing {
+        format!(" ({RESOLV_CONF} is missing, so the resolver asks 127.0.0.1:53)")
     } else {
-        why
-    })
+        String::new()
+    }
 }
 
 /// The addresses /etc/hosts gives `name` (case-insensitive, a trailing dot

@@ -106,7 +106,7 @@ pub fn reach(targets: Vec<Target>, options: &Options) -> crate::Result<Vec<Targe
     } else {
         crate::dns::lookups_as_app(
             &names,
-            &options.resolv_conf,
+            options.resolv_conf.as_deref(),
             options.resolver,
             options.timeout,
         )?

@@ -20,8 +20,9 @@ use crate::report::Check;
 pub struct Options {
     /// `--external HOST:PORT` targets for `net.egress`.
     pub external: Vec<String>,
-    /// The resolv.conf names are looked up through, as the app does.
-    pub resolv_conf: PathBuf,
+    /// The resolv.conf names are looked up through, as the app does
+    /// (`--resolv-conf`; /etc/resolv.conf when `None`).
+    pub resolv_conf: Option<PathBuf>,
     pub resolver: Option<Resolver>,
     pub timeout: Duration,
 }
