@@ -10,6 +10,8 @@ pub mod dns;
 pub mod docs;
 pub mod doctor;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod keepalive;
 pub mod lab;

@@ -865,7 +865,7 @@ pub fn udp_dns_flows(proc_root: &Path, budget: Duration) -> Option<u64> {
 
 /// `ipv4 2 udp 17 25 src=10.244.0.2 dst=10.96.0.10 sport=41234 dport=53 ...`:
 /// the first dport is the original direction's.
-fn count_dns_flow(line: &str) -> bool {
+pub(crate) fn count_dns_flow(line: &str) -> bool {
     let mut fields = line.split_whitespace();
     fields.nth(2) == Some("udp")
         && line
