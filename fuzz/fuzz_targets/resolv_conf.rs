@@ -13,7 +13,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(input) = std::str::from_utf8(data) else {
         return;
     };
-    let (text, name) = input.split_once('\0').unwrap_or((input, "kubernetes.default"));
+    let (text, name) = input
+        .split_once('\0')
+        .unwrap_or((input, "kubernetes.default"));
     let env = Env {
         localdomain: None,
         res_options: None,
