@@ -40,30 +40,51 @@ pub async fn resolve_host(host: &str, timeout: Duration) -> crate::Result<Vec<Ip
             }
         }
     }
-    let resolver = hickory_resolver::TokioResolver::builder_tokio()
-        .map_err(|e| Error::unavailable(format!("cannot read the resolver configuration: {e}")))?
-        .build()
-        .map_err(|e| Error::unavailable(format!("cannot start the resolver: {e}")))?;
-    let lookup = tokio::time::timeout(timeout, resolver.lookup_ip(host))
-        .await
-        .map_err(|_| {
-            Error::usage(format!(
-                "could not resolve host '{host}': no answer within {timeout:?}"
-            ))
-        })?
-        .map_err(|e| {
-            let why = if e.is_no_records_found() || e.is_nx_domain() {
-                "no such name".to_string()
-            } else {
-                e.to_string()
-            };
-            Error::usage(format!("could not resolve host '{host}': {why}"))
-        })?;
-    let addrs: Vec<IpAddr> = lookup.iter().collect();
-    if addrs.is_empty() {
-        return Err(Error::usage(format!("could not resolve host '{host}'")));
-    }
-    Ok(addrs)
+    // The lookup glibc's getaddrinfo does (the static binary is glibc):
+    // the same search walk and retries the DNS checks model, on the wire.
+    let name = host.to_string();
+    let lookup = crate::checks::blocking(move || lookup_like_glibc(&name, timeout));
+    let why = match tokio::time::timeout(timeout, lookup).await {
+        Err(_) => format!("no answer within {}", humantime::format_duration(timeout)),
+        Ok(Err(e)) => e.to_string(),
+        Ok(Ok(Ok(addrs))) if !addrs.is_empty() => return Ok(addrs),
+        Ok(Ok(Ok(_))) => "no addresses".to_string(),
+        Ok(Ok(Err(why))) => why,
+    };
+    Err(Error::usage(format!(
+        "could not resolve host '{host}': {why}"
+    )))
+}
+
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// `name`'s addresses as glibc resolves it with /etc/resolv.conf, each wait
+/// capped at `timeout`; the reason in words when it does not resolve.
+fn lookup_like_glibc(name: &str, timeout: Duration) -> Result<Vec<IpAddr>, String> {
+    use crate::dns::model::{Model, Outcome, Resolver};
+    let (text, missing) = match std::fs::read(RESOLV_CONF) {
+        Ok(bytes) => (String::from_utf8_lossy(&bytes).into_owned(), false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), true),
+        Err(e) => return Err(format!("cannot read {RESOLV_CONF}: {e}")),
+    };
+    let env = crate::dns::resolvconf::Env::from_process();
+    let model = Model::new(Resolver::Glibc, &text, &env);
+    let trace = model.resolve(name, &mut crate::dns::client::Wire::new(timeout));
+    let why = match trace.outcome {
+        Outcome::Resolved { addresses } => return Ok(addresses.into_iter().collect()),
+        Outcome::Failed { error } => match error.as_str() {
+            "EAI_NONAME" => "no such name".to_string(),
+            "EAI_NODATA" => "the name has no addresses".to_string(),
+            "EAI_AGAIN" => "the nameservers did not answer".to_string(),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    };
+    Err(if missing {
+        format!("{why} ({RESOLV_CONF} is missing, so the resolver asks 127.0.0.1:53)")
+    } else {
+        why
+    })
 }
 
 /// The addresses /etc/hosts gives `name` (case-insensitive, a trailing dot
