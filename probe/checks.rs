@@ -107,7 +107,102 @@ pub fn samples(checks: &[Check]) -> Vec<Sample> {
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> crate::Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| crate::Error::unavailable(format!("a measurement stopped: {e}")))
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        let why = if e.is_panic() {
+            panic_message(e.into_panic().as_ref())
+        } else {
+            e.to_string()
+        };
+        crate::Error::unavailable(format!("a measurement stopped: {why}"))
+    })
+}
+
+/// `f` over `items`, each on its own thread, results in the items' order.
+/// Measurements run in parallel so that one slow server or target does not
+/// delay the timing of the others. A worker that panicked panics the
+/// caller (see [`joined`]): no result is silently left out.
+pub fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items.iter().map(|item| scope.spawn(|| f(item))).collect();
+        handles.into_iter().map(|h| joined(h.join())).collect()
+    })
+}
+
+/// A worker thread's result. A worker that panicked re-raises its panic
+/// in the caller, so the check it measured for ends `error` through
+/// [`guarded`] instead of being judged on what the other workers found.
+pub fn joined<R>(result: std::thread::Result<R>) -> R {
+    result.unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+}
+
+/// The check `check` makes, timed; if its measurement panicked (here or in
+/// a worker joined by [`joined`]), an `error` check with the panic's
+/// message instead: never a pass on partial data.
+pub fn guarded(id: &str, title: &str, check: impl FnOnce() -> Check) -> Check {
+    let start = std::time::Instant::now();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::report::timed(check))) {
+        Ok(check) => check,
+        Err(payload) => {
+            let why = format!(
+                "the measurement failed: {}",
+                panic_message(payload.as_ref())
+            );
+            let mut check = Check::errored(id, title, &crate::Error::unavailable(why));
+            check.duration_ms = start.elapsed().as_secs_f64() * 1000.0;
+            check
+        }
+    }
+}
+
+/// What a panic said, for a report.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a worker panicked".to_string())
+}
+
+#[cfg(test)]
+mod parallel_tests {
+    use super::*;
+    use crate::report::Status;
+
+    #[test]
+    fn parallel_results_keep_their_order() {
+        assert_eq!(in_parallel(&[3, 1, 2], |n| n * 10), vec![30, 10, 20]);
+    }
+
+    #[test]
+    fn a_failed_worker_makes_its_check_an_error_not_a_pass() {
+        let check = guarded("test.parallel", "Parallel", || {
+            let found = in_parallel(&[1, 2, 3], |&n| {
+                if n == 2 {
+                    panic!("worker {n} lost its socket");
+                }
+                n
+            });
+            Check::new(
+                "test.parallel",
+                "Parallel",
+                Status::Pass,
+                format!("{found:?}"),
+                &(),
+            )
+        });
+        assert_eq!(check.status, Status::Error);
+        assert!(
+            check.summary.contains("worker 2 lost its socket"),
+            "{}",
+            check.summary
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicked_blocking_measurement_is_an_error_with_its_message() {
+        let err = blocking(|| -> u32 { panic!("no /proc here") })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no /proc here"), "{err}");
+    }
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::report::FailOn;
@@ -27,8 +28,9 @@ pub struct GlobalArgs {
     /// Output format: text for people, json for machines.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
-    /// Upper bound on every single network wait (e.g. 2s, 500ms).
-    #[arg(long, global = true, value_parser = parse_timeout, default_value = "2s")]
+    /// Upper bound on every single network wait (e.g. 2s, 500ms; at most 1h).
+    #[arg(long, global = true, value_name = "DUR", value_parser = DurationRange::TIMEOUT,
+          allow_hyphen_values = true, default_value = "2s")]
     pub timeout: Duration,
     /// Exit 1 when the verdict is this bad or worse.
     #[arg(long, global = true, value_enum, default_value_t = FailOn::Fail)]
@@ -66,10 +68,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print a manual page in roff (e.g. `podprobe man dns | man -l -`).
+    /// Print a manual page in roff (e.g. `podprobe man dns | man -l -`,
+    /// `podprobe man lab up`).
     Man {
-        /// The command to document; the overview when omitted.
-        command: Option<String>,
+        /// The command to document, nested ones as typed (`lab up`); the
+        /// overview when omitted.
+        #[arg(value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// A Kubernetes node in network namespaces, to reproduce failures (root).
     Lab(LabArgs),
@@ -80,23 +85,14 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct NodeArgs {
-    /// How long to sample conntrack's counters (rates are over this window).
-    #[arg(long, value_name = "DUR", value_parser = parse_interval, default_value = "5s")]
+    /// How long to sample conntrack's counters (rates are over this window;
+    /// 1s to 1h).
+    #[arg(long, value_name = "DUR", value_parser = DurationRange::WINDOW,
+          allow_hyphen_values = true, default_value = "5s")]
     pub interval: Duration,
     /// Where the host's root is mounted; its tools are used when the image has none.
     #[arg(long, value_name = "PATH", default_value = crate::node::DEFAULT_HOST_ROOT)]
     pub host_root: PathBuf,
-}
-
-/// A sampling window: long enough for a rate, short enough for a probe.
-pub fn parse_interval(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        d if d < Duration::from_secs(1) => {
-            Err(format!("'{text}' is under 1s; rates need a window"))
-        }
-        d if d > Duration::from_secs(3600) => Err(format!("'{text}' is over 1h")),
-        d => Ok(d),
-    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -110,11 +106,15 @@ pub struct DnsArgs {
     /// Query this nameserver instead of resolv.conf's (repeatable; ADDR or ADDR:PORT).
     #[arg(long = "server", value_name = "ADDR")]
     pub servers: Vec<String>,
-    /// Queries per nameserver and name for the latency check.
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    /// Queries per nameserver and name for the latency check (0 disables it;
+    /// at most 1000).
+    #[arg(long, value_name = "N", default_value_t = 10, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(0..=MAX_DNS_REPEATS as i64))]
     pub count: u32,
-    /// Attempts of each A/AAAA sending pattern for the race check (0 disables it).
-    #[arg(long, value_name = "N", default_value_t = 20)]
+    /// Attempts of each A/AAAA sending pattern for the race check (0 disables
+    /// it; at most 1000).
+    #[arg(long, value_name = "N", default_value_t = 20, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(0..=MAX_DNS_REPEATS as i64))]
     pub race: u32,
     /// The app's resolver to model when its processes are not visible
     /// [default: from the pod's processes, else glibc].
@@ -143,8 +143,10 @@ pub struct DoctorArgs {
     /// Envoy's admin API for --upstream [default: http://127.0.0.1:15000].
     #[arg(long, value_name = "URL")]
     pub envoy_admin: Option<String>,
-    /// How long --upstream waits for the app to close an idle connection.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "120s")]
+    /// How long --upstream waits for the app to close an idle connection
+    /// (at most 30 days).
+    #[arg(long, value_name = "DUR", value_parser = DurationRange::SPAN,
+          allow_hyphen_values = true, default_value = "120s")]
     pub max_wait: Duration,
     /// The app's resolver to model for --name when its processes are not
     /// visible [default: from the pod's processes, else glibc].
@@ -161,8 +163,9 @@ pub struct WatchArgs {
     #[command(flatten)]
     pub doctor: DoctorArgs,
     /// Time from the start of one cycle to the next (a random phase per
-    /// process spreads a fleet's cycles).
-    #[arg(long, value_name = "DUR", value_parser = parse_timeout, default_value = "60s")]
+    /// process spreads a fleet's cycles; at most 30 days).
+    #[arg(long, value_name = "DUR", value_parser = DurationRange::SPAN,
+          allow_hyphen_values = true, default_value = "60s")]
     pub interval: Duration,
     /// Where to serve /metrics, /healthz and /report (IP:PORT or :PORT).
     #[arg(long, value_name = "ADDR", default_value = ":9090", value_parser = crate::serve::parse_listen_addr)]
@@ -182,8 +185,10 @@ pub struct KeepaliveArgs {
     /// The path of the one keep-alive request.
     #[arg(long, value_name = "P", default_value = "/")]
     pub path: String,
-    /// Give up waiting for the app to close an idle connection after this.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "120s")]
+    /// Give up waiting for the app to close an idle connection after this
+    /// (at most 30 days).
+    #[arg(long, value_name = "DUR", value_parser = DurationRange::SPAN,
+          allow_hyphen_values = true, default_value = "120s")]
     pub max_wait: Duration,
     /// Envoy's admin API [default: http://127.0.0.1:15000, Istio's sidecar;
     /// with --config-dump, only asked for stats when given].
@@ -208,11 +213,12 @@ pub struct CaptureArgs {
     /// Read packets from a pcap or pcapng file instead of capturing.
     #[arg(short = 'r', long, value_name = "FILE", conflicts_with = "interface")]
     pub read: Option<PathBuf>,
-    /// Stop after N packets.
-    #[arg(short = 'c', long, value_name = "N")]
+    /// Stop after N packets (1 to 2147483647, as tcpdump's -c).
+    #[arg(short = 'c', long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(1..=MAX_PACKET_COUNT as i64).map(|n| n as u64))]
     pub count: Option<u64>,
-    /// Stop after this long (e.g. 30s, 5m).
-    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    /// Stop after this long (e.g. 30s, 5m; at most 30 days).
+    #[arg(long, value_parser = DurationRange::SPAN, allow_hyphen_values = true, value_name = "DUR")]
     pub duration: Option<Duration>,
     /// Bytes kept of each packet.
     #[arg(long, value_name = "N", default_value_t = 262_144,
@@ -261,11 +267,13 @@ pub struct GrpcArgs {
     /// dns:///HOST:PORT for client-side round_robin over every address.
     #[arg(value_name = "TARGET")]
     pub target: String,
-    /// RPCs to send in each run.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// RPCs to send in each run (1 to 10000000000).
+    #[arg(long, default_value_t = 1000, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(1..=MAX_RPCS as i64).map(|n| n as u64))]
     pub rpcs: u64,
-    /// RPCs in flight at once.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// RPCs in flight at once (1 to 1000).
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub concurrency: u32,
     /// A headless Service name whose A records are the ready pods (NAME or NAME:PORT).
     #[arg(long, value_name = "NAME")]
@@ -306,14 +314,19 @@ pub struct ServeArgs {
     /// The replica's name [default: $POD_NAME, else the hostname].
     #[arg(long)]
     pub name: Option<String>,
-    /// Close an HTTP connection this long after its last response (0: never).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
+    /// Close an HTTP connection this long after its last response (0: never;
+    /// at most 30 days).
+    #[arg(long, value_name = "DUR", value_parser = DurationRange::SPAN_OR_OFF,
+          allow_hyphen_values = true, default_value = "5s")]
     pub http_idle_timeout: Duration,
-    /// Answer every request this much later, to stand in for a slow backend.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "0s")]
+    /// Answer every request this much later, to stand in for a slow backend
+    /// (at most 1h).
+    #[arg(long, value_name = "DUR", value_parser = DurationRange::DELAY,
+          allow_hyphen_values = true, default_value = "0s")]
     pub delay: Duration,
-    /// Make gRPC clients reconnect after this long (gRPC MaxConnectionAge).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    /// Make gRPC clients reconnect after this long (gRPC MaxConnectionAge;
+    /// at most 30 days).
+    #[arg(long, value_name = "DUR", value_parser = DurationRange::SPAN, allow_hyphen_values = true)]
     pub max_connection_age: Option<Duration>,
 }
 
@@ -383,8 +396,8 @@ pub enum LabCommand {
     Services {
         #[arg(long, default_value = crate::lab::command::DEFAULT_NAME)]
         name: String,
-        /// How many Services to add.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+        /// How many Services to add (1 to 65536).
+        #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=65536))]
         count: u32,
     },
     /// DNS forwarder slow for one domain (run by the slow-dns scenario).
@@ -396,7 +409,7 @@ pub enum LabCommand {
         upstream: std::net::SocketAddr,
         #[arg(long)]
         suffix: String,
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = DurationRange::DELAY)]
         delay: Duration,
     },
     /// DNS forwarder that misbehaves as told (run by lab DNS servers).
@@ -423,25 +436,113 @@ pub enum LabCommand {
     },
 }
 
-/// Parses `2s`, `500ms`, `1m30s`, or a bare number of seconds (`2`, `0.5`),
-/// as `dig +time=` and `curl --max-time` users type them.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if let Ok(secs) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("'{text}' is not a duration of zero or more seconds"));
-    }
-    humantime::parse_duration(text)
-        .map_err(|e| format!("'{text}' is not a duration ({e}); try 2s, 500ms or 1m"))
+/// The range a duration flag accepts. Every duration flag takes one of these
+/// constants as its value parser, so the syntax (`2s`, `500ms`, `1m30s`, or a
+/// bare number of seconds as `dig +time=` and `curl --max-time` take them),
+/// the sign and the documented maximum are checked in one place, at parse
+/// time: nothing downstream adds an unrealistic duration to an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationRange {
+    /// The least accepted; zero allows zero.
+    pub min: Duration,
+    /// The most accepted.
+    pub max: Duration,
 }
 
-/// A duration that bounds a wait: zero would wait for nothing.
-pub fn parse_timeout(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        d if d.is_zero() => Err(format!("'{text}' is zero; a timeout must be positive")),
-        d => Ok(d),
+const HOUR: Duration = Duration::from_secs(3600);
+const DAYS_30: Duration = Duration::from_secs(30 * 24 * 3600);
+const POSITIVE: Duration = Duration::from_nanos(1);
+
+impl DurationRange {
+    /// A bound on one network wait (`--timeout`): more than zero, at most 1h.
+    pub const TIMEOUT: Self = Self {
+        min: POSITIVE,
+        max: HOUR,
+    };
+    /// A pause added on purpose (`serve --delay`): 0 to 1h.
+    pub const DELAY: Self = Self {
+        min: Duration::ZERO,
+        max: HOUR,
+    };
+    /// A span of a run or of a schedule (`capture --duration`, `watch
+    /// --interval`, `--max-wait`): more than zero, at most 30 days.
+    pub const SPAN: Self = Self {
+        min: POSITIVE,
+        max: DAYS_30,
+    };
+    /// A span where 0 turns the limit off (`serve --http-idle-timeout`).
+    pub const SPAN_OR_OFF: Self = Self {
+        min: Duration::ZERO,
+        max: DAYS_30,
+    };
+    /// A sampling window for rates (`node --interval`): 1s to 1h.
+    pub const WINDOW: Self = Self {
+        min: Duration::from_secs(1),
+        max: HOUR,
+    };
+
+    /// Parses `text` and checks it against the range.
+    pub fn parse(self, text: &str) -> Result<Duration, String> {
+        let text = text.trim();
+        if text.starts_with('-') {
+            return Err(format!("'{text}' is negative: a duration must be positive"));
+        }
+        let duration = match text.parse::<f64>() {
+            Ok(secs) => Duration::try_from_secs_f64(secs)
+                .map_err(|_| format!("'{text}' is not a duration of zero or more seconds"))?,
+            Err(_) => humantime::parse_duration(text)
+                .map_err(|e| format!("'{text}' is not a duration ({e}); try 2s, 500ms or 1m"))?,
+        };
+        if duration.is_zero() && !self.min.is_zero() {
+            Err(format!("'{text}' is zero: it must be positive"))
+        } else if duration < self.min {
+            Err(format!(
+                "'{text}' is under the minimum of {}",
+                human_duration(self.min)
+            ))
+        } else if duration > self.max {
+            Err(format!(
+                "'{text}' is over the maximum of {}",
+                human_duration(self.max)
+            ))
+        } else {
+            Ok(duration)
+        }
     }
 }
+
+impl clap::builder::TypedValueParser for DurationRange {
+    type Value = Duration;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Duration, clap::Error> {
+        let range = *self;
+        // clap's own error, so the message names the flag and the value.
+        (move |text: &str| range.parse(text)).parse_ref(cmd, arg, value)
+    }
+}
+
+/// A duration as people read it: `1h`, `30days`, `1s 500ms`, `0s`.
+pub fn human_duration(duration: Duration) -> String {
+    if duration.is_zero() {
+        "0s".to_string()
+    } else {
+        humantime::format_duration(duration).to_string()
+    }
+}
+
+/// The most packets `capture -c` takes, as tcpdump's (a C int).
+pub const MAX_PACKET_COUNT: u64 = i32::MAX as u64;
+/// The most RPCs `grpc --rpcs` sends in one run (the run limit, --timeout
+/// times a few, ends a run that big first; the counts stay exact).
+pub const MAX_RPCS: u64 = 10_000_000_000;
+/// The most queries per nameserver and name (`dns --count`) or attempts of
+/// each sending pattern (`dns --race`).
+pub const MAX_DNS_REPEATS: u32 = 1000;
 
 // cli.rs maps clap's arguments onto the plain options each area owns; no
 // area sees clap's types.
@@ -495,6 +596,7 @@ impl WatchArgs {
             listen: self.listen,
             push: self.doctor.push.clone(),
             timeout: global.timeout,
+            json: global.output == OutputFormat::Json,
         }
     }
 }
@@ -547,8 +649,9 @@ impl KeepaliveArgs {
 }
 
 impl CaptureArgs {
-    pub fn options(&self) -> crate::capture::Options {
+    pub fn options(&self, global: &GlobalArgs) -> crate::capture::Options {
         crate::capture::Options {
+            json: global.output == OutputFormat::Json,
             interface: self.interface.clone(),
             filter: self.filter.clone(),
             write: self.write.clone(),
@@ -563,8 +666,9 @@ impl CaptureArgs {
 }
 
 impl ServeArgs {
-    pub fn options(&self) -> crate::serve::Options {
+    pub fn options(&self, global: &GlobalArgs) -> crate::serve::Options {
         crate::serve::Options {
+            json: global.output == OutputFormat::Json,
             grpc: self.grpc,
             http: self.http,
             name: self.name.clone(),
@@ -662,14 +766,88 @@ mod tests {
 
     #[test]
     fn durations_parse_like_users_type_them() {
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert!(parse_duration("-1").is_err());
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_timeout("0").is_err());
-        assert_eq!(parse_timeout("1ms"), Ok(Duration::from_millis(1)));
+        let t = DurationRange::TIMEOUT;
+        assert_eq!(t.parse("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(t.parse("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(t.parse("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(t.parse("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(t.parse("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(t.parse("1h"), Ok(HOUR));
+        assert!(t.parse("soon").unwrap_err().contains("not a duration"));
+        assert!(t.parse("inf").is_err());
+        assert!(t.parse("NaN").is_err());
+    }
+
+    #[test]
+    fn durations_out_of_range_say_why() {
+        let t = DurationRange::TIMEOUT;
+        assert!(t.parse("-1").unwrap_err().contains("must be positive"));
+        assert!(t.parse("-1s").unwrap_err().contains("must be positive"));
+        assert!(t.parse("0").unwrap_err().contains("must be positive"));
+        assert!(t.parse("0s").unwrap_err().contains("must be positive"));
+        assert!(t.parse("1e12").unwrap_err().contains("maximum of 1h"));
+        assert!(t.parse("1e19").unwrap_err().contains("maximum of 1h"));
+        assert!(t.parse("1e300").is_err());
+        assert!(t.parse("3601").is_err());
+        assert!(t.parse("99999999999999999999h").is_err());
+        let span = DurationRange::SPAN;
+        assert_eq!(span.parse("30days"), Ok(DAYS_30));
+        assert!(span
+            .parse("31days")
+            .unwrap_err()
+            .contains("maximum of 30days"));
+        assert_eq!(DurationRange::SPAN_OR_OFF.parse("0"), Ok(Duration::ZERO));
+        assert!(DurationRange::SPAN_OR_OFF.parse("-0.5").is_err());
+        assert!(DurationRange::WINDOW
+            .parse("500ms")
+            .unwrap_err()
+            .contains("minimum of 1s"));
+    }
+
+    #[test]
+    fn every_duration_flag_is_bounded_and_takes_a_leading_hyphen() {
+        // A `-1s` given to a duration flag must reach the parser (and its
+        // "must be positive"), not be read as a flag.
+        fn walk(cmd: &clap::Command, found: &mut usize) {
+            for arg in cmd.get_arguments() {
+                if arg.get_value_names() == Some(&["DUR".into()][..]) {
+                    *found += 1;
+                    assert!(
+                        arg.is_allow_hyphen_values_set(),
+                        "{} {}",
+                        cmd.get_name(),
+                        arg.get_id()
+                    );
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, found);
+            }
+        }
+        let mut found = 0;
+        walk(&Cli::command(), &mut found);
+        assert!(found >= 10, "{found}");
+        for args in [
+            &["podprobe", "--timeout", "-1s", "doctor"][..],
+            &["podprobe", "capture", "--duration", "-5m"],
+            &["podprobe", "node", "--interval", "-1"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err().to_string();
+            assert!(err.contains("must be positive"), "{args:?}: {err}");
+        }
+        for args in [
+            &["podprobe", "capture", "-c", "0"][..],
+            &["podprobe", "capture", "-c", "-3"],
+            &["podprobe", "grpc", "x:1", "--rpcs", "-1"],
+            &["podprobe", "dns", "--count", "1001"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{args:?}"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod capture;
 pub mod checks;
 pub mod cli;
+pub mod clock;
 pub mod dns;
 pub mod docs;
 pub mod doctor;

@@ -81,11 +81,24 @@ fn main() -> ExitCode {
 /// commands that need it; no area builds its own.
 fn run(command: Command, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let report = |r: Report| Outcome::Report(Box::new(r), ReportTo::Stdout);
+    if global.output == OutputFormat::Json {
+        // Never silently ignored: a command with no JSON form says so.
+        let no_json = match &command {
+            Command::Completions { .. } => Some("completions prints a shell script"),
+            Command::Man { .. } => Some("man prints a manual page in roff"),
+            _ => None,
+        };
+        if let Some(what) = no_json {
+            return Err(
+                podprobe::Error::usage(format!("-o json: {what}, which has no JSON form")).into(),
+            );
+        }
+    }
     Ok(match command {
         Command::Completions { shell } => Outcome::Print(podprobe::docs::completions(shell)),
-        Command::Man { command } => Outcome::Print(podprobe::docs::man_page(command.as_deref())?),
+        Command::Man { command } => Outcome::Print(podprobe::docs::man_page(&command)?),
         Command::Lab(args) => Outcome::Exit(podprobe::lab::command::run(&args.action(global))?),
-        Command::Capture(args) => match podprobe::capture::run(&args.options())? {
+        Command::Capture(args) => match podprobe::capture::run(&args.options(global))? {
             podprobe::capture::Done::Report { report, to_stderr } => Outcome::Report(
                 report,
                 if to_stderr {
@@ -133,7 +146,7 @@ fn run(command: Command, global: &GlobalArgs) -> anyhow::Result<Outcome> {
             report(runtime()?.block_on(podprobe::node::run(&args.options(global)))?)
         }
         Command::Serve(args) => {
-            runtime()?.block_on(podprobe::serve::run(&args.options()))?;
+            runtime()?.block_on(podprobe::serve::run(&args.options(global)))?;
             Outcome::Exit(0)
         }
     })
@@ -165,14 +178,46 @@ fn usage_error(err: clap::Error) -> ExitCode {
         let _ = write!(std::io::stdout(), "{}", err.render());
         return exit(code);
     }
-    let rendered = err.render().to_string();
-    let first = rendered
-        .lines()
+    eprintln!("podprobe: {}", one_line(&err.render().to_string()));
+    exit(EXIT_USAGE)
+}
+
+/// clap's message on one line, keeping what helps: the missing argument,
+/// the valid values, the suggestion; then the help to read, for the command
+/// the usage line names (`see 'podprobe keepalive --help'`).
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut message = lines
         .next()
         .unwrap_or("invalid arguments")
-        .trim_start_matches("error: ");
-    eprintln!("podprobe: {first} (see 'podprobe --help')");
-    exit(EXIT_USAGE)
+        .trim_start_matches("error: ")
+        .to_string();
+    let mut command = "podprobe".to_string();
+    let mut listing = false;
+    for line in lines {
+        if let Some(usage) = line.strip_prefix("Usage: ") {
+            command = usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect::<Vec<_>>()
+                .join(" ");
+        } else if line.starts_with("For more information") {
+            continue;
+        } else if message.ends_with(':') {
+            // The items of a list clap announced with a colon.
+            message.push(' ');
+            message.push_str(line);
+            listing = true;
+        } else if listing && !line.contains(':') {
+            message.push_str(", ");
+            message.push_str(line);
+        } else {
+            message.push_str(if line.starts_with('[') { " " } else { "; " });
+            message.push_str(line);
+            listing = false;
+        }
+    }
+    format!("{message} (see '{command} --help')")
 }
 
 fn print_report(report: &Report, global: &GlobalArgs, to: ReportTo) {
@@ -196,4 +241,28 @@ fn print_report(report: &Report, global: &GlobalArgs, to: ReportTo) {
 
 fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn usage_errors_keep_their_detail_on_one_line() {
+        let missing = "error: the following required arguments were not provided:\n  <UPSTREAM>\n  --path <P>\n\nUsage: podprobe keepalive --path <P> <UPSTREAM>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(missing),
+            "the following required arguments were not provided: <UPSTREAM>, --path <P> (see 'podprobe keepalive --help')"
+        );
+        let values = "error: invalid value 'yaml' for '--output <OUTPUT>'\n  [possible values: text, json]\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(values),
+            "invalid value 'yaml' for '--output <OUTPUT>' [possible values: text, json] (see 'podprobe --help')"
+        );
+        let tip = "error: unrecognized subcommand 'dosctor'\n\n  tip: a similar subcommand exists: 'doctor'\n\nUsage: podprobe [OPTIONS] <COMMAND>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(tip),
+            "unrecognized subcommand 'dosctor'; tip: a similar subcommand exists: 'doctor' (see 'podprobe --help')"
+        );
+    }
 }

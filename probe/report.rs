@@ -135,6 +135,40 @@ impl Check {
     }
 }
 
+/// `n noun` in English: `1 query`, `2 queries`, `1 dot`, `3 addresses`.
+/// Every count a person reads goes through here.
+pub fn plural(n: impl Into<u64>, noun: &str) -> String {
+    let n: u64 = n.into();
+    if n == 1 {
+        return format!("1 {noun}");
+    }
+    let consonant_y = noun
+        .strip_suffix('y')
+        .filter(|stem| !stem.ends_with(['a', 'e', 'i', 'o', 'u']) && !stem.is_empty());
+    match consonant_y {
+        Some(stem) => format!("{n} {stem}ies"),
+        None if noun.ends_with(['s', 'x']) || noun.ends_with("sh") || noun.ends_with("ch") => {
+            format!("{n} {noun}es")
+        }
+        None => format!("{n} {noun}s"),
+    }
+}
+
+#[cfg(test)]
+mod plural_tests {
+    #[test]
+    fn counts_read_as_english() {
+        use super::plural;
+        assert_eq!(plural(1u64, "query"), "1 query");
+        assert_eq!(plural(2u64, "query"), "2 queries");
+        assert_eq!(plural(0u64, "dot"), "0 dots");
+        assert_eq!(plural(1u32, "connection"), "1 connection");
+        assert_eq!(plural(3u64, "address"), "3 addresses");
+        assert_eq!(plural(2u64, "key"), "2 keys");
+        assert_eq!(plural(2u64, "RPC"), "2 RPCs");
+    }
+}
+
 /// Runs one measure → judge step and stamps the check with how long it took.
 pub fn timed(check: impl FnOnce() -> Check) -> Check {
     let start = Instant::now();

@@ -245,6 +245,26 @@ pub fn decode(linktype: u32, data: &[u8], orig_len: u32) -> Decoded<'_> {
     }
 }
 
+/// The IP source and destination of a packet, whatever it carries: what a
+/// listing shows for ICMP and other protocols, as tcpdump does.
+pub fn ip_addresses(linktype: u32, data: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    let (ethertype, ip) = link(linktype, data).ok()?;
+    let at = |from: usize, to: usize| ip.get(from..to);
+    match ethertype {
+        ETHERTYPE_IPV4 => {
+            let src: [u8; 4] = at(12, 16)?.try_into().ok()?;
+            let dst: [u8; 4] = at(16, 20)?.try_into().ok()?;
+            Some((src.into(), dst.into()))
+        }
+        ETHERTYPE_IPV6 => {
+            let src: [u8; 16] = at(8, 24)?.try_into().ok()?;
+            let dst: [u8; 16] = at(24, 40)?.try_into().ok()?;
+            Some((src.into(), dst.into()))
+        }
+        _ => None,
+    }
+}
+
 /// Strips the link layer: the ethertype of what follows, and its bytes.
 fn link(linktype: u32, data: &[u8]) -> Result<(u16, &[u8]), Decoded<'_>> {
     let short = Decoded::Undecoded(Undecoded::Truncated(Layer::Link));

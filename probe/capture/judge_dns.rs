@@ -29,11 +29,11 @@ pub fn judge_dns(ev: &DnsEvidence, undecoded: u64) -> Check {
         return Check::new(DNS_ID, DNS_TITLE, Status::Skip, summary, ev);
     }
     let mut details = vec![format!(
-        "{} queries ({} distinct, {} resent), {} responses, {} NXDOMAIN, latency p50 {} p99 {} max {}",
-        ev.queries,
+        "{} ({} distinct, {} resent), {}, {} NXDOMAIN, latency p50 {} p99 {} max {}",
+        plural(ev.queries, "query", "queries"),
         ev.transactions,
         ev.retransmitted,
-        ev.responses,
+        plural(ev.responses, "response", "responses"),
         ev.nxdomain,
         ms(ev.p50_ms),
         ms(ev.p99_ms),
@@ -41,9 +41,9 @@ pub fn judge_dns(ev: &DnsEvidence, undecoded: u64) -> Check {
     )];
     for s in &ev.servers {
         details.push(format!(
-            "server {}: {} queries, {} answered, {} lost; p50 {} p90 {} p99 {} max {}{}",
+            "server {}: {}, {} answered, {} lost; p50 {} p90 {} p99 {} max {}{}",
             s.server,
-            s.queries,
+            plural(s.queries, "query", "queries"),
             s.answered,
             s.lost,
             ms(s.p50_ms),
@@ -270,8 +270,8 @@ pub fn judge_dns(ev: &DnsEvidence, undecoded: u64) -> Check {
         )
     } else if findings.is_empty() {
         format!(
-            "{} queries, all answered without a resend (p99 {})",
-            ev.transactions,
+            "{}, all answered without a resend (p99 {})",
+            plural(ev.transactions, "query", "queries"),
             ms(ev.p99_ms)
         )
     } else {

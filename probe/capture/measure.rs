@@ -59,6 +59,8 @@ pub struct Plan {
     pub analyze: bool,
     /// Print a one-line summary of each packet on stdout.
     pub summaries: bool,
+    /// The summaries as JSON lines.
+    pub json: bool,
 }
 
 pub struct Outcome {
@@ -94,6 +96,7 @@ pub fn run(plan: &Plan) -> crate::Result<Outcome> {
         summaries: plan
             .summaries
             .then(|| BufWriter::with_capacity(STREAM_BUFFER, RawStdout)),
+        json: plan.json,
         analyzer: plan.analyze.then(Analyzer::default),
         taken: 0,
         done: false,
@@ -137,6 +140,7 @@ struct Handler {
     snaplen: u32,
     out: Option<RecordWriter>,
     summaries: Option<BufWriter<RawStdout>>,
+    json: bool,
     analyzer: Option<Analyzer>,
     taken: u64,
     /// Set by every stop condition met inside a batch: -c, --max-size, a
@@ -178,7 +182,12 @@ impl Handler {
             a.packet(linktype, ts_us, data, orig_len);
         }
         if let Some(s) = self.summaries.as_mut() {
-            let line = super::summary::line(linktype, ts_us, data, orig_len);
+            let summary = super::summary::summarize(linktype, ts_us, data, orig_len);
+            let line = if self.json {
+                summary.json()
+            } else {
+                summary.text()
+            };
             if s.write_all(line.as_bytes()).is_err() {
                 self.done = true;
             }
@@ -239,7 +248,7 @@ fn capture_live(plan: &Plan, iface: &str, handler: &mut Handler) -> crate::Resul
             handler.fail(e);
         }
     }
-    let deadline = plan.duration.map(|d| Instant::now() + d);
+    let deadline = plan.duration.map(crate::clock::deadline);
     // After a signal or the deadline a live capture makes one last pass:
     // the kernel retires its open block within BLOCK_MS, so the packets
     // that arrived before the stop still reach the file. The pass is

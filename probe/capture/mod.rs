@@ -45,6 +45,8 @@ pub struct Options {
     pub snaplen: u32,
     pub max_size: Option<u64>,
     pub analyze: bool,
+    /// `-o json`: the packet listing as JSON lines.
+    pub json: bool,
 }
 
 /// What the command leaves for `main`.
@@ -75,7 +77,14 @@ pub fn run(args: &Options) -> crate::Result<Done> {
         Some(_) if to_stdout => measure::Sink::Stdout,
         Some(path) => measure::Sink::File(path.clone()),
     };
+    if args.json && args.write.is_some() && !args.analyze {
+        // Only packets would be written: no result to give as JSON.
+        return Err(Error::usage(
+            "-o json: with -w and without --analyze capture prints no result; add --analyze for a JSON report",
+        ));
+    }
     let plan = measure::Plan {
+        json: args.json,
         summaries: args.write.is_none() && !args.analyze,
         source,
         filter: args.filter.clone(),

@@ -102,17 +102,6 @@ pub fn query_same_socket(
     Wire::new(timeout).send(&batch)
 }
 
-/// `f` over `items`, each on its own thread, results in the items' order.
-/// Measurements run in parallel so that one slow server or query type does
-/// not delay the timing of the others.
-pub fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items.iter().map(|item| scope.spawn(|| f(item))).collect();
-        // The closures do not panic; a thread that did would be left out.
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
-    })
-}
-
 /// The real network, as a [`Network`] for the resolver models. It keeps
 /// the application's UDP sockets open for the lookup, so queries the model
 /// sends from one socket leave from one source port.
@@ -188,7 +177,7 @@ impl Network for Wire {
             work.push((members, queries, endpoint));
         }
         let cap = self.cap;
-        let results = in_parallel(&work, |(members, queries, endpoint)| {
+        let results = crate::checks::in_parallel(&work, |(members, queries, endpoint)| {
             let fates = match endpoint {
                 Ok(Some((socket, connected))) => udp_exchange(socket, *connected, queries, cap),
                 Ok(None) => tcp_exchange(queries, cap),
@@ -326,7 +315,7 @@ fn tcp_exchange(queries: &[&Query], cap: Duration) -> Vec<Fate> {
     };
     let start = Instant::now();
     let wait = queries.iter().map(|q| wait_of(q, cap)).max().unwrap_or(cap);
-    let deadline = start + wait;
+    let deadline = crate::clock::later(start, wait);
     let all = |fate: Fate| vec![fate; queries.len()];
     let mut stream = match TcpStream::connect_timeout(&first.server, wait) {
         Ok(stream) => stream,

@@ -11,7 +11,7 @@ use super::measure::{
 };
 use super::model::{Model, Settings};
 use super::resolvconf::{ResolvConf, MAX_NAMESERVERS};
-use crate::report::{Check, Status};
+use crate::report::{plural, Check, Status};
 
 const REF_NDOTS: &str =
     "https://kubernetes.io/docs/concepts/services-networking/dns-pod-service/#pod-dns-config";
@@ -111,12 +111,12 @@ pub fn resolv_conf(path: &str, conf: &ResolvConf, model: &Model) -> Check {
         Status::Warn
     };
     let mut summary = format!(
-        "{} nameserver(s), {} search domain(s), ndots:{}, timeout {}s x {} attempts",
-        settings.nameservers.len(),
-        settings.search.len(),
+        "{}, {}, ndots:{}, timeout {}s x {}",
+        plural(settings.nameservers.len() as u64, "nameserver"),
+        plural(settings.search.len() as u64, "search domain"),
         settings.ndots,
         settings.timeout_s,
-        settings.attempts
+        plural(u64::from(settings.attempts), "attempt")
     );
     if settings.ndots >= 2 && !settings.search.is_empty() {
         summary.push_str(&format!(
@@ -414,8 +414,9 @@ fn search_fixes(ev: &SearchExpansionEvidence) -> Vec<String> {
         .collect();
     if let Some(l) = dotted.first() {
         in_effect.push(format!(
-            "trailing dot ({}: {} queries, none on the search list)",
-            l.name, l.queries_sent
+            "trailing dot ({}: {}, none on the search list)",
+            l.name,
+            plural(l.queries_sent as u64, "query")
         ));
     }
     in_effect
@@ -450,24 +451,24 @@ fn lookup_summary(l: &LookupEvidence) -> String {
             l.name
         ),
         Some(fqdn) if l.wasted_queries == 0 => format!(
-            "{} resolved as {fqdn} with {} queries in {}{why}",
+            "{} resolved as {fqdn} with {} in {}{why}",
             l.name,
-            l.queries_sent,
+            plural(l.queries_sent as u64, "query"),
             seconds(l.total_ms)
         ),
         Some(fqdn) => format!(
-            "{} took {} queries ({} wasted, {nx} NXDOMAIN) and {}, {} of it before {fqdn} answered{why}",
+            "{} took {} ({} wasted, {nx} NXDOMAIN) and {}, {} of it before {fqdn} answered{why}",
             l.name,
-            l.queries_sent,
+            plural(l.queries_sent as u64, "query"),
             l.wasted_queries,
             seconds(l.total_ms),
             seconds(l.wasted_ms)
         ),
         None if not_found(&l.outcome) && why.is_empty() => format!(
-            "{} does not exist ({}): {} queries ({nx} NXDOMAIN) in {}",
+            "{} does not exist ({}): {} ({nx} NXDOMAIN) in {}",
             l.name,
             l.outcome,
-            l.queries_sent,
+            plural(l.queries_sent as u64, "query"),
             seconds(l.total_ms)
         ),
         None => format!(
@@ -484,9 +485,15 @@ fn lookup_table(l: &LookupEvidence, ndots: u32) -> Vec<String> {
     let order = if l.name.ends_with('.') {
         "trailing dot: as is only".to_string()
     } else if l.dots >= ndots as usize {
-        format!("{} dots >= ndots:{ndots}: as is first", l.dots)
+        format!(
+            "{} >= ndots:{ndots}: as is first",
+            plural(l.dots as u64, "dot")
+        )
     } else {
-        format!("{} dots < ndots:{ndots}: search list first", l.dots)
+        format!(
+            "{} < ndots:{ndots}: search list first",
+            plural(l.dots as u64, "dot")
+        )
     };
     let width = l
         .candidates
@@ -533,8 +540,8 @@ fn lookup_table(l: &LookupEvidence, ndots: u32) -> Vec<String> {
         ));
     }
     out.push(format!(
-        "  {} queries, {} wasted, {:.1} of {:.1} ms before the answer; {}: {}",
-        l.queries_sent,
+        "  {}, {} wasted, {:.1} of {:.1} ms before the answer; {}: {}",
+        plural(l.queries_sent as u64, "query"),
         l.wasted_queries,
         l.wasted_ms,
         l.total_ms,

@@ -38,7 +38,7 @@ pub struct NameserversEvidence {
 
 /// Asks every server for `name`'s A record, all servers at once.
 pub fn nameservers(servers: &[SocketAddr], name: &str, timeout: Duration) -> NameserversEvidence {
-    let fates = client::in_parallel(servers, |&server| {
+    let fates = crate::checks::in_parallel(servers, |&server| {
         client::query(server, name, Qtype::A, timeout)
     });
     NameserversEvidence {
@@ -522,7 +522,7 @@ pub fn latency(
     count: u32,
     timeout: Duration,
 ) -> LatencyEvidence {
-    let per_server = client::in_parallel(servers, |&server| {
+    let per_server = crate::checks::in_parallel(servers, |&server| {
         names
             .iter()
             .map(|name| {

@@ -124,7 +124,7 @@ pub fn race(
     }
     let before = conntrack_counters();
     let start = Instant::now();
-    let results = client::in_parallel(&jobs, |(offset, _, job)| {
+    let results = crate::checks::in_parallel(&jobs, |(offset, _, job)| {
         if let Some(pause) = (start + *offset).checked_duration_since(Instant::now()) {
             std::thread::sleep(pause);
         }

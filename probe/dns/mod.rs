@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::checks::blocking;
+use crate::checks::{blocking, guarded};
 use crate::report::{timed, Check, Report};
 use measure::{LookupEvidence, ProcessLibc, SearchExpansionEvidence};
 use model::{Model, Resolver};
@@ -143,7 +143,9 @@ fn doctor_checks_blocking(options: &DoctorOptions) -> crate::Result<Vec<Check>> 
     let (model, source, processes) = app_model(options.resolver, &text, Vec::new());
     let mut checks = vec![
         timed(|| judge::resolv_conf(&path, &conf, &model)),
-        timed(|| judge::nameservers(&measure::nameservers(model.servers(), &probe, timeout))),
+        guarded("dns.nameservers", "Nameservers answer", || {
+            judge::nameservers(&measure::nameservers(model.servers(), &probe, timeout))
+        }),
     ];
     if !options.names.is_empty() {
         let (check, walked) = search_check(&options.names, &model, &source, timeout);
@@ -222,7 +224,7 @@ fn run_blocking(args: &Options) -> crate::Result<Report> {
             "disabled with --count 0",
         )
     } else {
-        timed(|| {
+        guarded("dns.latency", "DNS latency per nameserver", || {
             judge::latency(&measure::latency(
                 model.servers(),
                 &resolved,
@@ -248,13 +250,17 @@ fn search_check(
         );
     }
     let mut evidence = None;
-    let check = timed(|| {
-        let lookups: Vec<LookupEvidence> = measure::lookups(names, model, timeout);
-        let ev = SearchExpansionEvidence::new(model, source, lookups);
-        let check = judge::search_expansion(&ev);
-        evidence = Some(ev);
-        check
-    });
+    let check = guarded(
+        "dns.search-expansion",
+        "DNS lookups as the app's resolver makes them",
+        || {
+            let lookups: Vec<LookupEvidence> = measure::lookups(names, model, timeout);
+            let ev = SearchExpansionEvidence::new(model, source, lookups);
+            let check = judge::search_expansion(&ev);
+            evidence = Some(ev);
+            check
+        },
+    );
     let evidence =
         evidence.unwrap_or_else(|| SearchExpansionEvidence::new(model, source, Vec::new()));
     (check, evidence)
@@ -294,7 +300,7 @@ fn race_check(
         ignored_options: fixes::ignored_race_options(model.resolver, &conf.options),
         processes,
     };
-    timed(|| {
+    guarded(ID, TITLE, || {
         judge_race::timeout_race(&measure_race::race(
             &name, server, model, attempts, timeout, context,
         ))

@@ -128,7 +128,7 @@ impl Seen {
     /// Waits until the first bytes tell what the server speaks, the stream
     /// ends, or `timeout` passes.
     async fn wait_speaks(&self, timeout: Duration) -> Result<Speaks, DialError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = crate::clock::tokio_deadline(timeout);
         loop {
             let changed = self.changed.notified();
             if let Some(speaks) = self.speaks() {

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use super::measure::{EndpointEvidence, Evidence, Run, PER_ENDPOINT, SINGLE_CHANNEL};
-use crate::report::{Check, Status};
+use crate::report::{plural, Check, Status};
 
 pub const ID: &str = "grpc.distribution";
 pub const TITLE: &str = "gRPC calls spread over replicas";
@@ -62,10 +62,6 @@ fn failing_pin_remedy() -> Vec<String> {
          proxy or mesh"
             .to_string(),
     ]
-}
-
-fn plural(n: u64, noun: &str) -> String {
-    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 fn percent(x: f64) -> String {
@@ -658,8 +654,8 @@ fn bars(ev: &Evidence) -> Vec<String> {
             if conns.len() > MAX_BARS {
                 let rest: u64 = conns[MAX_BARS..].iter().map(|c| c.ok + c.failed).sum();
                 lines.push(format!(
-                    "  ... {} more connections carried {rest}",
-                    conns.len() - MAX_BARS
+                    "  ... {} more carried {rest}",
+                    plural((conns.len() - MAX_BARS) as u64, "connection")
                 ));
             }
             lines.push(format!(

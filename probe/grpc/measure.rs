@@ -260,7 +260,7 @@ async fn ask(
     config: &DialConfig,
 ) -> crate::Result<Attempt> {
     let probe = Probe::new(kind, path, scheme, &config.authority)?;
-    let deadline = Instant::now() + config.timeout;
+    let deadline = crate::clock::deadline(config.timeout);
     Ok(tokio::time::timeout(
         config.timeout,
         connection.unary(&probe.uri, &probe.request, deadline),
@@ -559,6 +559,7 @@ fn build_run(
             Stopped::Limit(limit) => format!("run limit of {limit:?} reached"),
             Stopped::Interrupted => "interrupted".to_string(),
             Stopped::Unreachable(why) => format!("nothing reachable: {why}"),
+            Stopped::WorkerFailed(why) => format!("a worker failed: {why}"),
         }),
         duration_ms: ms(record.closed_at),
         per_connection,
@@ -610,7 +611,7 @@ impl Session<'_> {
         mode: &'static str,
         subchannels: Vec<Vec<SocketAddr>>,
         first_id: u32,
-    ) -> Run {
+    ) -> crate::Result<Run> {
         let plan = Plan {
             mode,
             rpcs: self.options.rpcs,
@@ -624,7 +625,13 @@ impl Session<'_> {
         let (counted, stopped) =
             run::run(&channel, &self.probe, &plan, epoch, self.interrupt.clone()).await;
         let record = channel.close().await;
-        build_run(
+        // Counts missing a worker's calls would judge a spread never sent.
+        if let Some(Stopped::WorkerFailed(why)) = &stopped {
+            return Err(crate::Error::unavailable(format!(
+                "a worker of the {mode} run failed: {why}"
+            )));
+        }
+        Ok(build_run(
             &plan,
             self.probe.kind,
             counted,
@@ -632,7 +639,7 @@ impl Session<'_> {
             &record,
             epoch,
             &self.endpoints,
-        )
+        ))
     }
 }
 
@@ -685,7 +692,7 @@ pub async fn measure(
         endpoints,
         interrupt,
     };
-    let mut runs = vec![session.run(SINGLE_CHANNEL, single, 1).await];
+    let mut runs = vec![session.run(SINGLE_CHANNEL, single, 1).await?];
     let interrupted = || *session.interrupt.borrow();
     if per.len() >= 2 && !interrupted() {
         let first_id = runs[0]
@@ -694,7 +701,7 @@ pub async fn measure(
             .map(|c| c.id + 1)
             .max()
             .unwrap_or(1);
-        runs.push(session.run(PER_ENDPOINT, per, first_id).await);
+        runs.push(session.run(PER_ENDPOINT, per, first_id).await?);
     }
     let endpoints = session.endpoints.clone();
     fill_fair_shares(endpoints.len(), &mut runs);

@@ -145,7 +145,7 @@ async fn call(
     epoch: Instant,
 ) -> (Outcome, u64) {
     let started = Instant::now();
-    let deadline = started + timeout;
+    let deadline = crate::clock::later(started, timeout);
     let mut sent_again = 0;
     loop {
         let connection = match channel.pick(deadline).await {
@@ -404,6 +404,9 @@ pub enum Stopped {
     Interrupted,
     /// Every endpoint failed to connect for a whole deadline.
     Unreachable(String),
+    /// A worker task panicked: its calls are not counted, so the run's
+    /// counts must not be judged.
+    WorkerFailed(String),
 }
 
 /// Runs the plan over `channel`; `interrupt` (Ctrl-C, SIGTERM) stops
@@ -460,7 +463,15 @@ pub async fn run(
         tokio::select! {
             joined = workers.join_next() => match joined {
                 Some(Ok(local)) => local.merge_into(&mut total),
-                Some(Err(_)) => {}
+                Some(Err(e)) => {
+                    let why = if e.is_panic() {
+                        crate::checks::panic_message(e.into_panic().as_ref())
+                    } else {
+                        e.to_string()
+                    };
+                    stopped = Some(Stopped::WorkerFailed(why));
+                    stop.store(true, Ordering::Relaxed);
+                }
                 None => break,
             },
             _ = &mut limit, if stopped.is_none() => {
@@ -493,7 +504,7 @@ pub async fn run(
         total.not_sent += unsent;
         let why = match &stopped {
             Some(Stopped::Limit(limit)) => format!("run stopped after {limit:?}"),
-            Some(Stopped::Unreachable(why)) => why.clone(),
+            Some(Stopped::Unreachable(why) | Stopped::WorkerFailed(why)) => why.clone(),
             Some(Stopped::Interrupted) | None => "run interrupted".to_string(),
         };
         *total.not_sent_reasons.entry(why).or_default() += unsent;

@@ -269,7 +269,7 @@ async fn one_connection(
         .await
         .map_err(|_| Error::unavailable(format!("sending the request to {addr}: timed out")))?
         .map_err(|e| Error::io(format!("sending the request to {addr}"), e))?;
-    let deadline = Instant::now() + io_timeout;
+    let deadline = crate::clock::deadline(io_timeout);
     let (head, body, close_delimited) = read_response(&mut stream, addr, deadline).await?;
     let closed = if close_delimited {
         Some((ClosedBy::Fin, 0.0))

@@ -356,7 +356,10 @@ pub fn reachability(targets: Vec<ResolvedTarget>, timeout: Duration) -> Vec<Reac
             .into_iter()
             .map(|(target, addrs)| scope.spawn(move || connect(target, addrs, timeout)))
             .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        handles
+            .into_iter()
+            .map(|h| crate::checks::joined(h.join()))
+            .collect()
     })
 }
 

@@ -34,8 +34,12 @@ pub async fn reachability_checks(options: &Options) -> crate::Result<Vec<Check>>
     let started = std::time::Instant::now();
     let targets = measure::resolve_targets(&options.tcp, options.timeout).await?;
     let timeout = options.timeout;
-    let mut check =
-        blocking(move || judge::reachability(&measure::reachability(targets, timeout))).await?;
+    let mut check = blocking(move || {
+        crate::checks::guarded("tcp.reachability", "TCP reachability", || {
+            judge::reachability(&measure::reachability(targets, timeout))
+        })
+    })
+    .await?;
     check.duration_ms = crate::report::millis(started.elapsed());
     Ok(vec![check])
 }

@@ -19,6 +19,13 @@ pub fn split_host_port(target: &str) -> crate::Result<(String, u16)> {
         return Err(bad());
     }
     let port = port.parse::<u16>().map_err(|_| bad())?;
+    if port == 0 {
+        // Nothing listens on port 0: connecting there says nothing about the
+        // target, so it is bad input, not "unreachable".
+        return Err(Error::usage(format!(
+            "'{target}': port 0 cannot be connected to; give the port the target listens on"
+        )));
+    }
     Ok((host.to_string(), port))
 }
 
@@ -152,6 +159,10 @@ mod tests {
         assert!(split_host_port(":80").is_err());
         assert!(split_host_port("web:http").is_err());
         assert!(split_host_port("web:70000").is_err());
+        assert!(split_host_port("web:0")
+            .unwrap_err()
+            .to_string()
+            .contains("port 0"));
     }
 
     #[test]

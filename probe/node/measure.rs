@@ -257,8 +257,8 @@ impl Tools {
                     Err(e) => break Err(RunError::Failed(e.to_string())),
                 }
             };
-            let stdout = stdout.join().unwrap_or_else(|_| Ok(String::new()));
-            let stderr = stderr.join().unwrap_or_default();
+            let stdout = crate::checks::joined(stdout.join());
+            let stderr = crate::checks::joined(stderr.join());
             let status = status?;
             let first = stderr
                 .lines()
@@ -341,14 +341,11 @@ pub fn read_rules(tools: &Tools, proc_root: &Path, deadline: Instant) -> RulesEv
         let ipvs = s.spawn(|| read_ipvs(tools, proc_root, deadline, host));
         let mut all = read_nft_side(tools, deadline, host);
         for handle in legacy {
-            if let Ok(found) = handle.join() {
-                all.push(found);
-            }
+            all.push(crate::checks::joined(handle.join()));
         }
-        if let Ok((report, summary)) = ipvs.join() {
-            evidence.ipvs = summary;
-            all.push((report, RuleFacts::default()));
-        }
+        let (report, summary) = crate::checks::joined(ipvs.join());
+        evidence.ipvs = summary;
+        all.push((report, RuleFacts::default()));
         all
     });
     for (report, facts) in results {
@@ -514,7 +511,10 @@ fn read_nft_side(tools: &Tools, deadline: Instant, host: &str) -> Vec<(SourceRep
                 }
             })
             .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        handles
+            .into_iter()
+            .map(|h| crate::checks::joined(h.join()))
+            .collect()
     })
 }
 

@@ -68,7 +68,7 @@ pub fn not_a_node(links: &[links::Link]) -> Error {
 pub fn measure(opts: &NodeOptions, links: Vec<links::Link>) -> NodeEvidence {
     let proc_root = Path::new(PROC);
     let start = Instant::now();
-    let deadline = start + opts.interval;
+    let deadline = crate::clock::later(start, opts.interval);
     let first = measure::read_conntrack(proc_root);
     let tools = measure::Tools::new(&opts.host_root);
     let addresses = crate::net::measure::interfaces().unwrap_or_default();
@@ -90,8 +90,8 @@ pub fn measure(opts: &NodeOptions, links: Vec<links::Link>) -> NodeEvidence {
                 }
             })
         });
-        let nodelocal = probe.and_then(|p| p.join().ok());
-        (rules.join().unwrap_or_default(), nodelocal)
+        let nodelocal = probe.map(|p| crate::checks::joined(p.join()));
+        (crate::checks::joined(rules.join()), nodelocal)
     });
     std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
     let second = measure::read_conntrack(proc_root);

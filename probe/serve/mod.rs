@@ -80,9 +80,25 @@ pub struct Options {
     pub delay: Duration,
     /// gRPC MaxConnectionAge.
     pub max_connection_age: Option<Duration>,
+    /// Say what the server does as JSON lines on stdout (`-o json`) instead
+    /// of text on stderr.
+    pub json: bool,
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> crate::Result<TcpListener> {
+/// One thing the server tells its operator: a text line on stderr, or one
+/// JSON object a line on stdout with `-o json` (`event` names it; the other
+/// keys are its facts).
+fn announce(json: bool, event: serde_json::Value, text: std::fmt::Arguments) {
+    if json {
+        use std::io::Write;
+        // A reader that went away does not stop the server.
+        let _ = writeln!(std::io::stdout().lock(), "{event}");
+    } else {
+        eprintln!("podprobe serve: {text}");
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str, json: bool) -> crate::Result<TcpListener> {
     // Address in use, or not ours to bind: the user's input, as for `nc -l`.
     let listener = TcpListener::bind(addr)
         .await
@@ -91,18 +107,41 @@ async fn bind(addr: SocketAddr, what: &str) -> crate::Result<TcpListener> {
         .local_addr()
         .map_err(|e| Error::io(format!("{what} listener"), e))?;
     // Tests and scripts read the bound address (port 0 picks a free one).
-    eprintln!("podprobe serve: {what} listening on {local}");
+    announce(
+        json,
+        serde_json::json!({
+            "event": "listening",
+            "protocol": what.to_ascii_lowercase(),
+            "address": local.to_string(),
+        }),
+        format_args!("{what} listening on {local}"),
+    );
     Ok(listener)
 }
 
 /// Serves until SIGTERM or SIGINT, then drains.
 pub async fn run(args: &Options) -> crate::Result<()> {
     let identity = Arc::new(Identity::from_env(args.name.as_deref()));
-    let grpc_listener = bind(args.grpc, "gRPC").await?;
-    let http_listener = bind(args.http, "HTTP").await?;
-    eprintln!(
-        "podprobe serve: replica '{}' ready (HTTP keep-alive idle timeout {:?})",
-        identity.name, args.http_idle_timeout
+    let grpc_listener = bind(args.grpc, "gRPC", args.json).await?;
+    let http_listener = bind(args.http, "HTTP", args.json).await?;
+    let idle = if args.http_idle_timeout.is_zero() {
+        "off: connections stay open until the client closes them".to_string()
+    } else {
+        crate::cli::human_duration(args.http_idle_timeout)
+    };
+    announce(
+        args.json,
+        serde_json::json!({
+            "event": "ready",
+            "replica": identity.name,
+            // null: no idle timeout (0 on the command line).
+            "http_idle_timeout_s": (!args.http_idle_timeout.is_zero())
+                .then_some(args.http_idle_timeout.as_secs_f64()),
+        }),
+        format_args!(
+            "replica '{}' ready (HTTP keep-alive idle timeout {idle})",
+            identity.name
+        ),
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -123,7 +162,11 @@ pub async fn run(args: &Options) -> crate::Result<()> {
     ));
 
     let signal = shutdown_signal().await?;
-    eprintln!("podprobe serve: {signal}, draining");
+    announce(
+        args.json,
+        serde_json::json!({"event": "draining", "signal": signal}),
+        format_args!("{signal}, draining"),
+    );
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(DRAIN, async {
         let _ = grpc.await;
@@ -131,7 +174,11 @@ pub async fn run(args: &Options) -> crate::Result<()> {
     })
     .await;
     if drained.is_err() {
-        eprintln!("podprobe serve: calls still running after {DRAIN:?}, exiting anyway");
+        announce(
+            args.json,
+            serde_json::json!({"event": "drain_timeout", "after_s": DRAIN.as_secs_f64()}),
+            format_args!("calls still running after {DRAIN:?}, exiting anyway"),
+        );
     }
     Ok(())
 }

@@ -30,6 +30,9 @@ pub struct Options {
     pub push: Option<String>,
     /// `--timeout`, which also bounds a push.
     pub timeout: Duration,
+    /// `-o json`: each cycle's report on stdout, one JSON document a line
+    /// (as `kubectl get -w -o json` streams), besides the text on stderr.
+    pub json: bool,
 }
 
 /// What the HTTP side serves: the metrics and the last report.
@@ -116,6 +119,12 @@ async fn cycles(options: &Options, local: SocketAddr, state: &State) -> crate::R
         count += 1;
         state.record(&report);
         eprintln!("podprobe watch: cycle {count}: {}", summary(&report));
+        if options.json {
+            use std::io::Write;
+            let line = serde_json::to_string(&report).unwrap_or_default();
+            // A reader that went away does not stop the schedule.
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
+        }
         if let Some(url) = &options.push {
             let pushed = tokio::select! {
                 pushed = push_metrics(url, &report, state, options.timeout) => pushed,
@@ -142,8 +151,9 @@ async fn cycles(options: &Options, local: SocketAddr, state: &State) -> crate::R
 
 fn stopped(signal: crate::Result<&'static str>, cycles: u64) -> crate::Result<()> {
     eprintln!(
-        "podprobe watch: {}, stopping after {cycles} cycles",
-        signal?
+        "podprobe watch: {}, stopping after {}",
+        signal?,
+        crate::report::plural(cycles, "cycle")
     );
     Ok(())
 }

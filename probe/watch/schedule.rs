@@ -27,7 +27,7 @@ impl Schedule {
     /// fraction of the interval, in [0, 1)).
     pub fn new(start: Instant, interval: Duration, phase: f64) -> Schedule {
         Schedule {
-            origin: start + interval.mul_f64(phase.clamp(0.0, 1.0)),
+            origin: crate::clock::later(start, interval.mul_f64(phase.clamp(0.0, 1.0))),
             interval,
         }
     }
@@ -47,7 +47,10 @@ impl Schedule {
         let interval = self.interval.as_nanos().max(1);
         let since = t.saturating_duration_since(self.origin).as_nanos();
         let k = since / interval + 1;
-        self.origin + Duration::from_nanos((k * interval).min(u64::MAX as u128) as u64)
+        crate::clock::later(
+            self.origin,
+            Duration::from_nanos((k * interval).min(u64::MAX as u128) as u64),
+        )
     }
 
     /// The next cycle after one that ran from `started` to `ended`.
