@@ -13,9 +13,10 @@ pub fn dns_reply(data: &[u8]) -> Option<String> {
 }
 
 /// The capture listing's line for one packet (`capture` without `-w` or
-/// `--analyze`).
+/// `--analyze`), as text and as a JSON line.
 pub fn capture_summary(linktype: u32, ts_us: i64, data: &[u8], wire_len: u32) -> String {
-    crate::capture::summary::line(linktype, ts_us, data, wire_len)
+    let summary = crate::capture::summary::summarize(linktype, ts_us, data, wire_len);
+    summary.text() + &summary.json()
 }
 
 /// A request head as `serve`'s HTTP/1.1 server parses it; `None` for what
