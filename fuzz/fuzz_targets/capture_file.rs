@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
         snaplen: 262_144,
         max_size: None,
         analyze: true,
+        json: true,
     };
     if let Ok(Done::Report { report, .. }) = podprobe::capture::run(&options) {
         let _ = serde_json::to_string(&report);
