@@ -13,6 +13,8 @@ pub mod docs;
 pub mod doctor;
 pub mod error;
 pub mod flowchart;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod keepalive;
 pub mod lab;

@@ -20,7 +20,7 @@ pub mod pcapfile;
 mod reassemble;
 mod signals;
 mod stream;
-mod summary;
+pub(crate) mod summary;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};

@@ -470,7 +470,7 @@ fn musl_question(name: &str, qtype: Qtype) -> Vec<u8> {
 
 /// A reply as read off the wire.
 #[derive(Debug)]
-struct Parsed {
+pub(crate) struct Parsed {
     id: u16,
     /// The first question's name and type; `None` for a reply without one.
     question: Option<(String, u16)>,
@@ -480,7 +480,7 @@ struct Parsed {
 /// Reads a response's header (flags and counts as sent, so the additional
 /// count includes an OPT record, as glibc sees it) and its address records.
 /// Anything that is not a response is `None`.
-fn parse(data: &[u8]) -> Option<Parsed> {
+pub(crate) fn parse(data: &[u8]) -> Option<Parsed> {
     let header = data.get(..12)?;
     if header[2] & 0x80 == 0 {
         return None;

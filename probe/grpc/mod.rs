@@ -8,11 +8,11 @@ pub mod pb {
 }
 
 mod channel;
-mod conn;
+pub(crate) mod conn;
 pub mod judge;
 pub mod measure;
 pub mod metrics;
-mod run;
+pub(crate) mod run;
 pub mod tls;
 pub mod wire;
 

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -384,8 +384,8 @@ fn kernel_arrival(stream: &TcpStream, arrival: Arrival) -> Option<Instant> {
 
 /// Reads one whole response (skipping 1xx). Returns its head, the start of
 /// its body and whether the body ran to the close of the connection.
-async fn read_response(
-    stream: &mut TcpStream,
+pub(crate) async fn read_response(
+    stream: &mut (impl AsyncRead + Unpin),
     addr: SocketAddr,
     deadline: Instant,
 ) -> crate::Result<(ResponseHead, Vec<u8>, bool)> {
@@ -431,8 +431,8 @@ async fn read_response(
     }
 }
 
-struct Reader<'a> {
-    stream: &'a mut TcpStream,
+struct Reader<'a, S> {
+    stream: &'a mut S,
     buf: Vec<u8>,
     deadline: Instant,
     addr: SocketAddr,
@@ -440,7 +440,7 @@ struct Reader<'a> {
     kept: Vec<u8>,
 }
 
-impl Reader<'_> {
+impl<S: AsyncRead + Unpin> Reader<'_, S> {
     /// Reads more bytes into the buffer; Ok(false) at end of stream.
     async fn fill(&mut self) -> crate::Result<bool> {
         let addr = self.addr;

@@ -255,8 +255,14 @@ impl ConntrackStat {
     }
 
     pub fn total(&self, name: &str) -> Option<u64> {
-        self.per_cpu(name).map(|v| v.iter().sum())
+        self.per_cpu(name).map(|v| saturating_sum(&v))
     }
+}
+
+/// Counters summed; a sum past u64 (only a corrupt file has one) stays at
+/// the maximum instead of overflowing.
+pub fn saturating_sum(values: &[u64]) -> u64 {
+    values.iter().fold(0, |sum, v| sum.saturating_add(*v))
 }
 
 /// Parses /proc/net/stat/nf_conntrack by column name: the columns changed
@@ -402,6 +408,14 @@ fn classify(err: &io::Error) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found reading the parser for its fuzz target (proc_files), confirmed
+    /// there: per-CPU counters whose sum passes u64 overflowed.
+    #[test]
+    fn counters_past_u64_saturate() {
+        let text = include_str!("../../fuzz/regressions/proc_files/counters-past-u64");
+        assert_eq!(parse_conntrack_stat(text).unwrap().insert_failed, u64::MAX);
+    }
 
     /// Linux 6.x (nf_conntrack_standalone.c since the chainlength change).
     const STAT_6X: &str = "entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete search_restart

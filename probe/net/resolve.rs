@@ -123,7 +123,7 @@ pub fn hosts_lookup(hosts: &str, name: &str) -> Vec<IpAddr> {
 
 /// nsswitch.conf's `hosts:` line consults files before dns (also when it
 /// has no such line, glibc's default).
-fn files_before_dns(conf: &str) -> bool {
+pub(crate) fn files_before_dns(conf: &str) -> bool {
     let Some(sources) = conf.lines().find_map(|l| {
         l.split('#')
             .next()

@@ -75,7 +75,8 @@ pub fn parse(buf: &[u8]) -> Result<Batch, ParseError> {
             RTM_NEWLINK => batch.links.push(parse_link(body)?),
             _ => {}
         }
-        offset += align(len);
+        // The last message needs no padding after it (NLMSG_OK stops there).
+        offset = (offset + align(len)).min(buf.len());
     }
     if offset != buf.len() {
         return Err(ParseError(format!("{} trailing bytes", buf.len() - offset)));
@@ -288,6 +289,19 @@ mod tests {
         assert!(parse(&message(NLMSG_ERROR, &i32::MIN.to_ne_bytes())).is_err());
         assert!(parse(&message(RTM_NEWLINK, &[0; 3])).is_err());
         assert!(parse(&message(RTM_NEWLINK, &link_body(1, 0, &[]))).is_err());
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/netlink_links.rs): a message
+    /// whose length is not a multiple of 4 ends the buffer.
+    #[test]
+    fn an_unpadded_last_message_ends_the_buffer() {
+        let mut buf = message(0x71, &[0x71; 5]);
+        assert_eq!(buf.len(), 21);
+        assert_eq!(parse(&buf), Ok(Batch::default()));
+        buf.push(0);
+        assert!(parse(&buf).is_ok());
+        let found = include_bytes!("../../fuzz/regressions/netlink_links/unpadded-last-message");
+        assert_eq!(parse(found), Ok(Batch::default()));
     }
 
     #[test]

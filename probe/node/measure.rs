@@ -17,7 +17,8 @@ use super::links::Link;
 use super::rules::{self, RuleFacts};
 use super::{ipvs, nft};
 use crate::net::measure::{
-    parse_conntrack_stat_table, read_proc, read_proc_number, ConntrackStat, DefaultRoute, Interface,
+    parse_conntrack_stat_table, read_proc, read_proc_number, saturating_sum, ConntrackStat,
+    DefaultRoute, Interface,
 };
 use crate::report::millis;
 
@@ -830,8 +831,10 @@ pub fn conntrack_evidence(
             .zip(before.iter().chain(std::iter::repeat(&0)))
             .map(|(a, b)| a.saturating_sub(*b))
             .collect();
-        let grew: u64 = per_cpu.iter().sum();
-        evidence.totals.insert(name.to_string(), after.iter().sum());
+        let grew = saturating_sum(&per_cpu);
+        evidence
+            .totals
+            .insert(name.to_string(), saturating_sum(&after));
         evidence.increases.insert(name.to_string(), grew);
         evidence.rates_per_s.insert(
             name.to_string(),
@@ -865,7 +868,7 @@ pub fn udp_dns_flows(proc_root: &Path, budget: Duration) -> Option<u64> {
 
 /// `ipv4 2 udp 17 25 src=10.244.0.2 dst=10.96.0.10 sport=41234 dport=53 ...`:
 /// the first dport is the original direction's.
-fn count_dns_flow(line: &str) -> bool {
+pub(crate) fn count_dns_flow(line: &str) -> bool {
     let mut fields = line.split_whitespace();
     fields.nth(2) == Some("udp")
         && line
@@ -918,6 +921,30 @@ pub fn sysctl(proc_root: &Path, name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found with net.conntrack's (see net::measure): two readings whose
+    /// per-CPU counters sum past u64.
+    #[test]
+    fn counters_past_u64_saturate() {
+        let text = include_str!("../../fuzz/regressions/proc_files/counters-past-u64");
+        let stat = parse_conntrack_stat_table(text).unwrap();
+        let first = ConntrackReading {
+            count: 1,
+            max: 2,
+            buckets: None,
+            stat: ConntrackStat {
+                columns: stat.columns.clone(),
+                cpus: vec![vec![0, 0], vec![0, 0]],
+            },
+        };
+        let second = ConntrackReading {
+            stat,
+            ..first.clone()
+        };
+        let ev = conntrack_evidence(&first, &second, Duration::from_secs(1), "6.1.0");
+        assert_eq!(ev.totals["insert_failed"], u64::MAX);
+        assert_eq!(ev.increases["insert_failed"], u64::MAX);
+    }
 
     fn reading(count: u64, rows: &[&[u64]]) -> ConntrackReading {
         ConntrackReading {

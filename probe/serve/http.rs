@@ -67,7 +67,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// One request's head, as far as this server cares.
 #[derive(Debug, PartialEq)]
-struct Head {
+pub(crate) struct Head {
     method: String,
     path: String,
     keep_alive: bool,
@@ -75,7 +75,7 @@ struct Head {
     chunked: bool,
 }
 
-fn parse_head(text: &str) -> Option<Head> {
+pub(crate) fn parse_head(text: &str) -> Option<Head> {
     let mut lines = text.split("\r\n").map(|l| l.trim_end_matches('\n'));
     let mut request_line = lines.next()?.split(' ');
     let method = request_line.next()?.to_string();

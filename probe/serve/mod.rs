@@ -3,7 +3,7 @@
 //! (`podprobe.v1.Identity/Whoami` plus `grpc.health.v1.Health`) and over
 //! HTTP/1.1 (`GET /` as JSON, with a real keep-alive idle timeout).
 
-mod http;
+pub(crate) mod http;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
